@@ -1,0 +1,1 @@
+"""authority: a gRPC token authority (JWTs with rotating keys, JWKS, sessions, revocation)."""

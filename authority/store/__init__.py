@@ -1,0 +1,1 @@
+"""Persistence behind one interface; the embedded default is SQLite, production adds PostgreSQL."""
