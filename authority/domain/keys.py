@@ -97,7 +97,9 @@ class KeyPolicy:
 
     def __post_init__(self) -> None:
         if self.rotation_period <= self.prepublish:
-            raise InvalidArgument("the rotation period must be longer than the pre-publication period")
+            raise InvalidArgument(
+                "the rotation period must be longer than the pre-publication period"
+            )
         for name in ("prepublish", "max_token_ttl", "leeway"):
             if getattr(self, name) < timedelta(0):
                 raise InvalidArgument(f"{name} must not be negative")

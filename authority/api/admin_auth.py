@@ -1,0 +1,27 @@
+"""Admin RPCs need `authorization: Bearer <admin token>`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from authority.domain.errors import PermissionDenied, Unauthenticated
+from authority.services.admin_credential import AdminCredential
+
+
+def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+def require_admin(context: grpc.aio.ServicerContext[Any, Any], credential: AdminCredential) -> None:
+    token = bearer_token(context)
+    if token is None:
+        raise Unauthenticated("this RPC needs the admin credential (authorization: Bearer ...)")
+    if not credential.matches(token):
+        raise PermissionDenied("the admin credential is not valid")

@@ -1,0 +1,117 @@
+"""Domain values to protobuf messages and back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from authority.domain.keys import Algorithm, KeyPolicy, KeyRecord, KeyState
+from authority.domain.principals import Principal
+from authority.domain.tokens import AccessClaims, Verification, VerifyReason
+from authority.keys.snapshot import Jwks
+from authority.v1 import admin_pb2, keys_pb2, token_pb2
+
+VERIFY_RESULT: dict[VerifyReason, token_pb2.VerifyResult.ValueType] = {
+    VerifyReason.VALID: token_pb2.VERIFY_RESULT_VALID,
+    VerifyReason.MALFORMED: token_pb2.VERIFY_RESULT_MALFORMED,
+    VerifyReason.TOO_LARGE: token_pb2.VERIFY_RESULT_TOO_LARGE,
+    VerifyReason.DISALLOWED_ALGORITHM: token_pb2.VERIFY_RESULT_DISALLOWED_ALGORITHM,
+    VerifyReason.UNKNOWN_KEY: token_pb2.VERIFY_RESULT_UNKNOWN_KEY,
+    VerifyReason.BAD_SIGNATURE: token_pb2.VERIFY_RESULT_BAD_SIGNATURE,
+    VerifyReason.EXPIRED: token_pb2.VERIFY_RESULT_EXPIRED,
+    VerifyReason.NOT_YET_VALID: token_pb2.VERIFY_RESULT_NOT_YET_VALID,
+    VerifyReason.WRONG_ISSUER: token_pb2.VERIFY_RESULT_WRONG_ISSUER,
+    VerifyReason.WRONG_AUDIENCE: token_pb2.VERIFY_RESULT_WRONG_AUDIENCE,
+    VerifyReason.REVOKED: token_pb2.VERIFY_RESULT_REVOKED,
+    VerifyReason.WRONG_TYPE: token_pb2.VERIFY_RESULT_WRONG_TYPE,
+}
+
+ALGORITHM_TO_PB: dict[Algorithm, keys_pb2.SigningAlgorithm.ValueType] = {
+    Algorithm.EDDSA: keys_pb2.SIGNING_ALGORITHM_EDDSA,
+    Algorithm.ES256: keys_pb2.SIGNING_ALGORITHM_ES256,
+    Algorithm.RS256: keys_pb2.SIGNING_ALGORITHM_RS256,
+}
+ALGORITHM_FROM_PB = {value: key for key, value in ALGORITHM_TO_PB.items()}
+
+KEY_STATE_TO_PB: dict[KeyState, keys_pb2.KeyState.ValueType] = {
+    KeyState.PENDING: keys_pb2.KEY_STATE_PENDING,
+    KeyState.ACTIVE: keys_pb2.KEY_STATE_ACTIVE,
+    KeyState.RETIRED: keys_pb2.KEY_STATE_RETIRED,
+    KeyState.REMOVED: keys_pb2.KEY_STATE_REMOVED,
+    KeyState.COMPROMISED: keys_pb2.KEY_STATE_COMPROMISED,
+}
+
+
+def timestamp(instant: datetime | None) -> Timestamp | None:
+    if instant is None:
+        return None
+    message = Timestamp()
+    message.FromDatetime(instant)
+    return message
+
+
+def epoch(seconds: int) -> Timestamp:
+    return Timestamp(seconds=seconds)
+
+
+def claims_message(claims: AccessClaims) -> token_pb2.Claims:
+    message = token_pb2.Claims(
+        issuer=claims.issuer,
+        subject=claims.subject,
+        audience=claims.audience,
+        expires_at=epoch(claims.expires_at),
+        issued_at=epoch(claims.issued_at),
+        not_before=epoch(claims.not_before),
+        token_id=claims.token_id,
+        session_id=claims.session_id,
+        client_id=claims.client_id,
+        scope=claims.scope,
+        key_id=claims.key_id,
+    )
+    if claims.extra:
+        extra = Struct()
+        extra.update(dict(claims.extra))
+        message.extra.CopyFrom(extra)
+    return message
+
+
+def verify_response(verdict: Verification) -> token_pb2.VerifyResponse:
+    if verdict.claims is not None and verdict.valid:
+        return token_pb2.VerifyResponse(
+            result=token_pb2.VERIFY_RESULT_VALID, claims=claims_message(verdict.claims)
+        )
+    return token_pb2.VerifyResponse(result=VERIFY_RESULT[verdict.reason], detail=verdict.detail)
+
+
+def key_info(record: KeyRecord, policy: KeyPolicy, now: datetime) -> keys_pb2.KeyInfo:
+    return keys_pb2.KeyInfo(
+        kid=record.kid,
+        algorithm=ALGORITHM_TO_PB[record.algorithm],
+        state=KEY_STATE_TO_PB[policy.state(record, now)],
+        published_at=timestamp(record.published_at),
+        activates_at=timestamp(record.activates_at),
+        retires_at=timestamp(record.retires_at),
+        removed_at=timestamp(policy.removed_at(record)),
+        compromised_at=timestamp(record.compromised_at),
+    )
+
+
+def jwks_response(jwks: Jwks) -> keys_pb2.GetJwksResponse:
+    return keys_pb2.GetJwksResponse(
+        jwks_json=jwks.document.decode(),
+        keys=[keys_pb2.Jwk(**dict(jwk)) for jwk in jwks.keys],
+        etag=jwks.etag,
+        max_age=Duration(seconds=int(jwks.max_age.total_seconds())),
+    )
+
+
+def principal_message(principal: Principal) -> admin_pb2.Principal:
+    return admin_pb2.Principal(
+        id=principal.id,
+        name=principal.name,
+        disabled=principal.disabled,
+        created_at=timestamp(principal.created_at),
+    )

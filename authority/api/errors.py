@@ -1,0 +1,52 @@
+"""Domain errors to gRPC status, in one table; anything unexpected becomes INTERNAL
+with no details (the stack trace goes to the log, never to the caller)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from authority.domain.errors import AuthorityError, ErrorCode
+
+log = structlog.get_logger(__name__)
+
+STATUS_BY_CODE: dict[ErrorCode, grpc.StatusCode] = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.CONFLICT: grpc.StatusCode.ABORTED,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+S = TypeVar("S")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def rpc(
+    handler: Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
+) -> Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
+    """Wrap a servicer method so domain errors become statuses with their safe message."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except AuthorityError as error:
+            await context.abort(STATUS_BY_CODE[error.code], error.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("rpc.internal_error", method=handler.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper

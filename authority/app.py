@@ -1,0 +1,229 @@
+"""Wiring and lifecycle: build every component from Settings, start in order, stop in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authority.api.admin_service import AdminServicer
+from authority.api.key_service import KeyServicer
+from authority.api.token_service import TokenServicer
+from authority.config import Settings, parse_address
+
+
+def host_of(address: str) -> str:
+    host, _ = parse_address(address)
+    return f"[{host}]" if ":" in host else host
+
+
+from authority.crypto import KekRing, load_kek
+from authority.domain.clock import Clock, SystemClock
+from authority.domain.keys import KeyPolicy
+from authority.domain.revocation import RevocationSet
+from authority.http_api import build_app
+from authority.keys.manager import KeyManager
+from authority.services.admin_credential import AdminCredential, load_admin_secret
+from authority.services.issuance import TokenIssuer
+from authority.services.passwords import HashParameters, PasswordHasher
+from authority.services.principals import PrincipalService
+from authority.store.sqlite import SqliteStore
+from authority.tokens.verifier import TokenVerifier
+from authority.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
+)
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAMES = (
+    token_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
+    keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024),
+    ("grpc.max_send_message_length", 1024 * 1024),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass
+class Ports:
+    grpc: int = 0
+    http: int = 0
+
+
+@dataclass
+class Authority:
+    """The running service. ``start`` does the I/O; ``stop`` is idempotent."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    ports: Ports = field(default_factory=Ports)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.store = SqliteStore(s.database_path)
+        self.policy = KeyPolicy(
+            rotation_period=s.key_rotation_period,
+            prepublish=s.key_prepublish,
+            max_token_ttl=s.access_token_ttl,
+            leeway=s.leeway,
+            algorithm=s.algorithm,
+        )
+        self.hasher = PasswordHasher(
+            HashParameters(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism),
+            workers=s.hash_workers,
+        )
+        self.revocations = RevocationSet()
+        self.health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = False
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.short_prepublish:
+            log.warning(
+                "config.short_prepublish",
+                prepublish_seconds=s.key_prepublish.total_seconds(),
+                hint="verifiers that cache the JWKS for 10 minutes may meet an unknown kid",
+            )
+        kek = load_kek(env_value=s.kek, file=s.kek_file, generate_into=s.data_dir)
+        admin = AdminCredential(
+            load_admin_secret(
+                env_value=s.admin_token, file=s.admin_token_file, generate_into=s.data_dir
+            )
+        )
+        await self.store.open()
+        self.keys = KeyManager(
+            store=self.store,
+            kek=KekRing(kek),
+            policy=self.policy,
+            clock=self.clock,
+            jwks_max_age=s.jwks_max_age,
+            check_interval=s.key_check_interval,
+        )
+        await self.keys.start()
+        await self._start_http()
+        # Derived after binding, so that port 0 (tests) still yields a reachable issuer URL.
+        self.issuer = s.issuer.rstrip("/") or f"http://{host_of(s.http_address)}:{self.ports.http}"
+        self.verifier = TokenVerifier(
+            keys=lambda: self.keys.snapshot().verification_keys,
+            issuer=self.issuer,
+            default_audience=s.audience,
+            leeway=s.leeway.total_seconds(),
+            max_token_bytes=s.max_token_bytes,
+            revocations=self.revocations,
+            clock=self.clock,
+            cache_size=s.verify_cache_size,
+        )
+        issuer = TokenIssuer(
+            store=self.store,
+            keys=self.keys,
+            hasher=self.hasher,
+            clock=self.clock,
+            issuer=self.issuer,
+            default_audience=s.audience,
+            access_token_ttl=s.access_token_ttl,
+        )
+        principals = PrincipalService(store=self.store, hasher=self.hasher, clock=self.clock)
+        await self._start_grpc(
+            TokenServicer(issuer=issuer, verifier=self.verifier),
+            KeyServicer(keys=self.keys, admin=admin, clock=self.clock),
+            AdminServicer(principals=principals, admin=admin),
+        )
+        self._tasks.append(asyncio.create_task(self.keys.run(), name="key-rotation"))
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "authority.ready",
+            grpc_port=self.ports.grpc,
+            http_port=self.ports.http,
+            issuer=self.issuer,
+            data_dir=str(s.data_dir),
+        )
+
+    async def _start_grpc(
+        self, tokens: TokenServicer, keys: KeyServicer, admin: AdminServicer
+    ) -> None:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.settings.reflection:
+            reflection.enable_server_reflection(
+                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+        self.ports.grpc = server.add_insecure_port(self.settings.grpc_address)
+        if self.ports.grpc == 0:
+            raise OSError(f"cannot bind gRPC to {self.settings.grpc_address}")
+        await server.start()
+        self._server = server
+
+    async def _start_http(self) -> None:
+        app = build_app(
+            jwks=lambda: self.keys.snapshot().jwks,
+            issuer=lambda: self.issuer,
+            ready=lambda: not self._stopped,
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = parse_address(self.settings.http_address)
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._http = runner
+        self.ports.http = int(runner.addresses[0][1])
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, drain in-flight calls within the grace period, then close storage."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.settings.shutdown_grace.total_seconds() if grace is None else grace
+        log.info("authority.stopping", grace_seconds=grace)
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._http is not None:
+            await self._http.cleanup()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.hasher.close()
+        await asyncio.shield(self.store.close())
+        log.info("authority.stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    authority = Authority(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await authority.start()
+        await stop.wait()
+    finally:
+        await authority.stop()

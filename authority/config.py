@@ -1,0 +1,222 @@
+"""Configuration: environment variables, optionally a TOML file, validated once at start.
+
+Every setting has an environment variable ``AUTHORITY_<NAME>``; the same names in
+lower case are accepted as keys of the file named by ``AUTHORITY_CONFIG_FILE``.
+The environment wins over the file. All problems are reported together.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from authority.domain.keys import Algorithm
+
+ENV_PREFIX = "AUTHORITY_"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90', '90s', '15m', '1h', '7d', '250ms' -> timedelta."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 15m, 1h, 7d)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port); port 0 picks a free one."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]"), int(port_text)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} must be a positive integer")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated settings. Build with ``Settings.load()``; tests construct them directly."""
+
+    grpc_address: str = "127.0.0.1:50051"
+    http_address: str = "127.0.0.1:8080"
+    data_dir: Path = Path(".authority")
+    issuer: str = ""  # default: http://<http host>:<bound http port>
+    audience: str = "default"
+    algorithm: Algorithm = Algorithm.EDDSA
+    access_token_ttl: timedelta = timedelta(minutes=10)
+    key_rotation_period: timedelta = timedelta(days=14)
+    key_prepublish: timedelta = timedelta(hours=1)
+    jwks_max_age: timedelta = timedelta(minutes=10)
+    leeway: timedelta = timedelta(seconds=30)
+    key_check_interval: timedelta = timedelta(seconds=30)
+    max_token_bytes: int = 8192
+    verify_cache_size: int = 65536
+    shutdown_grace: timedelta = timedelta(seconds=10)
+    kek: str | None = None
+    kek_file: Path | None = None
+    admin_token: str | None = None
+    admin_token_file: Path | None = None
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    argon2_parallelism: int = 1
+    hash_workers: int = 2
+    log_format: str = "json"
+    log_level: str = "info"
+    reflection: bool = True
+
+    @property
+    def short_prepublish(self) -> bool:
+        """True when a key may sign before a verifier with a 10-minute JWKS cache (Envoy's
+        default) has refetched: allowed, for tests and verifiers without caches, but warned."""
+        return self.key_prepublish < timedelta(minutes=15)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "authority.db"
+
+    def validate(self) -> None:
+        """Raise ConfigError listing every inconsistency between settings."""
+        problems: list[str] = []
+        for name in ("grpc_address", "http_address"):
+            try:
+                parse_address(getattr(self, name))
+            except ValueError as exc:
+                problems.append(f"AUTHORITY_{name.upper()}: {exc}")
+        if self.jwks_max_age > self.key_prepublish:
+            problems.append(
+                "AUTHORITY_JWKS_MAX_AGE must not exceed AUTHORITY_KEY_PREPUBLISH, or a verifier "
+                "could meet a key that started signing before its cached JWKS listed it"
+            )
+        if self.key_rotation_period <= self.key_prepublish:
+            problems.append(
+                "AUTHORITY_KEY_ROTATION_PERIOD must be longer than AUTHORITY_KEY_PREPUBLISH"
+            )
+        if self.access_token_ttl <= timedelta(0):
+            problems.append("AUTHORITY_ACCESS_TOKEN_TTL must be positive")
+        if self.kek and self.kek_file:
+            problems.append("set AUTHORITY_KEK or AUTHORITY_KEK_FILE, not both")
+        if self.admin_token and self.admin_token_file:
+            problems.append("set AUTHORITY_ADMIN_TOKEN or AUTHORITY_ADMIN_TOKEN_FILE, not both")
+        if self.log_format not in {"json", "console"}:
+            problems.append("AUTHORITY_LOG_FORMAT must be json or console")
+        if self.log_level not in {"debug", "info", "warning", "error"}:
+            problems.append("AUTHORITY_LOG_LEVEL must be debug, info, warning or error")
+        if not self.audience:
+            problems.append("AUTHORITY_AUDIENCE must not be empty")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read the file (if any) and the environment, apply overrides, validate."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, str] = {}
+        problems: list[str] = []
+        config_file = env.get(ENV_PREFIX + "CONFIG_FILE")
+        if config_file:
+            try:
+                with open(config_file, "rb") as handle:
+                    document = tomllib.load(handle)
+                raw.update({str(k).lower(): str(v) for k, v in document.items()})
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                problems.append(f"AUTHORITY_CONFIG_FILE {config_file}: {exc}")
+        known = {f.name for f in fields(cls)}
+        for key in raw:
+            if key not in known:
+                problems.append(f"unknown setting {key!r} in {config_file}")
+        for key, value in env.items():
+            if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG_FILE":
+                name = key[len(ENV_PREFIX) :].lower()
+                if name in known:
+                    raw[name] = value
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            if field.name in overrides:
+                values[field.name] = overrides[field.name]
+            elif field.name in raw:
+                try:
+                    values[field.name] = _PARSERS[field.name](raw[field.name])
+                except ValueError as exc:
+                    problems.append(f"AUTHORITY_{field.name.upper()}: {exc}")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+
+def _algorithm(text: str) -> Algorithm:
+    for algorithm in Algorithm:
+        if text.strip().lower() == algorithm.value.lower():
+            return algorithm
+    raise ValueError(f"{text!r} is not one of {', '.join(a.value for a in Algorithm)}")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"{text!r} is not one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "grpc_address": _text,
+    "http_address": _text,
+    "data_dir": Path,
+    "issuer": _text,
+    "audience": _text,
+    "algorithm": _algorithm,
+    "access_token_ttl": parse_duration,
+    "key_rotation_period": parse_duration,
+    "key_prepublish": parse_duration,
+    "jwks_max_age": parse_duration,
+    "leeway": parse_duration,
+    "key_check_interval": parse_duration,
+    "max_token_bytes": _positive_int,
+    "verify_cache_size": _positive_int,
+    "shutdown_grace": parse_duration,
+    "kek": _text,
+    "kek_file": Path,
+    "admin_token": _text,
+    "admin_token_file": Path,
+    "argon2_time_cost": _positive_int,
+    "argon2_memory_kib": _positive_int,
+    "argon2_parallelism": _positive_int,
+    "hash_workers": _positive_int,
+    "log_format": _choice("json", "console"),
+    "log_level": _choice("debug", "info", "warning", "error"),
+    "reflection": _bool,
+}

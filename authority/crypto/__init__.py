@@ -1,0 +1,34 @@
+"""Cryptography for the authority: signing keys, JWKs, and envelope encryption at rest.
+
+The only package that imports ``cryptography.hazmat``; everything else goes through
+this API, so algorithm choices and key checks live in one reviewed place.
+"""
+
+from authority.crypto.envelope import EnvelopeError, Kek, KekRing, envelope_kek_id
+from authority.crypto.kek_source import load_kek
+from authority.crypto.signing_keys import (
+    PrivateKey,
+    PublicKey,
+    generate_private_key,
+    jwk_thumbprint,
+    private_key_from_bytes,
+    private_key_to_bytes,
+    public_jwk,
+    public_key_from_jwk,
+)
+
+__all__ = [
+    "EnvelopeError",
+    "Kek",
+    "KekRing",
+    "PrivateKey",
+    "PublicKey",
+    "envelope_kek_id",
+    "generate_private_key",
+    "jwk_thumbprint",
+    "load_kek",
+    "private_key_from_bytes",
+    "private_key_to_bytes",
+    "public_jwk",
+    "public_key_from_jwk",
+]

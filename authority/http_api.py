@@ -1,0 +1,69 @@
+"""The small HTTP surface: JWKS and the discovery document (RFC 8414 / OpenID Discovery)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from aiohttp import web
+
+from authority.domain.keys import Algorithm
+from authority.keys.snapshot import Jwks
+
+JWKS_PATH = "/.well-known/jwks.json"
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+
+
+def build_app(
+    *, jwks: Callable[[], Jwks], issuer: Callable[[], str], ready: Callable[[], bool]
+) -> web.Application:
+    def discovery_document() -> bytes:
+        return json.dumps(
+            {
+                "issuer": issuer(),
+                "jwks_uri": issuer() + JWKS_PATH,
+                "id_token_signing_alg_values_supported": [a.value for a in Algorithm],
+                "token_endpoint_auth_signing_alg_values_supported": [a.value for a in Algorithm],
+                "grant_types_supported": [
+                    "password",
+                    "client_credentials",
+                    "refresh_token",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ],
+                "response_types_supported": ["token"],
+                "subject_types_supported": ["public"],
+            },
+            sort_keys=True,
+        ).encode()
+
+    async def get_jwks(request: web.Request) -> web.Response:
+        current = jwks()
+        etag = f'"{current.etag}"'
+        headers = {
+            "ETag": etag,
+            "Cache-Control": f"public, max-age={int(current.max_age.total_seconds())}",
+        }
+        if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
+            return web.Response(status=304, headers=headers)
+        return web.Response(
+            body=current.document, content_type="application/jwk-set+json", headers=headers
+        )
+
+    async def get_discovery(request: web.Request) -> web.Response:
+        return web.Response(
+            body=discovery_document(),
+            content_type="application/json",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
+    async def get_health(request: web.Request) -> web.Response:
+        ok = ready()
+        return web.json_response(
+            {"status": "ok" if ok else "unavailable"}, status=200 if ok else 503
+        )
+
+    app = web.Application()
+    app.router.add_get(JWKS_PATH, get_jwks)
+    app.router.add_get(DISCOVERY_PATH, get_discovery)
+    app.router.add_get("/healthz", get_health)
+    return app

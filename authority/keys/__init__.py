@@ -1,0 +1,1 @@
+"""The key ring: which keys exist, which one signs, and what the JWKS says."""

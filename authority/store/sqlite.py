@@ -1,0 +1,421 @@
+"""The embedded default store: one SQLite file, reached through aiosqlite.
+
+All statements run on one connection (in aiosqlite's worker thread, so the event
+loop never blocks), guarded by an asyncio.Lock so tasks queue up instead of
+interleaving. Key-ring transactions start with ``BEGIN IMMEDIATE``: SQLite's
+write lock then serialises them across every process sharing the file, with
+``busy_timeout`` making the others wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import aiosqlite
+
+from authority.domain.errors import (
+    AlreadyExists,
+    AuthorityError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
+from authority.domain.principals import Principal
+from authority.store.base import KeyRingTransaction
+from authority.store.migrations import Migration, load_migrations, migrate
+
+if TYPE_CHECKING:
+    from authority.store.base import Store
+
+MIGRATIONS: Traversable = files("authority.store") / "sql" / "sqlite"
+"""This backend's migration files, found next to the module wherever it is installed."""
+
+_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",  # first, so switching to WAL also waits for other writers
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+)
+_UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+_KEY_COLUMNS = (
+    "kid, algorithm, public_jwk, wrapped_private_key, kek_id,"
+    " published_at, activates_at, retires_at, compromised_at"
+)
+_PRINCIPAL_COLUMNS = "id, name, password_hash, disabled, created_at"
+
+
+# -- driver errors ------------------------------------------------------------
+
+
+@contextmanager
+def _translated(taken: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Turn driver errors into domain errors, in one place.
+
+    ``taken`` maps a unique column (``"table.column"``, as SQLite names it) to the
+    AlreadyExists message for it. Programming errors are left alone: a bug in our
+    SQL is not an outage worth retrying.
+    """
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise _integrity_error(exc, taken or {}) from exc
+    except sqlite3.ProgrammingError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise Unavailable(f"the SQLite store is unavailable: {exc}") from exc
+
+
+def _integrity_error(exc: sqlite3.IntegrityError, taken: Mapping[str, str]) -> AuthorityError:
+    """SQLite names the violated column but never the value, so its text is safe to use."""
+    if exc.sqlite_errorname in _UNIQUE_ERRORS:
+        column = str(exc).rpartition(": ")[2]
+        return AlreadyExists(taken.get(column, "the record already exists"))
+    return AuthorityError(f"the SQLite store rejected a record: {exc}")
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    """Roll back if a transaction is open; SQLite may already have done so after an error."""
+    with contextlib.suppress(sqlite3.Error):
+        await db.execute("ROLLBACK")
+
+
+# -- values -------------------------------------------------------------------
+
+
+def _to_micros(instant: datetime) -> int:
+    """Exact integer microseconds, so no precision is lost to floating point."""
+    if instant.utcoffset() is None:
+        raise InvalidArgument("instants given to the store must be timezone-aware")
+    return (instant - _EPOCH) // _MICROSECOND
+
+
+def _to_optional_micros(instant: datetime | None) -> int | None:
+    return None if instant is None else _to_micros(instant)
+
+
+def _from_micros(value: int) -> datetime:
+    return _EPOCH + value * _MICROSECOND
+
+
+def _from_optional_micros(value: int | None) -> datetime | None:
+    return None if value is None else _from_micros(value)
+
+
+def _key_params(key: KeyRecord) -> tuple[Any, ...]:
+    """A compromised key's private material is never written."""
+    wrapped = None if key.compromised_at is not None else bytes(key.wrapped_private_key)
+    return (
+        key.kid,
+        key.algorithm.value,
+        json.dumps(dict(key.public_jwk), sort_keys=True, separators=(",", ":")),
+        wrapped,
+        key.kek_id,
+        _to_micros(key.published_at),
+        _to_micros(key.activates_at),
+        _to_optional_micros(key.retires_at),
+        _to_optional_micros(key.compromised_at),
+    )
+
+
+def _key_from_row(row: Sequence[Any]) -> KeyRecord:
+    kid, algorithm, jwk, wrapped, kek_id, published, activates, retires, compromised = row
+    return KeyRecord(
+        kid=kid,
+        algorithm=Algorithm(algorithm),
+        public_jwk=json.loads(jwk),
+        wrapped_private_key=bytes(wrapped or b""),
+        kek_id=kek_id,
+        published_at=_from_micros(published),
+        activates_at=_from_micros(activates),
+        retires_at=_from_optional_micros(retires),
+        compromised_at=_from_optional_micros(compromised),
+    )
+
+
+def _principal_from_row(row: Sequence[Any]) -> Principal:
+    principal_id, name, password_hash, disabled, created_at = row
+    return Principal(
+        id=principal_id,
+        name=name,
+        password_hash=password_hash,
+        disabled=bool(disabled),
+        created_at=_from_micros(created_at),
+    )
+
+
+async def _select_keys(db: aiosqlite.Connection) -> list[KeyRecord]:
+    rows = await db.execute_fetchall(
+        f"SELECT {_KEY_COLUMNS} FROM signing_keys ORDER BY published_at, kid"  # noqa: S608
+    )
+    return [_key_from_row(row) for row in rows]
+
+
+# -- migrations ---------------------------------------------------------------
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements, so a migration can run inside our own transaction.
+
+    (``executescript`` would commit first.) ``complete_statement`` knows about
+    strings, comments and trigger bodies, so a ';' inside them does not split.
+    """
+    statements: list[str] = []
+    pending = ""
+    *pieces, tail = script.split(";")
+    for piece in pieces:
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    if (pending + tail).strip():
+        statements.append(pending + tail)  # trailing comments, or a last statement without ';'
+    return statements
+
+
+class _SqliteMigrationTarget:
+    """Runs each migration under SQLite's write lock, so racing processes apply it once."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def prepare(self) -> None:
+        await self._db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
+        )
+
+    async def applied_versions(self) -> set[int]:
+        rows = await self._db.execute_fetchall("SELECT version FROM schema_migrations")
+        return {int(row[0]) for row in rows}
+
+    async def apply(self, migration: Migration) -> None:
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            if migration.version not in await self.applied_versions():
+                for statement in _statements(migration.sql):
+                    await self._db.execute(statement)
+                await self._db.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, datetime.now(UTC).isoformat()),
+                )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await _rollback(self._db)
+            raise
+
+
+# -- the store ----------------------------------------------------------------
+
+
+class _SqliteKeyRingTransaction:
+    """The key-ring operations, run inside the store's open ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def list_keys(self) -> list[KeyRecord]:
+        with _translated():
+            return await _select_keys(self._db)
+
+    async def insert_key(self, key: KeyRecord) -> None:
+        taken = {"signing_keys.kid": f"a key with kid {key.kid!r} already exists"}
+        with _translated(taken):
+            await self._db.execute(
+                f"INSERT INTO signing_keys ({_KEY_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _key_params(key),
+            )
+
+    async def update_key(self, update: KeyUpdate) -> None:
+        """Reuse ``apply_update`` so the semantics cannot drift from the domain's."""
+        with _translated():
+            rows = list(
+                await self._db.execute_fetchall(
+                    f"SELECT {_KEY_COLUMNS} FROM signing_keys WHERE kid = ?",  # noqa: S608
+                    (update.kid,),
+                )
+            )
+            if not rows:
+                raise NotFound(f"no key with kid {update.kid!r}")
+            updated = apply_update(_key_from_row(rows[0]), update)
+            await self._db.execute(
+                "UPDATE signing_keys SET activates_at = :activates_at, retires_at = :retires_at,"
+                " compromised_at = :compromised_at,"
+                " wrapped_private_key = CASE WHEN :compromised_at IS NULL"
+                " THEN wrapped_private_key END"
+                " WHERE kid = :kid",
+                {
+                    "kid": update.kid,
+                    "activates_at": _to_micros(updated.activates_at),
+                    "retires_at": _to_optional_micros(updated.retires_at),
+                    "compromised_at": _to_optional_micros(updated.compromised_at),
+                },
+            )
+
+    async def delete_keys(self, kids: tuple[str, ...]) -> None:
+        with _translated():
+            await self._db.executemany(
+                "DELETE FROM signing_keys WHERE kid = ?", [(kid,) for kid in kids]
+            )
+
+
+class SqliteStore:
+    """The ``Store`` on one SQLite file (see the module docstring for the locking model)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Create the file privately, connect, and migrate. Opening twice is a no-op."""
+        async with self._lock:
+            if self._closed:
+                raise Unavailable("the store is closed")
+            if self._db is not None:
+                return
+            try:
+                migrations = await asyncio.to_thread(self._prepare_files)
+            except OSError as exc:
+                raise Unavailable(
+                    f"cannot create the SQLite database {str(self._path)!r}: {exc.strerror}"
+                ) from exc
+            with _translated():
+                db = await aiosqlite.connect(self._path, isolation_level=None)
+            try:
+                with _translated():
+                    for pragma in _PRAGMAS:
+                        await db.execute(pragma)
+                    await migrate(_SqliteMigrationTarget(db), migrations)
+            except BaseException:
+                await db.close()
+                raise
+            self._db = db
+
+    def _prepare_files(self) -> tuple[Migration, ...]:
+        """Create the directory (0700) and the file (0600) before SQLite does, so the
+        key material is never readable by others; SQLite gives its -wal and -shm files
+        the same mode."""
+        try:
+            self._path.parent.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            pass
+        else:
+            self._path.parent.chmod(0o700)  # mkdir's mode is masked by the umask
+        os.close(os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600))
+        self._path.chmod(0o600)
+        return load_migrations(MIGRATIONS)
+
+    async def close(self) -> None:
+        """Wait for running work, then disconnect. Safe to call twice."""
+        async with self._lock:
+            self._closed = True
+            db, self._db = self._db, None
+            if db is not None:
+                with _translated():
+                    await db.close()
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._closed:
+            raise Unavailable("the store is closed")
+        if self._db is None:
+            raise Unavailable("the store is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _session(
+        self, taken: Mapping[str, str] | None = None
+    ) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, exclusively, with driver errors translated."""
+        async with self._lock:
+            db = self._connection()
+            with _translated(taken):
+                yield db
+
+    async def schema_version(self) -> int:
+        async with self._session() as db:
+            rows = list(await db.execute_fetchall("SELECT MAX(version) FROM schema_migrations"))
+        return int(rows[0][0] or 0)
+
+    # -- keys -------------------------------------------------------------
+
+    async def list_keys(self) -> list[KeyRecord]:
+        async with self._session() as db:
+            return await _select_keys(db)
+
+    async def key_ring_generation(self) -> int:
+        async with self._session() as db:
+            rows = list(await db.execute_fetchall("SELECT generation FROM key_ring_state"))
+        return int(rows[0][0])
+
+    @asynccontextmanager
+    async def key_ring_transaction(self) -> AsyncIterator[KeyRingTransaction]:
+        """``BEGIN IMMEDIATE`` takes the write lock up front, so a transaction never
+        fails half-way on a lock upgrade; the generation bump commits with the changes."""
+        async with self._lock:
+            db = self._connection()
+            try:
+                with _translated():
+                    await db.execute("BEGIN IMMEDIATE")
+                yield _SqliteKeyRingTransaction(db)
+                with _translated():
+                    await db.execute("UPDATE key_ring_state SET generation = generation + 1")
+                    await db.execute("COMMIT")
+            except BaseException:
+                await _rollback(db)
+                raise
+
+    # -- principals ---------------------------------------------------------
+
+    async def create_principal(self, principal: Principal) -> None:
+        taken = {
+            "principals.name": f"a principal named {principal.name!r} already exists",
+            "principals.id": f"a principal with id {principal.id!r} already exists",
+        }
+        async with self._session(taken) as db:
+            await db.execute(
+                f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
+                (
+                    principal.id,
+                    principal.name,
+                    principal.password_hash,
+                    int(principal.disabled),
+                    _to_micros(principal.created_at),
+                ),
+            )
+
+    async def get_principal_by_name(self, name: str) -> Principal | None:
+        return await self._get_principal("name", name)
+
+    async def get_principal(self, principal_id: str) -> Principal | None:
+        return await self._get_principal("id", principal_id)
+
+    async def _get_principal(self, column: Literal["id", "name"], value: str) -> Principal | None:
+        """``column`` is one of two literals, never caller input."""
+        async with self._session() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_PRINCIPAL_COLUMNS} FROM principals WHERE {column} = ?",  # noqa: S608
+                    (value,),
+                )
+            )
+        return _principal_from_row(rows[0]) if rows else None
+
+
+if TYPE_CHECKING:
+    _checked: Store = SqliteStore(Path())  # mypy proves SqliteStore satisfies the protocol

@@ -1,0 +1,1 @@
+"""JWT access tokens: compact JWS encoding, fast verification, the verified-token cache."""

@@ -1,0 +1,85 @@
+"""Verify: signature via the key ring, then claims, then revocation, with a bounded cache.
+
+The cache maps a token string to its signature-checked claims. A hit skips only
+the signature and parsing: the key must still be published (so a compromised
+key's tokens fail at once), and time, issuer, audience and revocation are
+checked on every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
+
+from authority.domain.clock import Clock
+from authority.domain.tokens import (
+    AccessClaims,
+    Verification,
+    VerifyReason,
+    check_claims,
+)
+from authority.tokens.jws import VerificationKey, verify_signature
+
+_REVOKED = Verification(VerifyReason.REVOKED, "the token has been revoked")
+
+
+class RevocationView(Protocol):
+    def is_revoked(self, claims: AccessClaims) -> bool: ...
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        *,
+        keys: Callable[[], Mapping[str, VerificationKey]],
+        issuer: str,
+        default_audience: str,
+        leeway: float,
+        max_token_bytes: int,
+        revocations: RevocationView,
+        clock: Clock,
+        cache_size: int = 65536,
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._default_audiences = frozenset({default_audience})
+        self._leeway = leeway
+        self._max_bytes = max_token_bytes
+        self._revocations = revocations
+        self._clock = clock
+        self._cache: dict[str, AccessClaims] = {}
+        self._cache_size = cache_size
+
+    def verify(self, token: str, audiences: Iterable[str] = ()) -> Verification:
+        """A verdict for ``token``; never raises for any input."""
+        keys = self._keys()
+        now = self._clock.timestamp()
+        claims = self._cache.get(token)
+        if claims is None or claims.key_id not in keys:
+            checked = verify_signature(token, keys, max_bytes=self._max_bytes)
+            if isinstance(checked, Verification):
+                return checked
+            claims = checked
+            if now < claims.expires_at + self._leeway:
+                self._remember(token, claims)
+        accepted = frozenset(audiences) or self._default_audiences
+        verdict = check_claims(
+            claims, issuer=self._issuer, audiences=accepted, now=now, leeway=self._leeway
+        )
+        if verdict.reason is VerifyReason.EXPIRED:
+            self._cache.pop(token, None)
+        if verdict.valid and self._revocations.is_revoked(claims):
+            return _REVOKED
+        return verdict
+
+    def _remember(self, token: str, claims: AccessClaims) -> None:
+        cache = self._cache
+        if len(cache) >= self._cache_size:
+            # Evict the oldest tenth in insertion order: O(1) amortised, no LRU bookkeeping.
+            for stale in list(cache)[: max(1, self._cache_size // 10)]:
+                del cache[stale]
+        cache[token] = claims
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
