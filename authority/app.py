@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,8 @@ class Authority:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     ports: Ports = field(default_factory=Ports)
+    # Extra gRPC handlers served next to ours (the benchmark's bare echo uses this).
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = ()
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -135,7 +138,7 @@ class Authority:
             clock=self.clock,
             cache_size=s.verify_cache_size,
         )
-        issuer = TokenIssuer(
+        self.token_issuer = TokenIssuer(
             store=self.store,
             keys=self.keys,
             hasher=self.hasher,
@@ -146,7 +149,7 @@ class Authority:
         )
         principals = PrincipalService(store=self.store, hasher=self.hasher, clock=self.clock)
         await self._start_grpc(
-            TokenServicer(issuer=issuer, verifier=self.verifier),
+            TokenServicer(issuer=self.token_issuer, verifier=self.verifier),
             KeyServicer(keys=self.keys, admin=admin, clock=self.clock),
             AdminServicer(principals=principals, admin=admin),
         )
@@ -169,6 +172,7 @@ class Authority:
         keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        server.add_generic_rpc_handlers(tuple(self.extra_handlers))
         if self.settings.reflection:
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -131,7 +131,9 @@ class KeyManager:
 
     # -- writing ------------------------------------------------------------
 
-    async def _new_record(self, algorithm: Algorithm, activates_at_: Any) -> KeyRecord:
+    async def _new_record(
+        self, algorithm: Algorithm, activates_at: datetime, published_at: datetime
+    ) -> KeyRecord:
         # RSA generation takes long enough to matter on the event loop.
         private_key = await asyncio.to_thread(generate_private_key, algorithm)
         jwk = public_jwk(private_key, algorithm)
@@ -143,14 +145,16 @@ class KeyManager:
             public_jwk=jwk,
             wrapped_private_key=wrapped,
             kek_id=self._kek.current_id,
-            published_at=self._clock.now(),
-            activates_at=activates_at_,
+            published_at=published_at,
+            activates_at=activates_at,
         )
 
-    async def _apply(self, tx: KeyRingTransaction, plan: KeyPlan) -> KeyRecord | None:
+    async def _apply(
+        self, tx: KeyRingTransaction, plan: KeyPlan, now: datetime
+    ) -> KeyRecord | None:
         created = None
         if plan.create is not None:
-            created = await self._new_record(plan.create.algorithm, plan.create.activates_at)
+            created = await self._new_record(plan.create.algorithm, plan.create.activates_at, now)
             await tx.insert_key(created)
         for update in plan.updates:
             await tx.update_key(update)
@@ -162,8 +166,9 @@ class KeyManager:
         """Read, decide and write under the exclusive key-ring lock, then reload."""
         async with self._store.key_ring_transaction() as tx:
             before = await tx.list_keys()
-            plan: KeyPlan = decide(before, self._clock.now())
-            created = None if plan.empty else await self._apply(tx, plan)
+            now = self._clock.now()
+            plan: KeyPlan = decide(before, now)
+            created = None if plan.empty else await self._apply(tx, plan, now)
             changed = not plan.empty
         if changed:
             for event, kid in self._describe(plan, created):

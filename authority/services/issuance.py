@@ -84,11 +84,12 @@ class TokenIssuer:
         check = await self._hasher.verify(principal.password_hash if principal else None, password)
         if principal is None or not check.ok or principal.disabled:
             raise Unauthenticated(_BAD_CREDENTIALS)
-        return self._mint(principal.id, audiences, scopes, client_id)
+        return self.mint(principal.id, audiences, scopes, client_id)
 
-    def _mint(
+    def mint(
         self, subject: str, audience: tuple[str, ...], scope: tuple[str, ...], client_id: str
     ) -> IssuedToken:
+        """Sign an access token for an already authenticated subject, in a new session."""
         signer = self._keys.snapshot().signer
         if signer is None:
             raise Unavailable("no signing key is active")
