@@ -19,13 +19,6 @@ from authority.api.admin_service import AdminServicer
 from authority.api.key_service import KeyServicer
 from authority.api.token_service import TokenServicer
 from authority.config import Settings, parse_address
-
-
-def host_of(address: str) -> str:
-    host, _ = parse_address(address)
-    return f"[{host}]" if ":" in host else host
-
-
 from authority.crypto import KekRing, load_kek
 from authority.domain.clock import Clock, SystemClock
 from authority.domain.keys import KeyPolicy
@@ -48,6 +41,12 @@ from authority.v1 import (
 )
 
 log = structlog.get_logger(__name__)
+
+
+def host_of(address: str) -> str:
+    host, _ = parse_address(address)
+    return f"[{host}]" if ":" in host else host
+
 
 SERVICE_NAMES = (
     token_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,

@@ -9,12 +9,14 @@ import sys
 from collections.abc import Callable
 
 import grpc
+from authority_client import AuthorityClient
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
+from authority.app import serve
 from authority.config import ConfigError, Settings
-from authority_client import AuthorityClient
 from authority.domain.errors import AuthorityError
+from authority.log_setup import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
 from authority.v1 import keys_pb2
 
@@ -41,9 +43,6 @@ def _admin_token(settings: Settings) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from authority.app import serve
-    from authority.log_setup import configure_logging
-
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     asyncio.run(serve(settings))
     return 0
@@ -59,7 +58,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             algorithm = (
                 keys_pb2.SigningAlgorithm.Value("SIGNING_ALGORITHM_" + args.algorithm.upper())
                 if args.algorithm
-                else 0
+                else keys_pb2.SIGNING_ALGORITHM_UNSPECIFIED
             )
             _print(client.rotate_keys(algorithm))
         else:
@@ -80,7 +79,7 @@ def cmd_principals(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     with AuthorityClient(args.target or settings.grpc_address) as client:
-        if args.token_command == "issue":
+        if args.token_command == "issue":  # noqa: S105 - a subcommand name
             pair = client.issue_with_password(
                 args.principal,
                 _password(args, "password: "),

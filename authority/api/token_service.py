@@ -43,7 +43,7 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
         return token_pb2.IssueResponse(
             tokens=token_pb2.TokenPair(
                 access_token=issued.access_token,
-                token_type="Bearer",
+                token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
                 access_token_expires_at=epoch(issued.expires_at),
                 session_id=issued.session_id,
                 scope=issued.scope,

@@ -11,7 +11,7 @@ storage: the key manager feeds in ``now`` and applies the returned plan.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -238,8 +238,6 @@ class KeyPolicy:
 
 def apply_update(key: KeyRecord, update: KeyUpdate) -> KeyRecord:
     """The record after ``update`` (used by stores and by tests of plans)."""
-    from dataclasses import replace
-
     if update.kid != key.kid:
         raise InvalidArgument("update applied to the wrong key")
     retires_at = None if update.clear_retires_at else (update.retires_at or key.retires_at)

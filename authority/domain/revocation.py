@@ -11,7 +11,7 @@ from authority.domain.tokens import AccessClaims
 
 
 class RevocationKind(StrEnum):
-    TOKEN = "jti"
+    TOKEN = "jti"  # noqa: S105 - a claim name
     SESSION = "sid"
     SUBJECT = "sub"
     CLIENT = "client_id"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-ACCESS_TOKEN_TYPE = "at+jwt"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - the RFC 9068 typ
 REGISTERED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id", "scope"}
 )

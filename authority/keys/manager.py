@@ -191,7 +191,7 @@ class KeyManager:
         """
         if self._snapshot is not None and self._policy.plan(self._records, self._clock.now()).empty:
             return
-        await self._transact(lambda keys, now: self._policy.plan(keys, now))
+        await self._transact(self._policy.plan)
 
     async def rotate(self, algorithm: Algorithm | None = None) -> RotationResult:
         """A planned rotation: publish a new key now; it signs after the pre-publication period."""

@@ -43,7 +43,10 @@ class KeyRingTransaction(Protocol):
 
 
 class Store(Protocol):
-    """Durable state. Constructors do no I/O; ``open`` connects and migrates, ``close`` is idempotent."""
+    """Durable state.
+
+    Constructors do no I/O; ``open`` connects and migrates, ``close`` is idempotent.
+    """
 
     async def open(self) -> None:
         """Connect and bring the schema up to date."""

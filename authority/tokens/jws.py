@@ -35,7 +35,8 @@ _ALGORITHMS: dict[str, JwtAlgorithm] = {
     Algorithm.ES256.value: ECAlgorithm(ECAlgorithm.SHA256),
     Algorithm.RS256.value: RSAAlgorithm(RSAAlgorithm.SHA256),
 }
-# base64url -> standard alphabet; characters outside base64url become '!' so strict mode rejects them.
+# base64url -> standard alphabet; characters foreign to base64url become '!',
+# which strict mode rejects.
 _TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
 
 

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "proto"
 PACKAGE_DIR = Path("authority") / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
-INIT_TEXT = '"""Generated gRPC stubs for authority.v1. Regenerate with `make proto`; never edit."""\n'
+INIT_TEXT = (
+    '"""Generated gRPC stubs for authority.v1. Regenerate with `make proto`; never edit."""\n'
+)
 
 
 def _plugin(name: str) -> str:
@@ -45,7 +47,9 @@ def generate(out_root: Path) -> list[Path]:
         f"--mypy_grpc_out={out_root}",
         *protos,
     ]
-    subprocess.run(command, check=True, cwd=PROTO_ROOT)  # noqa: S603
+    result = subprocess.run(command, cwd=PROTO_ROOT, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise SystemExit(f"protoc failed:\n{result.stdout}{result.stderr}")
     (out_root / PACKAGE_DIR / "__init__.py").write_text(INIT_TEXT)
     return sorted(p.relative_to(out_root) for p in (out_root / PACKAGE_DIR).iterdir())
 

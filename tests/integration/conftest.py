@@ -8,7 +8,6 @@ import pytest
 from tests.integration.server import ServerProcess
 
 
-
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers on demand (same data dir by default); all are stopped afterwards."""

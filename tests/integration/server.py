@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-
 from authority_client import AuthorityClient
 
 ADMIN_TOKEN = "adm_test_" + "x" * 40

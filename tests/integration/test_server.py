@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 import urllib.error
@@ -16,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from joserfc import jwt as jose_jwt
+from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet
 
 from authority.v1 import admin_pb2, keys_pb2, token_pb2
@@ -111,26 +114,55 @@ def test_bad_input_gets_a_clear_status(server: ServerProcess) -> None:
     _login(server)
     with server.client() as client:
         cases: list[tuple[Callable[[], object], grpc.StatusCode, str]] = [
-            (lambda: client.tokens.Issue(token_pb2.IssueRequest(), timeout=5),
-             grpc.StatusCode.INVALID_ARGUMENT, "grant is required"),
-            (lambda: client.issue_with_password("alice", "wrong password!"),
-             grpc.StatusCode.UNAUTHENTICATED, "invalid principal or password"),
-            (lambda: client.issue_with_password("nobody", PASSWORD),
-             grpc.StatusCode.UNAUTHENTICATED, "invalid principal or password"),
-            (lambda: client.issue_with_password("alice", PASSWORD, audience=["has space"]),
-             grpc.StatusCode.INVALID_ARGUMENT, "audience"),
-            (lambda: client.create_principal("alice", PASSWORD),
-             grpc.StatusCode.ALREADY_EXISTS, "already exists"),
-            (lambda: client.create_principal("bob", "short"),
-             grpc.StatusCode.INVALID_ARGUMENT, "at least 8"),
-            (lambda: client.create_principal(" bob", PASSWORD),
-             grpc.StatusCode.INVALID_ARGUMENT, "whitespace"),
+            (
+                lambda: client.tokens.Issue(token_pb2.IssueRequest(), timeout=5),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "grant is required",
+            ),
+            (
+                lambda: client.issue_with_password("alice", "wrong password!"),
+                grpc.StatusCode.UNAUTHENTICATED,
+                "invalid principal or password",
+            ),
+            (
+                lambda: client.issue_with_password("nobody", PASSWORD),
+                grpc.StatusCode.UNAUTHENTICATED,
+                "invalid principal or password",
+            ),
+            (
+                lambda: client.issue_with_password("alice", PASSWORD, audience=["has space"]),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "audience",
+            ),
+            (
+                lambda: client.create_principal("alice", PASSWORD),
+                grpc.StatusCode.ALREADY_EXISTS,
+                "already exists",
+            ),
+            (
+                lambda: client.create_principal("bob", "short"),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "at least 8",
+            ),
+            (
+                lambda: client.create_principal(" bob", PASSWORD),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "whitespace",
+            ),
             (lambda: client.get_principal("nobody"), grpc.StatusCode.NOT_FOUND, "nobody"),
-            (lambda: client.compromise_key("no-such-kid"), grpc.StatusCode.NOT_FOUND, "no-such-kid"),
-            (lambda: client.tokens.Refresh(token_pb2.RefreshRequest(refresh_token="r"), timeout=5),
-             grpc.StatusCode.UNIMPLEMENTED, "token-lifecycle"),
-            (lambda: client.verify("x" * 100_000),
-             grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+            (
+                lambda: client.compromise_key("no-such-kid"),
+                grpc.StatusCode.NOT_FOUND,
+                "no-such-kid",
+            ),
+            (
+                lambda: client.tokens.Refresh(
+                    token_pb2.RefreshRequest(refresh_token="r"), timeout=5
+                ),
+                grpc.StatusCode.UNIMPLEMENTED,
+                "token-lifecycle",
+            ),
+            (lambda: client.verify("x" * 100_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
         ]
         for call, expected, fragment in cases:
             code, details = _code(call)
@@ -154,9 +186,6 @@ def test_attack_tokens_are_rejected_with_a_reason(server: ServerProcess) -> None
             h = _b64(json.dumps(head).encode())
             p = _b64(json.dumps(body).encode())
             return f"{h}.{p}.{_b64(signature)}"
-
-        import hashlib
-        import hmac
 
         h_hs = _b64(json.dumps({**header, "alg": "HS256"}).encode())
         mac = hmac.new(public_bytes, f"{h_hs}.{payload_b64}".encode(), hashlib.sha256).digest()
@@ -238,9 +267,9 @@ def test_an_independent_jose_library_verifies_with_only_the_jwks_url(
     )
     registry.validate(decoded.claims)
     # and a tampered copy fails in that library too
-    head, body, signature = token.split(".")
+    head, _, signature = token.split(".")
     forged = _b64(json.dumps({**decoded.claims, "sub": "someone-else"}).encode())
-    with pytest.raises(Exception):  # noqa: B017 - joserfc raises its BadSignatureError
+    with pytest.raises(BadSignatureError):
         jose_jwt.decode(f"{head}.{forged}.{signature}", key_set, algorithms=[algorithm])
 
 
@@ -270,7 +299,10 @@ def test_rotation_prepublishes_and_compromise_removes_at_once(server: ServerProc
         assert jwt.get_unverified_header(fresh)["kid"] == new_kid
         assert client.verify(fresh).result == token_pb2.VERIFY_RESULT_VALID
         states = {k.kid: k.state for k in client.list_keys()}
-        assert states == {old_kid: keys_pb2.KEY_STATE_COMPROMISED, new_kid: keys_pb2.KEY_STATE_ACTIVE}
+        assert states == {
+            old_kid: keys_pb2.KEY_STATE_COMPROMISED,
+            new_kid: keys_pb2.KEY_STATE_ACTIVE,
+        }
 
 
 def test_keys_and_principals_survive_a_restart(
@@ -292,13 +324,14 @@ def test_sigterm_drains_in_flight_calls_then_exits_cleanly(
     start_server: Callable[..., ServerProcess],
 ) -> None:
     # One hashing worker and a costly hash: 12 logins queue for well over a second.
-    server = start_server(AUTHORITY_HASH_WORKERS="1", AUTHORITY_ARGON2_MEMORY_KIB="65536",
-                          AUTHORITY_ARGON2_TIME_COST="3")
+    server = start_server(
+        AUTHORITY_HASH_WORKERS="1",
+        AUTHORITY_ARGON2_MEMORY_KIB="65536",
+        AUTHORITY_ARGON2_TIME_COST="3",
+    )
     _login(server)
     with server.client() as client, ThreadPoolExecutor(12) as pool:
-        futures = [
-            pool.submit(client.issue_with_password, "alice", PASSWORD) for _ in range(12)
-        ]
+        futures = [pool.submit(client.issue_with_password, "alice", PASSWORD) for _ in range(12)]
         time.sleep(0.3)
         assert not all(f.done() for f in futures), "calls finished before the shutdown began"
         assert server.process is not None
@@ -308,9 +341,8 @@ def test_sigterm_drains_in_flight_calls_then_exits_cleanly(
     assert server.process.wait(30) == 0
     events = [e.get("event") for e in server.events()]
     assert events.index("authority.stopping") < events.index("authority.stopped")
-    with pytest.raises(grpc.RpcError):
-        with server.client() as client:
-            client.verify(tokens[0])
+    with pytest.raises(grpc.RpcError), server.client() as client:
+        client.verify(tokens[0])
 
 
 def test_invalid_configuration_fails_fast_with_every_problem(

@@ -44,10 +44,10 @@ class AuthorityClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _admin_metadata(self) -> list[tuple[str, str]]:
+    def _admin_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         if not self._admin_token:
             raise ValueError("this call needs the admin token")
-        return [("authorization", f"Bearer {self._admin_token}")]
+        return (("authorization", f"Bearer {self._admin_token}"),)
 
     # -- tokens ---------------------------------------------------------------
 
@@ -79,7 +79,8 @@ class AuthorityClient:
         return list(self.keys.ListKeys(keys_pb2.ListKeysRequest(), timeout=self._timeout).keys)
 
     def rotate_keys(
-        self, algorithm: keys_pb2.SigningAlgorithm.ValueType = 0
+        self,
+        algorithm: keys_pb2.SigningAlgorithm.ValueType = keys_pb2.SIGNING_ALGORITHM_UNSPECIFIED,
     ) -> keys_pb2.RotateKeysResponse:
         return self.keys.RotateKeys(
             keys_pb2.RotateKeysRequest(algorithm=algorithm),

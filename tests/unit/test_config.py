@@ -1,0 +1,78 @@
+"""Configuration is validated once, at start, with every problem named."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from authority.config import ConfigError, Settings, parse_duration
+from authority.domain.keys import Algorithm
+
+
+def test_defaults_are_safe_and_consistent() -> None:
+    settings = Settings.load({})
+    assert settings.grpc_address == "127.0.0.1:50051"
+    assert settings.http_address == "127.0.0.1:8080"
+    assert settings.algorithm is Algorithm.EDDSA
+    assert settings.key_prepublish >= timedelta(minutes=15)
+    assert settings.jwks_max_age <= settings.key_prepublish
+    assert not settings.short_prepublish
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "authority.toml"
+    config.write_text('audience = "from-file"\nalgorithm = "es256"\naccess_token_ttl = "5m"\n')
+    settings = Settings.load(
+        {"AUTHORITY_CONFIG_FILE": str(config), "AUTHORITY_AUDIENCE": "from-env"}
+    )
+    assert settings.audience == "from-env"
+    assert settings.algorithm is Algorithm.ES256
+    assert settings.access_token_ttl == timedelta(minutes=5)
+
+
+def test_every_problem_is_reported_together(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(
+            {
+                "AUTHORITY_ACCESS_TOKEN_TTL": "soon",
+                "AUTHORITY_ALGORITHM": "HS256",
+                "AUTHORITY_MAX_TOKEN_BYTES": "-1",
+            }
+        )
+    message = str(caught.value)
+    for name in ("ACCESS_TOKEN_TTL", "ALGORITHM", "MAX_TOKEN_BYTES"):
+        assert f"AUTHORITY_{name}" in message
+
+
+def test_cross_field_rules() -> None:
+    with pytest.raises(ConfigError, match="JWKS_MAX_AGE must not exceed"):
+        Settings.load({"AUTHORITY_JWKS_MAX_AGE": "2h", "AUTHORITY_KEY_PREPUBLISH": "1h"})
+    with pytest.raises(ConfigError, match="ROTATION_PERIOD must be longer"):
+        Settings.load({"AUTHORITY_KEY_ROTATION_PERIOD": "30m"})
+    with pytest.raises(ConfigError, match="not both"):
+        Settings.load({"AUTHORITY_KEK": "a", "AUTHORITY_KEK_FILE": "/x"})
+    short = Settings.load({"AUTHORITY_KEY_PREPUBLISH": "5m", "AUTHORITY_JWKS_MAX_AGE": "1m"})
+    assert short.short_prepublish  # allowed, but warned about at start
+
+
+def test_unknown_keys_in_the_file_are_errors(tmp_path: Path) -> None:
+    config = tmp_path / "authority.toml"
+    config.write_text('audiense = "typo"\n')
+    with pytest.raises(ConfigError, match="unknown setting 'audiense'"):
+        Settings.load({"AUTHORITY_CONFIG_FILE": str(config)})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("250ms", 0.25)],
+)
+def test_durations(text: str, expected: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=expected)
+
+
+def test_bad_durations_are_rejected() -> None:
+    for text in ("", "1w", "-5s", "ten minutes"):
+        with pytest.raises(ValueError):
+            parse_duration(text)

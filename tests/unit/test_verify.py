@@ -1,0 +1,231 @@
+"""Token verification in process: the parser never raises, every attack has its reason,
+and the verified-token cache never outlives a key, a claim check or a revocation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from authority.crypto import generate_private_key, public_jwk
+from authority.domain.clock import ManualClock
+from authority.domain.keys import Algorithm
+from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
+from authority.domain.tokens import VerifyReason
+from authority.tokens.jws import SigningKey, VerificationKey, b64url_decode, sign
+from authority.tokens.verifier import TokenVerifier
+
+ISSUER = "https://auth.example.test"
+LEEWAY = 30.0
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Fixture:
+    def __init__(self, algorithm: Algorithm = Algorithm.EDDSA) -> None:
+        self.clock = ManualClock()
+        self.private = generate_private_key(algorithm)
+        self.jwk = public_jwk(self.private, algorithm)
+        self.kid = self.jwk["kid"]
+        self.signing = SigningKey(self.kid, algorithm, self.private)
+        self.keys: dict[str, VerificationKey] = {
+            self.kid: VerificationKey(self.kid, algorithm, self.private.public_key())
+        }
+        self.revocations = RevocationSet()
+        self.verifier = TokenVerifier(
+            keys=lambda: self.keys,
+            issuer=ISSUER,
+            default_audience="api",
+            leeway=LEEWAY,
+            max_token_bytes=4096,
+            revocations=self.revocations,
+            clock=self.clock,
+            cache_size=100,
+        )
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        now = int(self.clock.timestamp())
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": "p_1",
+            "aud": "api",
+            "exp": now + 600,
+            "iat": now,
+            "nbf": now,
+            "jti": "j1",
+            "sid": "s1",
+        }
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def token(self, **overrides: Any) -> str:
+        return sign(self.claims(**overrides), self.signing)
+
+
+@pytest.fixture
+def fx() -> Fixture:
+    return Fixture()
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_a_fresh_token_is_valid_with_typed_claims(algorithm: Algorithm) -> None:
+    fx = Fixture(algorithm)
+    verdict = fx.verifier.verify(fx.token(scope="read write", team="blue"))
+    assert verdict.reason is VerifyReason.VALID
+    assert verdict.claims is not None
+    assert verdict.claims.subject == "p_1"
+    assert verdict.claims.scope == ("read", "write")
+    assert verdict.claims.extra == {"team": "blue"}
+    assert verdict.claims.key_id == fx.kid
+
+
+def test_time_checks_honour_the_leeway(fx: Fixture) -> None:
+    token = fx.token()
+    fx.clock.advance(timedelta(seconds=600 + LEEWAY - 1))
+    assert fx.verifier.verify(token).valid
+    fx.clock.advance(timedelta(seconds=1))
+    assert fx.verifier.verify(token).reason is VerifyReason.EXPIRED
+    now = int(fx.clock.timestamp())
+    early = fx.token(nbf=now + int(LEEWAY) + 5)
+    assert fx.verifier.verify(early).reason is VerifyReason.NOT_YET_VALID
+    fx.clock.advance(timedelta(seconds=6))
+    assert fx.verifier.verify(early).valid
+
+
+def test_issuer_and_audience_are_checked(fx: Fixture) -> None:
+    assert fx.verifier.verify(fx.token(iss="https://evil")).reason is VerifyReason.WRONG_ISSUER
+    token = fx.token(aud=["orders", "billing"])
+    assert fx.verifier.verify(token).reason is VerifyReason.WRONG_AUDIENCE
+    assert fx.verifier.verify(token, ["billing"]).valid
+    # the cache must not remember an audience decision
+    assert fx.verifier.verify(token, ["shipping"]).reason is VerifyReason.WRONG_AUDIENCE
+
+
+def test_attack_tokens(fx: Fixture) -> None:
+    token = fx.token()
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    header = json.loads(b64url_decode(header_b64))
+    public_raw = base64.urlsafe_b64decode(fx.jwk["x"] + "==")
+
+    def with_header(**changes: Any) -> str:
+        return ".".join(
+            [_b64(json.dumps({**header, **changes}).encode()), payload_b64, signature_b64]
+        )
+
+    hs_header = _b64(json.dumps({**header, "alg": "HS256"}).encode())
+    mac = hmac.new(public_raw, f"{hs_header}.{payload_b64}".encode(), hashlib.sha256).digest()
+    tampered = _b64(json.dumps({**fx.claims(), "sub": "admin"}).encode())
+    cases = {
+        with_header(alg="none")[: -len(signature_b64)]: VerifyReason.DISALLOWED_ALGORITHM,
+        with_header(alg="HS256"): VerifyReason.DISALLOWED_ALGORITHM,
+        f"{hs_header}.{payload_b64}.{_b64(mac)}": VerifyReason.DISALLOWED_ALGORITHM,
+        with_header(alg="ES256"): VerifyReason.DISALLOWED_ALGORITHM,  # not this key's algorithm
+        with_header(kid="unknown"): VerifyReason.UNKNOWN_KEY,
+        with_header(kid=None): VerifyReason.UNKNOWN_KEY,
+        with_header(typ="JWT"): VerifyReason.WRONG_TYPE,
+        with_header(crit=["exp"]): VerifyReason.MALFORMED,
+        f"{header_b64}.{tampered}.{signature_b64}": VerifyReason.BAD_SIGNATURE,
+        f"{header_b64}.{payload_b64}.{signature_b64[:-4]}AAAA": VerifyReason.BAD_SIGNATURE,
+        f"{header_b64}.{payload_b64}.{signature_b64}=": VerifyReason.MALFORMED,
+        f"{header_b64}.{payload_b64}+.{signature_b64}": VerifyReason.BAD_SIGNATURE,
+        token + "." + signature_b64: VerifyReason.MALFORMED,
+        token + "A" * 5000: VerifyReason.TOO_LARGE,
+        "": VerifyReason.MALFORMED,
+        "a.b.c": VerifyReason.MALFORMED,
+        "[" * 3000 + ".a.b": VerifyReason.MALFORMED,
+    }
+    for attack, reason in cases.items():
+        verdict = fx.verifier.verify(attack)
+        assert verdict.reason is reason, attack[:80]
+        assert verdict.claims is None
+        assert verdict.detail
+
+
+def test_a_signed_payload_with_the_wrong_shape_is_malformed(fx: Fixture) -> None:
+    for overrides in (
+        {"exp": "tomorrow"},
+        {"exp": True},
+        {"sub": None},
+        {"aud": 7},
+        {"aud": []},
+        {"jti": ""},
+        {"scope": ["a"]},
+    ):
+        verdict = fx.verifier.verify(fx.token(**overrides))
+        assert verdict.reason is VerifyReason.MALFORMED, overrides
+
+
+def test_the_cache_never_outlives_a_compromised_key(fx: Fixture) -> None:
+    token = fx.token()
+    assert fx.verifier.verify(token).valid
+    assert fx.verifier.cached == 1
+    fx.keys.clear()  # the key was compromised and left the ring
+    assert fx.verifier.verify(token).reason is VerifyReason.UNKNOWN_KEY
+
+
+def test_revocation_applies_to_cached_tokens(fx: Fixture) -> None:
+    token = fx.token()
+    assert fx.verifier.verify(token).valid
+    now = fx.clock.timestamp()
+    fx.revocations.add(Revocation(RevocationKind.SESSION, "s1", now, now + 600))
+    assert fx.verifier.verify(token).reason is VerifyReason.REVOKED
+    later = fx.clock.timestamp()
+    fx.clock.advance(timedelta(seconds=1))
+    newer = fx.token(jti="j2", sid="s2")
+    assert fx.verifier.verify(newer).valid
+    fx.revocations.add(Revocation(RevocationKind.SUBJECT, "p_1", later, later + 600))
+    assert fx.verifier.verify(newer).valid  # issued after the subject's not-before
+    assert fx.verifier.verify(fx.token(jti="j3", sid="s3", iat=int(later) - 1)).reason is (
+        VerifyReason.REVOKED
+    )
+
+
+def test_revocations_expire_so_the_set_stays_bounded() -> None:
+    revocations = RevocationSet()
+    for i in range(100):
+        revocations.add(Revocation(RevocationKind.TOKEN, f"j{i}", 0, expires_at=float(i)))
+    assert revocations.expire(49.5) == 50
+    assert len(revocations) == 50
+
+
+def test_the_cache_is_bounded(fx: Fixture) -> None:
+    for i in range(250):
+        assert fx.verifier.verify(fx.token(jti=f"j{i}")).valid
+    assert fx.verifier.cached <= 100
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=300) | st.binary(max_size=300).map(_b64))
+def test_verify_answers_a_reason_for_any_input(text: str) -> None:
+    verdict = FIXTURE.verifier.verify(text)
+    assert verdict.reason is not VerifyReason.VALID
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_single_character_change_is_rejected(data: st.DataObject) -> None:
+    token = FIXTURE_TOKEN
+    position = data.draw(st.integers(min_value=0, max_value=len(token) - 1))
+    replacement = data.draw(st.sampled_from("ABCxyz012-_.=+/ "))
+    mutated = token[:position] + replacement + token[position + 1 :]
+    if mutated == token:
+        return
+    verdict = FIXTURE.verifier.verify(mutated)
+    if verdict.valid:
+        # base64url's last character carries spare bits: only a change that decodes
+        # to the very same bytes may pass.
+        original = [b64url_decode(p) for p in token.split(".")]
+        assert [b64url_decode(p) for p in mutated.split(".")] == original
+
+
+FIXTURE = Fixture()
+FIXTURE_TOKEN = FIXTURE.token()
