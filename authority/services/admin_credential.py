@@ -28,7 +28,7 @@ class AdminCredential:
         return hmac.compare_digest(digest, self._digest)
 
 
-def _read_secret_file(path: Path) -> str:
+def _read_generated_file(path: Path) -> str:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise InvalidArgument(
@@ -46,21 +46,23 @@ def load_admin_secret(
     if env_value:
         return env_value.strip()
     if file is not None:
+        # An operator's file (a Kubernetes secret mounts 0644 by default) is not
+        # permission-checked; the file we generate ourselves is.
         try:
-            return _read_secret_file(file)
+            return file.read_text().strip()
         except FileNotFoundError as exc:
             raise InvalidArgument(f"AUTHORITY_ADMIN_TOKEN_FILE {file} does not exist") from exc
     if generate_into is None:
         raise InvalidArgument("set AUTHORITY_ADMIN_TOKEN or AUTHORITY_ADMIN_TOKEN_FILE")
     path = generate_into / ADMIN_TOKEN_FILENAME
     if path.exists():
-        return _read_secret_file(path)
+        return _read_generated_file(path)
     generate_into.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret = _PREFIX + secrets.token_urlsafe(32)
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:  # another process won the race
-        return _read_secret_file(path)
+        return _read_generated_file(path)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(secret + "\n")
         handle.flush()
