@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - the RFC 9068 typ
@@ -84,6 +85,16 @@ def _numeric_date(payload: Mapping[str, Any], name: str) -> int:
     return int(value)
 
 
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+
+
+def _extra_claims(payload: dict[str, Any]) -> Mapping[str, Any]:
+    """Caller claims, sharing one empty mapping in the common case (cached claims stay small)."""
+    if payload.keys() <= REGISTERED_CLAIMS:
+        return _NO_EXTRA
+    return MappingProxyType({k: v for k, v in payload.items() if k not in REGISTERED_CLAIMS})
+
+
 def parse_claims(payload: Any, key_id: str) -> AccessClaims:
     """Type the JSON claims of an access token; raise ClaimsError on any shape error."""
     if not isinstance(payload, dict):
@@ -112,7 +123,7 @@ def parse_claims(payload: Any, key_id: str) -> AccessClaims:
         client_id=_string(payload, "client_id", required=False),
         scope=tuple(scope_value.split()),
         key_id=key_id,
-        extra={k: v for k, v in payload.items() if k not in REGISTERED_CLAIMS},
+        extra=_extra_claims(payload),
     )
 
 

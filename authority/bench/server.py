@@ -1,0 +1,146 @@
+"""The benchmark's server process: a real ``Authority`` plus a bare echo RPC, in one process.
+
+Verify and echo share the process, the grpc.aio server, the event loop and the request
+message, so the difference between them is the cost of verification alone. Token pools
+are minted here (signing only: nothing is verified, so the verify cache starts empty)
+and handed to the load generator in a JSON file written atomically once serving.
+
+Run by ``python -m authority.bench``; standalone: ``python -m authority.bench.server --out F``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from authority.app import Authority
+from authority.config import Settings
+from authority.log_setup import configure_logging
+from authority.v1 import token_pb2
+
+ECHO_SERVICE = "bench.v1.Echo"
+ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
+
+
+async def _echo(
+    request: token_pb2.VerifyRequest, context: grpc.aio.ServicerContext[Any, Any]
+) -> token_pb2.VerifyResponse:
+    """Deserialise the same request as Verify and answer with a message of similar size."""
+    return token_pb2.VerifyResponse(detail=request.token)
+
+
+def echo_handler() -> grpc.GenericRpcHandler:
+    """The bare RPC that Verify is measured against."""
+    return grpc.method_handlers_generic_handler(
+        ECHO_SERVICE,
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(
+                _echo,
+                request_deserializer=token_pb2.VerifyRequest.FromString,
+                response_serializer=token_pb2.VerifyResponse.SerializeToString,
+            )
+        },
+    )
+
+
+def _write_atomically(path: Path, document: dict[str, Any]) -> None:
+    """Write then rename, so the reader never sees a half-written file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _stop_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Exit when the parent goes away (its end of our stdin closes), even if it was SIGKILLed."""
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            stop.set()
+
+    loop.add_reader(fd, readable)
+
+
+async def serve(out: Path, data_dir: Path, fresh: int, repeat: int, watch_stdin: bool) -> None:
+    """Start, mint the pools, publish them, then serve until SIGTERM/SIGINT or stdin EOF."""
+    settings = Settings(
+        grpc_address="127.0.0.1:0",
+        http_address="127.0.0.1:0",
+        data_dir=data_dir,
+        admin_token="x" * 40,
+        kek=None,
+        log_level="warning",
+    )
+    settings.validate()
+    authority = Authority(settings, extra_handlers=[echo_handler()])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if watch_stdin:
+        _stop_on_stdin_eof(loop, stop)
+    try:
+        await authority.start()
+        audience = (settings.audience,)
+        started = time.perf_counter()
+        pools = {
+            name: [
+                authority.token_issuer.mint(f"bench-{name}-{i}", audience, (), "bench").access_token
+                for i in range(size)
+            ]
+            for name, size in (("fresh", fresh), ("repeat", repeat))
+        }
+        _write_atomically(
+            out,
+            {
+                "pid": os.getpid(),
+                "grpc_port": authority.ports.grpc,
+                "audience": settings.audience,
+                "verify_cache_size": settings.verify_cache_size,
+                "mint_seconds": time.perf_counter() - started,
+                "fresh": pools["fresh"],
+                "repeat": pools["repeat"],
+            },
+        )
+        await stop.wait()
+    finally:
+        await authority.stop(grace=1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m authority.bench.server", description=__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to publish pools to")
+    parser.add_argument("--data-dir", type=Path, help="default: a temporary directory")
+    parser.add_argument("--fresh", type=int, default=40_000, help="never-verified tokens")
+    parser.add_argument("--repeat", type=int, default=100, help="tokens for the cache-hit phase")
+    parser.add_argument(
+        "--watch-stdin", action="store_true", help="exit when stdin reaches EOF (parent gone)"
+    )
+    args = parser.parse_args(argv)
+    configure_logging(fmt="json", level="warning")
+    with contextlib.ExitStack() as stack:
+        data_dir = args.data_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="authority-bench-"))
+        )
+        asyncio.run(serve(args.out, data_dir, args.fresh, args.repeat, args.watch_stdin))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
