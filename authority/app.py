@@ -22,13 +22,17 @@ from authority.config import Settings, parse_address
 from authority.crypto import KekRing, load_kek
 from authority.domain.clock import Clock, SystemClock
 from authority.domain.keys import KeyPolicy
+from authority.domain.password_policy import PasswordPolicy
 from authority.domain.revocation import RevocationSet
+from authority.domain.throttle import AttemptGuard
 from authority.http_api import build_app
 from authority.keys.manager import KeyManager
 from authority.services.admin_credential import AdminCredential, load_admin_secret
-from authority.services.issuance import TokenIssuer
+from authority.services.clients import ClientService, default_client
 from authority.services.passwords import HashParameters, PasswordHasher
 from authority.services.principals import PrincipalService
+from authority.services.revocations import RevocationService
+from authority.services.tokens import TokenService
 from authority.store.sqlite import SqliteStore
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import (
@@ -137,22 +141,68 @@ class Authority:
             clock=self.clock,
             cache_size=s.verify_cache_size,
         )
-        self.token_issuer = TokenIssuer(
+        self.revocation_service = RevocationService(
+            store=self.store,
+            view=self.revocations,
+            clock=self.clock,
+            max_access_ttl=s.access_token_ttl,
+            leeway=s.leeway,
+            grace=s.refresh_grace,
+        )
+        await self.revocation_service.load()
+        clients = ClientService(
+            store=self.store,
+            clock=self.clock,
+            default_client=default_client(
+                audience=s.audience,
+                access_ttl_seconds=s.access_token_ttl.total_seconds(),
+                idle_ttl_seconds=s.session_idle_ttl.total_seconds(),
+                absolute_ttl_seconds=s.session_absolute_ttl.total_seconds(),
+            ),
+            revocations=self.revocation_service,
+            max_access_ttl_seconds=s.access_token_ttl.total_seconds(),
+        )
+        self.token_service = TokenService(
             store=self.store,
             keys=self.keys,
             hasher=self.hasher,
             clock=self.clock,
             issuer=self.issuer,
-            default_audience=s.audience,
-            access_token_ttl=s.access_token_ttl,
+            clients=clients,
+            revocations=self.revocation_service,
+            guard=AttemptGuard(
+                principal_per_minute=s.login_attempts_per_minute,
+                principal_burst=s.login_attempts_per_minute,
+                source_per_minute=s.source_attempts_per_minute,
+                source_burst=max(1, s.source_attempts_per_minute // 2),
+                lockout_threshold=s.lockout_threshold,
+                lockout_max_delay=s.lockout_max.total_seconds(),
+            ),
+            grace=s.refresh_grace,
+            leeway=s.leeway,
+            max_token_bytes=s.max_token_bytes,
         )
-        principals = PrincipalService(store=self.store, hasher=self.hasher, clock=self.clock)
+        principals = PrincipalService(
+            store=self.store,
+            hasher=self.hasher,
+            clock=self.clock,
+            policy=PasswordPolicy.default(min_length=s.min_password_length),
+            revocations=self.revocation_service,
+        )
         await self._start_grpc(
-            TokenServicer(issuer=self.token_issuer, verifier=self.verifier),
+            TokenServicer(
+                tokens=self.token_service,
+                verifier=self.verifier,
+                revocations=self.revocation_service,
+                admin=admin,
+            ),
             KeyServicer(keys=self.keys, admin=admin, clock=self.clock),
-            AdminServicer(principals=principals, admin=admin),
+            AdminServicer(principals=principals, clients=clients, admin=admin),
         )
         self._tasks.append(asyncio.create_task(self.keys.run(), name="key-rotation"))
+        self._tasks.append(
+            asyncio.create_task(self.revocation_service.run(), name="revocation-expiry")
+        )
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(

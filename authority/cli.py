@@ -79,7 +79,7 @@ def cmd_principals(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     with AuthorityClient(args.target or settings.grpc_address) as client:
-        if args.token_command == "issue":  # noqa: S105 - a subcommand name
+        if args.token_command == "issue":
             pair = client.issue_with_password(
                 args.principal,
                 _password(args, "password: "),

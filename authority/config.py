@@ -75,6 +75,14 @@ class Settings:
     jwks_max_age: timedelta = timedelta(minutes=10)
     leeway: timedelta = timedelta(seconds=30)
     key_check_interval: timedelta = timedelta(seconds=30)
+    session_idle_ttl: timedelta = timedelta(days=7)
+    session_absolute_ttl: timedelta = timedelta(days=30)
+    refresh_grace: timedelta = timedelta(seconds=10)
+    min_password_length: int = 8
+    login_attempts_per_minute: int = 10
+    source_attempts_per_minute: int = 60
+    lockout_threshold: int = 5
+    lockout_max: timedelta = timedelta(minutes=15)
     max_token_bytes: int = 8192
     verify_cache_size: int = 65536
     shutdown_grace: timedelta = timedelta(seconds=10)
@@ -117,6 +125,13 @@ class Settings:
             problems.append(
                 "AUTHORITY_KEY_ROTATION_PERIOD must be longer than AUTHORITY_KEY_PREPUBLISH"
             )
+        if not timedelta(0) < self.session_idle_ttl <= self.session_absolute_ttl:
+            problems.append(
+                "AUTHORITY_SESSION_IDLE_TTL must be positive and at most"
+                " AUTHORITY_SESSION_ABSOLUTE_TTL"
+            )
+        if not timedelta(0) <= self.refresh_grace <= timedelta(minutes=5):
+            problems.append("AUTHORITY_REFRESH_GRACE must be between 0 and 5m")
         if self.access_token_ttl <= timedelta(0):
             problems.append("AUTHORITY_ACCESS_TOKEN_TTL must be positive")
         if self.kek and self.kek_file:
@@ -205,6 +220,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "jwks_max_age": parse_duration,
     "leeway": parse_duration,
     "key_check_interval": parse_duration,
+    "session_idle_ttl": parse_duration,
+    "session_absolute_ttl": parse_duration,
+    "refresh_grace": parse_duration,
+    "min_password_length": _positive_int,
+    "login_attempts_per_minute": _positive_int,
+    "source_attempts_per_minute": _positive_int,
+    "lockout_threshold": _positive_int,
+    "lockout_max": parse_duration,
     "max_token_bytes": _positive_int,
     "verify_cache_size": _positive_int,
     "shutdown_grace": parse_duration,

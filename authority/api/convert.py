@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Literal
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from authority.domain.clients import Client, GrantType, clean_values
+from authority.domain.errors import InvalidArgument
 from authority.domain.keys import Algorithm, KeyPolicy, KeyRecord, KeyState
 from authority.domain.principals import Principal
 from authority.domain.tokens import AccessClaims, Verification, VerifyReason
@@ -114,4 +118,63 @@ def principal_message(principal: Principal) -> admin_pb2.Principal:
         name=principal.name,
         disabled=principal.disabled,
         created_at=timestamp(principal.created_at),
+    )
+
+
+GRANT_TO_PB: dict[GrantType, admin_pb2.GrantType.ValueType] = {
+    GrantType.PASSWORD: admin_pb2.GRANT_TYPE_PASSWORD,
+    GrantType.CLIENT_CREDENTIALS: admin_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+    GrantType.TOKEN_EXCHANGE: admin_pb2.GRANT_TYPE_TOKEN_EXCHANGE,
+    GrantType.REFRESH_TOKEN: admin_pb2.GRANT_TYPE_REFRESH_TOKEN,
+}
+GRANT_FROM_PB = {value: key for key, value in GRANT_TO_PB.items()}
+
+
+def duration(delta: timedelta) -> Duration:
+    message = Duration()
+    message.FromTimedelta(delta)
+    return message
+
+
+def client_message(client: Client) -> admin_pb2.Client:
+    return admin_pb2.Client(
+        id=client.id,
+        confidential=client.confidential,
+        grant_types=sorted(GRANT_TO_PB[g] for g in client.grant_types),
+        audiences=client.audiences,
+        scopes=sorted(client.scopes),
+        default_scopes=client.default_scopes,
+        access_token_ttl=duration(client.access_token_ttl),
+        session_idle_ttl=duration(client.session_idle_ttl),
+        session_absolute_ttl=duration(client.session_absolute_ttl),
+        disabled=client.disabled,
+        created_at=timestamp(client.created_at),
+    )
+
+
+def client_template(message: admin_pb2.Client, defaults: Client) -> Client:
+    """A client policy from a request; unset fields take the defaults."""
+    grants = set()
+    for value in message.grant_types:
+        grant = GRANT_FROM_PB.get(value)
+        if grant is None:
+            raise InvalidArgument(f"unknown grant type {value}")
+        grants.add(grant)
+
+    def pick(
+        field: Literal["access_token_ttl", "session_idle_ttl", "session_absolute_ttl"],
+        fallback: timedelta,
+    ) -> timedelta:
+        return getattr(message, field).ToTimedelta() if message.HasField(field) else fallback
+
+    return replace(
+        defaults,
+        id=message.id,
+        grant_types=frozenset(grants),
+        audiences=clean_values(message.audiences, "audience"),
+        scopes=frozenset(clean_values(message.scopes, "scope")),
+        default_scopes=clean_values(message.default_scopes, "scope"),
+        access_token_ttl=pick("access_token_ttl", defaults.access_token_ttl),
+        session_idle_ttl=pick("session_idle_ttl", defaults.session_idle_ttl),
+        session_absolute_ttl=pick("session_absolute_ttl", defaults.session_absolute_ttl),
     )

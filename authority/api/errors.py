@@ -4,6 +4,7 @@ with no details (the stack trace goes to the log, never to the caller)."""
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -41,7 +42,9 @@ def rpc(
         try:
             return await handler(self, request, context)
         except AuthorityError as error:
-            await context.abort(STATUS_BY_CODE[error.code], error.message)
+            retry_after = getattr(error, "retry_after", None)
+            trailing = (("retry-after", str(math.ceil(retry_after))),) if retry_after else ()
+            await context.abort(STATUS_BY_CODE[error.code], error.message, trailing)
         except grpc.aio.AbortError:
             raise
         except Exception:

@@ -5,63 +5,141 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 
-from authority.api.convert import epoch, verify_response
+from authority.api.admin_auth import require_admin
+from authority.api.convert import epoch, timestamp, verify_response
 from authority.api.errors import rpc
 from authority.domain.errors import InvalidArgument
-from authority.services.issuance import TokenIssuer
+from authority.domain.revocation import RevocationKind
+from authority.services.admin_credential import AdminCredential
+from authority.services.revocations import RevocationService
+from authority.services.tokens import TokenPair, TokenService
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import token_pb2, token_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-_LATER = "arrives with the token-lifecycle work (refresh sessions and revocation)"
+
+_ADMIN_TARGETS = {
+    "session_id": RevocationKind.SESSION,
+    "subject": RevocationKind.SUBJECT,
+    "client_id": RevocationKind.CLIENT,
+    "token_id": RevocationKind.TOKEN,
+}
+
+
+def source_address(context: Context) -> str:
+    """The caller's address without its port, the key for per-source limits."""
+    peer = context.peer() or ""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rpartition(":")[0]
+    return peer
+
+
+def pair_message(pair: TokenPair) -> token_pb2.TokenPair:
+    return token_pb2.TokenPair(
+        access_token=pair.access_token,
+        token_type="Bearer",
+        access_token_expires_at=epoch(pair.access_expires_at),
+        refresh_token=pair.refresh_token,
+        refresh_token_expires_at=timestamp(pair.refresh_expires_at),
+        session_id=pair.session_id,
+        scope=pair.scope,
+        audience=pair.audience,
+    )
 
 
 class TokenServicer(token_pb2_grpc.TokenServiceServicer):
-    def __init__(self, *, issuer: TokenIssuer, verifier: TokenVerifier) -> None:
-        self._issuer = issuer
+    def __init__(
+        self,
+        *,
+        tokens: TokenService,
+        verifier: TokenVerifier,
+        revocations: RevocationService,
+        admin: AdminCredential,
+    ) -> None:
+        self._tokens = tokens
         self._verifier = verifier
+        self._revocations = revocations
+        self._admin = admin
 
     @rpc
     async def Issue(
         self, request: token_pb2.IssueRequest, context: Context
     ) -> token_pb2.IssueResponse:
         grant = request.WhichOneof("grant")
-        if grant is None:
+        audience, scope, source = (
+            list(request.audience),
+            list(request.scope),
+            source_address(context),
+        )
+        if grant == "password":
+            pair = await self._tokens.password_grant(
+                request.password.principal,
+                request.password.password,
+                client_id=request.client_id,
+                client_secret=request.client_secret,
+                audience=audience,
+                scope=scope,
+                source=source,
+            )
+        elif grant == "client_credentials":
+            credentials = request.client_credentials
+            pair = await self._tokens.client_credentials_grant(
+                credentials.client_id,
+                credentials.client_secret,
+                audience=audience,
+                scope=scope,
+                source=source,
+            )
+        elif grant == "token_exchange":
+            exchange = request.token_exchange
+            pair = await self._tokens.token_exchange_grant(
+                exchange.client_id,
+                exchange.client_secret,
+                exchange.subject,
+                claims=MessageToDict(exchange.claims) if exchange.HasField("claims") else None,
+                audience=audience,
+                scope=scope,
+                source=source,
+            )
+        else:
             raise InvalidArgument(
                 "a grant is required (password, client_credentials or token_exchange)"
             )
-        if grant != "password":
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"the {grant} grant {_LATER}")
-        issued = await self._issuer.issue_with_password(
-            request.password.principal,
-            request.password.password,
-            audience=list(request.audience),
-            scope=list(request.scope),
-            client_id=request.client_id,
-        )
-        return token_pb2.IssueResponse(
-            tokens=token_pb2.TokenPair(
-                access_token=issued.access_token,
-                token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
-                access_token_expires_at=epoch(issued.expires_at),
-                session_id=issued.session_id,
-                scope=issued.scope,
-                audience=issued.audience,
-            )
-        )
+        return token_pb2.IssueResponse(tokens=pair_message(pair))
 
+    @rpc
     async def Refresh(
         self, request: token_pb2.RefreshRequest, context: Context
     ) -> token_pb2.RefreshResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Refresh {_LATER}")
-        raise AssertionError("unreachable")
+        if not request.refresh_token:
+            raise InvalidArgument("refresh_token is required")
+        pair = await self._tokens.refresh(
+            request.refresh_token,
+            client_id=request.client_id,
+            client_secret=request.client_secret,
+        )
+        return token_pb2.RefreshResponse(tokens=pair_message(pair))
 
+    @rpc
     async def Revoke(
         self, request: token_pb2.RevokeRequest, context: Context
     ) -> token_pb2.RevokeResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Revoke {_LATER}")
-        raise AssertionError("unreachable")
+        target = request.WhichOneof("target")
+        if target is None:
+            raise InvalidArgument("a revocation target is required")
+        value: str = getattr(request, target)
+        if not value:
+            raise InvalidArgument(f"{target} must not be empty")
+        if target == "access_token":
+            revoked_at = await self._tokens.revoke_access_token(value)
+        elif target == "refresh_token":
+            revoked_at = await self._tokens.revoke_refresh_token(value)
+        else:
+            require_admin(context, self._admin)
+            revoked_at = await self._revocations.revoke(_ADMIN_TARGETS[target], value)
+        return token_pb2.RevokeResponse(revoked_at=timestamp(revoked_at))
 
     async def Verify(
         self, request: token_pb2.VerifyRequest, context: Context

@@ -101,7 +101,9 @@ async def serve(out: Path, data_dir: Path, fresh: int, repeat: int, watch_stdin:
         started = time.perf_counter()
         pools = {
             name: [
-                authority.token_issuer.mint(f"bench-{name}-{i}", audience, (), "bench").access_token
+                authority.token_service.issue_preauthenticated(
+                    f"bench-{name}-{i}", audience=audience
+                ).access_token
                 for i in range(size)
             ]
             for name, size in (("fresh", fresh), ("repeat", repeat))

@@ -16,6 +16,7 @@ from authority.crypto.signing_keys import (
     public_jwk,
     public_key_from_jwk,
 )
+from authority.crypto.token_sealing import SealError, open_with_token, seal_for_token
 
 __all__ = [
     "EnvelopeError",
@@ -23,12 +24,15 @@ __all__ = [
     "KekRing",
     "PrivateKey",
     "PublicKey",
+    "SealError",
     "envelope_kek_id",
     "generate_private_key",
     "jwk_thumbprint",
     "load_kek",
+    "open_with_token",
     "private_key_from_bytes",
     "private_key_to_bytes",
     "public_jwk",
     "public_key_from_jwk",
+    "seal_for_token",
 ]

@@ -11,7 +11,7 @@ from authority.domain.tokens import AccessClaims
 
 
 class RevocationKind(StrEnum):
-    TOKEN = "jti"  # noqa: S105 - a claim name
+    TOKEN = "jti"
     SESSION = "sid"
     SUBJECT = "sub"
     CLIENT = "client_id"

@@ -8,7 +8,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - the RFC 9068 typ
+ACCESS_TOKEN_TYPE = "at+jwt"
 REGISTERED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id", "scope"}
 )

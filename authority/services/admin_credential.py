@@ -11,7 +11,7 @@ from pathlib import Path
 
 from authority.domain.errors import InvalidArgument
 
-ADMIN_TOKEN_FILENAME = "admin-token"  # noqa: S105 - a file name
+ADMIN_TOKEN_FILENAME = "admin-token"
 _PREFIX = "adm_"
 
 

@@ -1,4 +1,8 @@
-"""Creating and looking up principals."""
+"""Principals: create, look up, disable, change password, delete.
+
+Disabling, deleting or (on request) changing the password revokes every session
+and access token of the principal at once: those are security actions.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ import secrets
 
 from authority.domain.clock import Clock
 from authority.domain.errors import NotFound
-from authority.domain.principals import Principal, validate_name, validate_password
+from authority.domain.password_policy import PasswordPolicy
+from authority.domain.principals import Principal, validate_name
+from authority.domain.revocation import RevocationKind
 from authority.services.passwords import PasswordHasher
+from authority.services.revocations import RevocationService
 from authority.store.base import Store
 
 
@@ -16,14 +23,24 @@ def new_principal_id() -> str:
 
 
 class PrincipalService:
-    def __init__(self, *, store: Store, hasher: PasswordHasher, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        hasher: PasswordHasher,
+        clock: Clock,
+        policy: PasswordPolicy,
+        revocations: RevocationService,
+    ) -> None:
         self._store = store
         self._hasher = hasher
         self._clock = clock
+        self._policy = policy
+        self._revocations = revocations
 
     async def create(self, name: str, password: str) -> Principal:
         normalized = validate_name(name)
-        validate_password(password)
+        self._policy.check(password, context=(normalized,))
         principal = Principal(
             id=new_principal_id(),
             name=normalized,
@@ -39,3 +56,34 @@ class PrincipalService:
         if principal is None:
             raise NotFound(f"no principal named {name!r}")
         return principal
+
+    async def set_disabled(self, name: str, disabled: bool) -> Principal:
+        principal = await self.get(name)
+        if disabled:
+            await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
+        return await self._updated(principal.id, disabled=disabled)
+
+    async def set_password(self, name: str, password: str, *, revoke_sessions: bool) -> Principal:
+        principal = await self.get(name)
+        self._policy.check(password, context=(principal.name,))
+        password_hash = await self._hasher.hash(password)
+        if revoke_sessions:
+            await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
+        return await self._updated(principal.id, password_hash=password_hash)
+
+    async def delete(self, name: str) -> bool:
+        principal = await self._store.get_principal_by_name(validate_name(name))
+        if principal is None:
+            return False
+        await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
+        return await self._store.delete_principal(principal.id)
+
+    async def _updated(
+        self, principal_id: str, *, password_hash: str | None = None, disabled: bool | None = None
+    ) -> Principal:
+        updated = await self._store.update_principal(
+            principal_id, password_hash=password_hash, disabled=disabled
+        )
+        if updated is None:
+            raise NotFound("the principal was deleted meanwhile")
+        return updated

@@ -8,10 +8,14 @@ see a driver exception.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Protocol
 
+from authority.domain.clients import Client
 from authority.domain.keys import KeyRecord, KeyUpdate
 from authority.domain.principals import Principal
+from authority.domain.revocation import Revocation
+from authority.domain.sessions import RefreshRecord, Session
 
 
 class KeyRingTransaction(Protocol):
@@ -86,4 +90,71 @@ class Store(Protocol):
 
     async def get_principal(self, principal_id: str) -> Principal | None:
         """The principal with this id, or None."""
+        ...
+
+    async def update_principal(
+        self, principal_id: str, *, password_hash: str | None = None, disabled: bool | None = None
+    ) -> Principal | None:
+        """Change the given fields; the principal after the change, or None if unknown."""
+        ...
+
+    async def delete_principal(self, principal_id: str) -> bool:
+        """True if a principal was deleted."""
+        ...
+
+    # -- clients ------------------------------------------------------------------
+
+    async def create_client(self, client: Client) -> None:
+        """Store a new client. AlreadyExists if the id is taken."""
+        ...
+
+    async def get_client(self, client_id: str) -> Client | None: ...
+
+    async def update_client(
+        self, client_id: str, *, secret_hash: bytes | None = None, disabled: bool | None = None
+    ) -> Client | None:
+        """Change the given fields; the client after the change, or None if unknown."""
+        ...
+
+    async def delete_client(self, client_id: str) -> bool: ...
+
+    # -- sessions -------------------------------------------------------------------
+
+    async def create_session(self, session: Session, first: RefreshRecord) -> None:
+        """Store a new session with its first refresh token, atomically."""
+        ...
+
+    async def find_refresh(
+        self, token_hash: bytes
+    ) -> tuple[RefreshRecord, Session, RefreshRecord | None] | None:
+        """The refresh token, its session and its successor (if consumed), or None."""
+        ...
+
+    async def consume_refresh(
+        self, token_hash: bytes, *, consumed_at: datetime, successor: RefreshRecord, sealed: bytes
+    ) -> bool:
+        """Atomically consume an unconsumed token and store its successor.
+
+        False, with nothing changed, when the token was already consumed (a concurrent
+        refresh won) or its session was revoked meanwhile.
+        """
+        ...
+
+    # -- revocations ----------------------------------------------------------------
+
+    async def record_revocation(self, revocation: Revocation, *, at: datetime) -> int:
+        """Durably record a revocation and revoke the sessions it covers, atomically.
+
+        A revocation already recorded for the same target is widened, never narrowed.
+        Returns how many sessions were revoked by this call.
+        """
+        ...
+
+    async def list_revocations(self, now: float) -> list[Revocation]:
+        """Every revocation that has not expired at ``now`` (epoch seconds)."""
+        ...
+
+    async def prune(self, now: datetime, *, sealed_before: datetime) -> int:
+        """Delete expired revocations and sessions past their absolute expiry, and wipe
+        sealed successors consumed before ``sealed_before``. Returns rows deleted."""
         ...

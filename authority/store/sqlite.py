@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import aiosqlite
 
+from authority.domain.clients import Client, GrantType
 from authority.domain.errors import (
     AlreadyExists,
     AuthorityError,
@@ -33,6 +34,8 @@ from authority.domain.errors import (
 )
 from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
 from authority.domain.principals import Principal
+from authority.domain.revocation import Revocation, RevocationKind
+from authority.domain.sessions import RefreshRecord, Session
 from authority.store.base import KeyRingTransaction
 from authority.store.migrations import Migration, load_migrations, migrate
 
@@ -154,6 +157,128 @@ def _principal_from_row(row: Sequence[Any]) -> Principal:
         password_hash=password_hash,
         disabled=bool(disabled),
         created_at=_from_micros(created_at),
+    )
+
+
+_CLIENT_COLUMNS = (
+    "id, secret_hash, grant_types, audiences, scopes, default_scopes,"
+    " access_token_ttl, session_idle_ttl, session_absolute_ttl, disabled, created_at"
+)
+_SESSION_COLUMNS = (
+    "id, subject, client_id, audience, scope, created_at, idle_ttl, absolute_expires_at, revoked_at"
+)
+_SESSION_COLUMNS_S = ", ".join("s." + c.strip() for c in _SESSION_COLUMNS.split(","))
+_REFRESH_COLUMNS = (
+    "token_hash, session_id, issued_at, expires_at, consumed_at, successor_hash, sealed_successor"
+)
+_REFRESH_COLUMNS_R = ", ".join("r." + c.strip() for c in _REFRESH_COLUMNS.split(","))
+_SESSION_COLUMN_BY_KIND = {
+    RevocationKind.SESSION: "id",
+    RevocationKind.SUBJECT: "subject",
+    RevocationKind.CLIENT: "client_id",
+}
+
+
+def _json_list(values: Iterable[str]) -> str:
+    return json.dumps(list(values), separators=(",", ":"))
+
+
+def _duration_micros(duration: timedelta) -> int:
+    return duration // _MICROSECOND
+
+
+def _seconds_to_micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _client_params(client: Client) -> tuple[Any, ...]:
+    return (
+        client.id,
+        bytes(client.secret_hash),
+        _json_list(sorted(g.value for g in client.grant_types)),
+        _json_list(client.audiences),
+        _json_list(sorted(client.scopes)),
+        _json_list(client.default_scopes),
+        _duration_micros(client.access_token_ttl),
+        _duration_micros(client.session_idle_ttl),
+        _duration_micros(client.session_absolute_ttl),
+        int(client.disabled),
+        _to_micros(client.created_at),
+    )
+
+
+def _client_from_row(row: Sequence[Any]) -> Client:
+    (client_id, secret_hash, grants, audiences, scopes, defaults, access, idle, absolute,
+     disabled, created) = row  # fmt: skip
+    return Client(
+        id=client_id,
+        secret_hash=bytes(secret_hash),
+        grant_types=frozenset(GrantType(g) for g in json.loads(grants)),
+        audiences=tuple(json.loads(audiences)),
+        scopes=frozenset(json.loads(scopes)),
+        default_scopes=tuple(json.loads(defaults)),
+        access_token_ttl=access * _MICROSECOND,
+        session_idle_ttl=idle * _MICROSECOND,
+        session_absolute_ttl=absolute * _MICROSECOND,
+        disabled=bool(disabled),
+        created_at=_from_micros(created),
+    )
+
+
+def _session_params(session: Session) -> tuple[Any, ...]:
+    return (
+        session.id,
+        session.subject,
+        session.client_id,
+        _json_list(session.audience),
+        _json_list(session.scope),
+        _to_micros(session.created_at),
+        _duration_micros(session.idle_ttl),
+        _to_micros(session.absolute_expires_at),
+        _to_optional_micros(session.revoked_at),
+    )
+
+
+def _session_from_row(row: Sequence[Any]) -> Session:
+    session_id, subject, client_id, audience, scope, created, idle, absolute, revoked = row
+    return Session(
+        id=session_id,
+        subject=subject,
+        client_id=client_id,
+        audience=tuple(json.loads(audience)),
+        scope=tuple(json.loads(scope)),
+        created_at=_from_micros(created),
+        idle_ttl=idle * _MICROSECOND,
+        absolute_expires_at=_from_micros(absolute),
+        revoked_at=_from_optional_micros(revoked),
+    )
+
+
+def _refresh_from_row(row: Sequence[Any]) -> RefreshRecord:
+    token_hash, session_id, issued, expires, consumed, successor, sealed = row
+    return RefreshRecord(
+        token_hash=bytes(token_hash),
+        session_id=session_id,
+        issued_at=_from_micros(issued),
+        expires_at=_from_micros(expires),
+        consumed_at=_from_optional_micros(consumed),
+        successor_hash=None if successor is None else bytes(successor),
+        sealed_successor=None if sealed is None else bytes(sealed),
+    )
+
+
+async def _insert_refresh(db: aiosqlite.Connection, record: RefreshRecord) -> None:
+    await db.execute(
+        f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        (
+            record.token_hash,
+            record.session_id,
+            _to_micros(record.issued_at),
+            _to_micros(record.expires_at),
+            _to_optional_micros(record.consumed_at),
+            record.successor_hash,
+            record.sealed_successor,
+        ),
     )
 
 
@@ -415,6 +540,196 @@ class SqliteStore:
                 )
             )
         return _principal_from_row(rows[0]) if rows else None
+
+    async def update_principal(
+        self, principal_id: str, *, password_hash: str | None = None, disabled: bool | None = None
+    ) -> Principal | None:
+        async with self._session() as db:
+            await db.execute(
+                "UPDATE principals SET password_hash = COALESCE(?, password_hash),"
+                " disabled = COALESCE(?, disabled) WHERE id = ?",
+                (password_hash, None if disabled is None else int(disabled), principal_id),
+            )
+        return await self.get_principal(principal_id)
+
+    async def delete_principal(self, principal_id: str) -> bool:
+        async with self._session() as db:
+            cursor = await db.execute("DELETE FROM principals WHERE id = ?", (principal_id,))
+            return cursor.rowcount > 0
+
+    # -- clients ------------------------------------------------------------
+
+    async def create_client(self, client: Client) -> None:
+        taken = {"clients.id": f"a client with id {client.id!r} already exists"}
+        async with self._session(taken) as db:
+            await db.execute(
+                f"INSERT INTO clients ({_CLIENT_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _client_params(client),
+            )
+
+    async def get_client(self, client_id: str) -> Client | None:
+        async with self._session() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE id = ?",  # noqa: S608
+                    (client_id,),
+                )
+            )
+        return _client_from_row(rows[0]) if rows else None
+
+    async def update_client(
+        self, client_id: str, *, secret_hash: bytes | None = None, disabled: bool | None = None
+    ) -> Client | None:
+        async with self._session() as db:
+            await db.execute(
+                "UPDATE clients SET secret_hash = COALESCE(?, secret_hash),"
+                " disabled = COALESCE(?, disabled) WHERE id = ?",
+                (secret_hash, None if disabled is None else int(disabled), client_id),
+            )
+        return await self.get_client(client_id)
+
+    async def delete_client(self, client_id: str) -> bool:
+        async with self._session() as db:
+            cursor = await db.execute("DELETE FROM clients WHERE id = ?", (client_id,))
+            return cursor.rowcount > 0
+
+    # -- sessions -------------------------------------------------------------
+
+    async def create_session(self, session: Session, first: RefreshRecord) -> None:
+        taken = {"sessions.id": f"a session with id {session.id!r} already exists"}
+        async with self._session(taken) as db:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                await db.execute(
+                    f"INSERT INTO sessions ({_SESSION_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _session_params(session),
+                )
+                await _insert_refresh(db, first)
+                await db.execute("COMMIT")
+            except BaseException:
+                await _rollback(db)
+                raise
+
+    async def find_refresh(
+        self, token_hash: bytes
+    ) -> tuple[RefreshRecord, Session, RefreshRecord | None] | None:
+        async with self._session() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_REFRESH_COLUMNS_R}, {_SESSION_COLUMNS_S}"  # noqa: S608
+                    " FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id"
+                    " WHERE r.token_hash = ?",
+                    (token_hash,),
+                )
+            )
+            if not rows:
+                return None
+            record = _refresh_from_row(rows[0][:7])
+            session = _session_from_row(rows[0][7:])
+            successor = None
+            if record.successor_hash is not None:
+                successor_rows = list(
+                    await db.execute_fetchall(
+                        f"SELECT {_REFRESH_COLUMNS} FROM refresh_tokens"  # noqa: S608
+                        " WHERE token_hash = ?",
+                        (record.successor_hash,),
+                    )
+                )
+                successor = _refresh_from_row(successor_rows[0]) if successor_rows else None
+        return record, session, successor
+
+    async def consume_refresh(
+        self, token_hash: bytes, *, consumed_at: datetime, successor: RefreshRecord, sealed: bytes
+    ) -> bool:
+        """One conditional UPDATE decides the race; the loser changes nothing."""
+        async with self._session() as db:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                cursor = await db.execute(
+                    "UPDATE refresh_tokens SET consumed_at = ?, successor_hash = ?,"
+                    " sealed_successor = ?"
+                    " WHERE token_hash = ? AND consumed_at IS NULL AND EXISTS"
+                    " (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id"
+                    " AND s.revoked_at IS NULL)",
+                    (_to_micros(consumed_at), successor.token_hash, sealed, token_hash),
+                )
+                if cursor.rowcount != 1:
+                    await db.execute("ROLLBACK")
+                    return False
+                await _insert_refresh(db, successor)
+                await db.execute("COMMIT")
+                return True
+            except BaseException:
+                await _rollback(db)
+                raise
+
+    # -- revocations ------------------------------------------------------------
+
+    async def record_revocation(self, revocation: Revocation, *, at: datetime) -> int:
+        column = _SESSION_COLUMN_BY_KIND.get(revocation.kind)
+        async with self._session() as db:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                await db.execute(
+                    "INSERT INTO revocations (kind, value, issued_before, expires_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET"
+                    " issued_before = MAX(issued_before, excluded.issued_before),"
+                    " expires_at = MAX(expires_at, excluded.expires_at)",
+                    (
+                        revocation.kind.value,
+                        revocation.value,
+                        _seconds_to_micros(revocation.issued_before),
+                        _seconds_to_micros(revocation.expires_at),
+                    ),
+                )
+                revoked = 0
+                if column is not None:
+                    cursor = await db.execute(
+                        f"UPDATE sessions SET revoked_at = ?"  # noqa: S608 - column from a fixed map
+                        f" WHERE {column} = ? AND revoked_at IS NULL",
+                        (_to_micros(at), revocation.value),
+                    )
+                    revoked = cursor.rowcount
+                await db.execute("COMMIT")
+                return revoked
+            except BaseException:
+                await _rollback(db)
+                raise
+
+    async def list_revocations(self, now: float) -> list[Revocation]:
+        async with self._session() as db:
+            rows = await db.execute_fetchall(
+                "SELECT kind, value, issued_before, expires_at FROM revocations"
+                " WHERE expires_at > ?",
+                (_seconds_to_micros(now),),
+            )
+        return [
+            Revocation(RevocationKind(kind), value, before / 1e6, expires / 1e6)
+            for kind, value, before, expires in rows
+        ]
+
+    async def prune(self, now: datetime, *, sealed_before: datetime) -> int:
+        async with self._session() as db:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                revocations = await db.execute(
+                    "DELETE FROM revocations WHERE expires_at <= ?", (_to_micros(now),)
+                )
+                sessions = await db.execute(
+                    "DELETE FROM sessions WHERE absolute_expires_at <= ?", (_to_micros(now),)
+                )
+                await db.execute(
+                    "UPDATE refresh_tokens SET sealed_successor = NULL"
+                    " WHERE consumed_at <= ? AND sealed_successor IS NOT NULL",
+                    (_to_micros(sealed_before),),
+                )
+                await db.execute("COMMIT")
+                return revocations.rowcount + sessions.rowcount
+            except BaseException:
+                await _rollback(db)
+                raise
 
 
 if TYPE_CHECKING:

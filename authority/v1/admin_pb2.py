@@ -22,26 +22,63 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uthority/v1/admin.proto\x12\x0c\x61uthority.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"g\n\tPrincipal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x16\x43reatePrincipalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"E\n\x17\x43reatePrincipalResponse\x12*\n\tprincipal\x18\x01 \x01(\x0b\x32\x17.authority.v1.Principal\"#\n\x13GetPrincipalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x14GetPrincipalResponse\x12*\n\tprincipal\x18\x01 \x01(\x0b\x32\x17.authority.v1.Principal2\xc5\x01\n\x0c\x41\x64minService\x12^\n\x0f\x43reatePrincipal\x12$.authority.v1.CreatePrincipalRequest\x1a%.authority.v1.CreatePrincipalResponse\x12U\n\x0cGetPrincipal\x12!.authority.v1.GetPrincipalRequest\x1a\".authority.v1.GetPrincipalResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uthority/v1/admin.proto\x12\x0c\x61uthority.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"g\n\tPrincipal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x64isabled\x18\x03 \x01(\x08\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x16\x43reatePrincipalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"E\n\x17\x43reatePrincipalResponse\x12*\n\tprincipal\x18\x01 \x01(\x0b\x32\x17.authority.v1.Principal\"#\n\x13GetPrincipalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x14GetPrincipalResponse\x12*\n\tprincipal\x18\x01 \x01(\x0b\x32\x17.authority.v1.Principal\"=\n\x1bSetPrincipalDisabledRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64isabled\x18\x02 \x01(\x08\"J\n\x1cSetPrincipalDisabledResponse\x12*\n\tprincipal\x18\x01 \x01(\x0b\x32\x17.authority.v1.Principal\"M\n\x12SetPasswordRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x17\n\x0frevoke_sessions\x18\x03 \x01(\x08\"A\n\x13SetPasswordResponse\x12*\n\tprincipal\x18\x01 \x01(\x0b\x32\x17.authority.v1.Principal\"&\n\x16\x44\x65letePrincipalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x17\x44\x65letePrincipalResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\xf8\x02\n\x06\x43lient\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x63onfidential\x18\x02 \x01(\x08\x12,\n\x0bgrant_types\x18\x03 \x03(\x0e\x32\x17.authority.v1.GrantType\x12\x11\n\taudiences\x18\x04 \x03(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x16\n\x0e\x64\x65\x66\x61ult_scopes\x18\x06 \x03(\t\x12\x33\n\x10\x61\x63\x63\x65ss_token_ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10session_idle_ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x14session_absolute_ttl\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x64isabled\x18\n \x01(\x08\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x13\x43reateClientRequest\x12$\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x14.authority.v1.Client\"S\n\x14\x43reateClientResponse\x12$\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x14.authority.v1.Client\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"\x1e\n\x10GetClientRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x11GetClientResponse\x12$\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x14.authority.v1.Client\"\'\n\x19RotateClientSecretRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x1aRotateClientSecretResponse\x12\x15\n\rclient_secret\x18\x01 \x01(\t\"8\n\x18SetClientDisabledRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x64isabled\x18\x02 \x01(\x08\"A\n\x19SetClientDisabledResponse\x12$\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x14.authority.v1.Client\"!\n\x13\x44\x65leteClientRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x14\x44\x65leteClientResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*\xa0\x01\n\tGrantType\x12\x1a\n\x16GRANT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13GRANT_TYPE_PASSWORD\x10\x01\x12!\n\x1dGRANT_TYPE_CLIENT_CREDENTIALS\x10\x02\x12\x1d\n\x19GRANT_TYPE_TOKEN_EXCHANGE\x10\x03\x12\x1c\n\x18GRANT_TYPE_REFRESH_TOKEN\x10\x04\x32\xb3\x07\n\x0c\x41\x64minService\x12^\n\x0f\x43reatePrincipal\x12$.authority.v1.CreatePrincipalRequest\x1a%.authority.v1.CreatePrincipalResponse\x12U\n\x0cGetPrincipal\x12!.authority.v1.GetPrincipalRequest\x1a\".authority.v1.GetPrincipalResponse\x12m\n\x14SetPrincipalDisabled\x12).authority.v1.SetPrincipalDisabledRequest\x1a*.authority.v1.SetPrincipalDisabledResponse\x12R\n\x0bSetPassword\x12 .authority.v1.SetPasswordRequest\x1a!.authority.v1.SetPasswordResponse\x12^\n\x0f\x44\x65letePrincipal\x12$.authority.v1.DeletePrincipalRequest\x1a%.authority.v1.DeletePrincipalResponse\x12U\n\x0c\x43reateClient\x12!.authority.v1.CreateClientRequest\x1a\".authority.v1.CreateClientResponse\x12L\n\tGetClient\x12\x1e.authority.v1.GetClientRequest\x1a\x1f.authority.v1.GetClientResponse\x12g\n\x12RotateClientSecret\x12\'.authority.v1.RotateClientSecretRequest\x1a(.authority.v1.RotateClientSecretResponse\x12\x64\n\x11SetClientDisabled\x12&.authority.v1.SetClientDisabledRequest\x1a\'.authority.v1.SetClientDisabledResponse\x12U\n\x0c\x44\x65leteClient\x12!.authority.v1.DeleteClientRequest\x1a\".authority.v1.DeleteClientResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authority.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRINCIPAL']._serialized_start=75
-  _globals['_PRINCIPAL']._serialized_end=178
-  _globals['_CREATEPRINCIPALREQUEST']._serialized_start=180
-  _globals['_CREATEPRINCIPALREQUEST']._serialized_end=236
-  _globals['_CREATEPRINCIPALRESPONSE']._serialized_start=238
-  _globals['_CREATEPRINCIPALRESPONSE']._serialized_end=307
-  _globals['_GETPRINCIPALREQUEST']._serialized_start=309
-  _globals['_GETPRINCIPALREQUEST']._serialized_end=344
-  _globals['_GETPRINCIPALRESPONSE']._serialized_start=346
-  _globals['_GETPRINCIPALRESPONSE']._serialized_end=412
-  _globals['_ADMINSERVICE']._serialized_start=415
-  _globals['_ADMINSERVICE']._serialized_end=612
+  _globals['_GRANTTYPE']._serialized_start=1727
+  _globals['_GRANTTYPE']._serialized_end=1887
+  _globals['_PRINCIPAL']._serialized_start=107
+  _globals['_PRINCIPAL']._serialized_end=210
+  _globals['_CREATEPRINCIPALREQUEST']._serialized_start=212
+  _globals['_CREATEPRINCIPALREQUEST']._serialized_end=268
+  _globals['_CREATEPRINCIPALRESPONSE']._serialized_start=270
+  _globals['_CREATEPRINCIPALRESPONSE']._serialized_end=339
+  _globals['_GETPRINCIPALREQUEST']._serialized_start=341
+  _globals['_GETPRINCIPALREQUEST']._serialized_end=376
+  _globals['_GETPRINCIPALRESPONSE']._serialized_start=378
+  _globals['_GETPRINCIPALRESPONSE']._serialized_end=444
+  _globals['_SETPRINCIPALDISABLEDREQUEST']._serialized_start=446
+  _globals['_SETPRINCIPALDISABLEDREQUEST']._serialized_end=507
+  _globals['_SETPRINCIPALDISABLEDRESPONSE']._serialized_start=509
+  _globals['_SETPRINCIPALDISABLEDRESPONSE']._serialized_end=583
+  _globals['_SETPASSWORDREQUEST']._serialized_start=585
+  _globals['_SETPASSWORDREQUEST']._serialized_end=662
+  _globals['_SETPASSWORDRESPONSE']._serialized_start=664
+  _globals['_SETPASSWORDRESPONSE']._serialized_end=729
+  _globals['_DELETEPRINCIPALREQUEST']._serialized_start=731
+  _globals['_DELETEPRINCIPALREQUEST']._serialized_end=769
+  _globals['_DELETEPRINCIPALRESPONSE']._serialized_start=771
+  _globals['_DELETEPRINCIPALRESPONSE']._serialized_end=813
+  _globals['_CLIENT']._serialized_start=816
+  _globals['_CLIENT']._serialized_end=1192
+  _globals['_CREATECLIENTREQUEST']._serialized_start=1194
+  _globals['_CREATECLIENTREQUEST']._serialized_end=1253
+  _globals['_CREATECLIENTRESPONSE']._serialized_start=1255
+  _globals['_CREATECLIENTRESPONSE']._serialized_end=1338
+  _globals['_GETCLIENTREQUEST']._serialized_start=1340
+  _globals['_GETCLIENTREQUEST']._serialized_end=1370
+  _globals['_GETCLIENTRESPONSE']._serialized_start=1372
+  _globals['_GETCLIENTRESPONSE']._serialized_end=1429
+  _globals['_ROTATECLIENTSECRETREQUEST']._serialized_start=1431
+  _globals['_ROTATECLIENTSECRETREQUEST']._serialized_end=1470
+  _globals['_ROTATECLIENTSECRETRESPONSE']._serialized_start=1472
+  _globals['_ROTATECLIENTSECRETRESPONSE']._serialized_end=1523
+  _globals['_SETCLIENTDISABLEDREQUEST']._serialized_start=1525
+  _globals['_SETCLIENTDISABLEDREQUEST']._serialized_end=1581
+  _globals['_SETCLIENTDISABLEDRESPONSE']._serialized_start=1583
+  _globals['_SETCLIENTDISABLEDRESPONSE']._serialized_end=1648
+  _globals['_DELETECLIENTREQUEST']._serialized_start=1650
+  _globals['_DELETECLIENTREQUEST']._serialized_end=1683
+  _globals['_DELETECLIENTRESPONSE']._serialized_start=1685
+  _globals['_DELETECLIENTRESPONSE']._serialized_end=1724
+  _globals['_ADMINSERVICE']._serialized_start=1890
+  _globals['_ADMINSERVICE']._serialized_end=2837
 # @@protoc_insertion_point(module_scope)

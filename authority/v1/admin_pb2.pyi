@@ -3,9 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -16,6 +20,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _GrantType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GrantTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GrantType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GRANT_TYPE_UNSPECIFIED: _GrantType.ValueType  # 0
+    """Never sent."""
+    GRANT_TYPE_PASSWORD: _GrantType.ValueType  # 1
+    """A principal's name and password."""
+    GRANT_TYPE_CLIENT_CREDENTIALS: _GrantType.ValueType  # 2
+    """A client's own id and secret; the token's subject is the client."""
+    GRANT_TYPE_TOKEN_EXCHANGE: _GrantType.ValueType  # 3
+    """A confidential client obtains a token for a principal it authenticated."""
+    GRANT_TYPE_REFRESH_TOKEN: _GrantType.ValueType  # 4
+    """Exchanging a refresh token for the next pair of its session."""
+
+class GrantType(_GrantType, metaclass=_GrantTypeEnumTypeWrapper):
+    """GrantType is a way to obtain tokens."""
+
+GRANT_TYPE_UNSPECIFIED: GrantType.ValueType  # 0
+"""Never sent."""
+GRANT_TYPE_PASSWORD: GrantType.ValueType  # 1
+"""A principal's name and password."""
+GRANT_TYPE_CLIENT_CREDENTIALS: GrantType.ValueType  # 2
+"""A client's own id and secret; the token's subject is the client."""
+GRANT_TYPE_TOKEN_EXCHANGE: GrantType.ValueType  # 3
+"""A confidential client obtains a token for a principal it authenticated."""
+GRANT_TYPE_REFRESH_TOKEN: GrantType.ValueType  # 4
+"""Exchanging a refresh token for the next pair of its session."""
+Global___GrantType: _TypeAlias = GrantType  # noqa: Y015
 
 @_typing.final
 class Principal(_message.Message):
@@ -152,3 +188,473 @@ class GetPrincipalResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPrincipalResponse: _TypeAlias = GetPrincipalResponse  # noqa: Y015
+
+@_typing.final
+class SetPrincipalDisabledRequest(_message.Message):
+    """SetPrincipalDisabledRequest names the principal and the new state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The principal's name."""
+    disabled: _builtins.bool
+    """True to disable, false to enable again."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPrincipalDisabledRequest: _TypeAlias = SetPrincipalDisabledRequest  # noqa: Y015
+
+@_typing.final
+class SetPrincipalDisabledResponse(_message.Message):
+    """SetPrincipalDisabledResponse returns the principal after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def principal(self) -> Global___Principal:
+        """The principal as stored."""
+
+    def __init__(
+        self,
+        *,
+        principal: Global___Principal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPrincipalDisabledResponse: _TypeAlias = SetPrincipalDisabledResponse  # noqa: Y015
+
+@_typing.final
+class SetPasswordRequest(_message.Message):
+    """SetPasswordRequest carries the new password."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    REVOKE_SESSIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The principal's name."""
+    password: _builtins.str
+    """The new password; hashed with argon2id, never stored or logged."""
+    revoke_sessions: _builtins.bool
+    """Also revoke every existing session and access token of the principal."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        password: _builtins.str = ...,
+        revoke_sessions: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "password", b"password", "revoke_sessions", b"revoke_sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPasswordRequest: _TypeAlias = SetPasswordRequest  # noqa: Y015
+
+@_typing.final
+class SetPasswordResponse(_message.Message):
+    """SetPasswordResponse acknowledges the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def principal(self) -> Global___Principal:
+        """The principal as stored."""
+
+    def __init__(
+        self,
+        *,
+        principal: Global___Principal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPasswordResponse: _TypeAlias = SetPasswordResponse  # noqa: Y015
+
+@_typing.final
+class DeletePrincipalRequest(_message.Message):
+    """DeletePrincipalRequest names the principal to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The principal's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePrincipalRequest: _TypeAlias = DeletePrincipalRequest  # noqa: Y015
+
+@_typing.final
+class DeletePrincipalResponse(_message.Message):
+    """DeletePrincipalResponse acknowledges the deletion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """False when there was no such principal (the call still succeeds)."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePrincipalResponse: _TypeAlias = DeletePrincipalResponse  # noqa: Y015
+
+@_typing.final
+class Client(_message.Message):
+    """Client is an OAuth client and the policy for tokens issued to it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONFIDENTIAL_FIELD_NUMBER: _builtins.int
+    GRANT_TYPES_FIELD_NUMBER: _builtins.int
+    AUDIENCES_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    DEFAULT_SCOPES_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_TTL_FIELD_NUMBER: _builtins.int
+    SESSION_IDLE_TTL_FIELD_NUMBER: _builtins.int
+    SESSION_ABSOLUTE_TTL_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Unique id chosen at creation: 1 to 128 characters of [A-Za-z0-9._-]."""
+    confidential: _builtins.bool
+    """True when the client has a secret (confidential), false for public
+    clients such as mobile apps.
+    """
+    disabled: _builtins.bool
+    """A disabled client obtains no tokens and cannot refresh."""
+    @_builtins.property
+    def grant_types(self) -> _containers.RepeatedScalarFieldContainer[Global___GrantType.ValueType]:
+        """The grants the client may use."""
+
+    @_builtins.property
+    def audiences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Audiences the client may request; the first is the default."""
+
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Scopes the client may request."""
+
+    @_builtins.property
+    def default_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Scopes granted when a request names none."""
+
+    @_builtins.property
+    def access_token_ttl(self) -> _duration_pb2.Duration:
+        """Access-token lifetime; never longer than the authority's
+        AUTHORITY_ACCESS_TOKEN_TTL.
+        """
+
+    @_builtins.property
+    def session_idle_ttl(self) -> _duration_pb2.Duration:
+        """A session ends when it is not refreshed for this long."""
+
+    @_builtins.property
+    def session_absolute_ttl(self) -> _duration_pb2.Duration:
+        """A session ends this long after login, however often it is refreshed."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        confidential: _builtins.bool = ...,
+        grant_types: _abc.Iterable[Global___GrantType.ValueType] | None = ...,
+        audiences: _abc.Iterable[_builtins.str] | None = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        default_scopes: _abc.Iterable[_builtins.str] | None = ...,
+        access_token_ttl: _duration_pb2.Duration | None = ...,
+        session_idle_ttl: _duration_pb2.Duration | None = ...,
+        session_absolute_ttl: _duration_pb2.Duration | None = ...,
+        disabled: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_ttl", b"access_token_ttl", "created_at", b"created_at", "session_absolute_ttl", b"session_absolute_ttl", "session_idle_ttl", b"session_idle_ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token_ttl", b"access_token_ttl", "audiences", b"audiences", "confidential", b"confidential", "created_at", b"created_at", "default_scopes", b"default_scopes", "disabled", b"disabled", "grant_types", b"grant_types", "id", b"id", "scopes", b"scopes", "session_absolute_ttl", b"session_absolute_ttl", "session_idle_ttl", b"session_idle_ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Client: _TypeAlias = Client  # noqa: Y015
+
+@_typing.final
+class CreateClientRequest(_message.Message):
+    """CreateClientRequest describes the new client. Unset durations take the
+    authority's defaults.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def client(self) -> Global___Client:
+        """The client's policy; `created_at` and `disabled` are ignored."""
+
+    def __init__(
+        self,
+        *,
+        client: Global___Client | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateClientRequest: _TypeAlias = CreateClientRequest  # noqa: Y015
+
+@_typing.final
+class CreateClientResponse(_message.Message):
+    """CreateClientResponse returns the client and, once, its secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    client_secret: _builtins.str
+    """The secret of a confidential client; empty for public clients. It is not
+    retrievable later.
+    """
+    @_builtins.property
+    def client(self) -> Global___Client:
+        """The client as stored."""
+
+    def __init__(
+        self,
+        *,
+        client: Global___Client | None = ...,
+        client_secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "client_secret", b"client_secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateClientResponse: _TypeAlias = CreateClientResponse  # noqa: Y015
+
+@_typing.final
+class GetClientRequest(_message.Message):
+    """GetClientRequest names the client."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The client's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClientRequest: _TypeAlias = GetClientRequest  # noqa: Y015
+
+@_typing.final
+class GetClientResponse(_message.Message):
+    """GetClientResponse returns the client."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def client(self) -> Global___Client:
+        """The client as stored."""
+
+    def __init__(
+        self,
+        *,
+        client: Global___Client | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClientResponse: _TypeAlias = GetClientResponse  # noqa: Y015
+
+@_typing.final
+class RotateClientSecretRequest(_message.Message):
+    """RotateClientSecretRequest names the client."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The client's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateClientSecretRequest: _TypeAlias = RotateClientSecretRequest  # noqa: Y015
+
+@_typing.final
+class RotateClientSecretResponse(_message.Message):
+    """RotateClientSecretResponse returns the new secret once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    client_secret: _builtins.str
+    """The new secret."""
+    def __init__(
+        self,
+        *,
+        client_secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_secret", b"client_secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateClientSecretResponse: _TypeAlias = RotateClientSecretResponse  # noqa: Y015
+
+@_typing.final
+class SetClientDisabledRequest(_message.Message):
+    """SetClientDisabledRequest names the client and the new state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The client's id."""
+    disabled: _builtins.bool
+    """True to disable, false to enable again."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetClientDisabledRequest: _TypeAlias = SetClientDisabledRequest  # noqa: Y015
+
+@_typing.final
+class SetClientDisabledResponse(_message.Message):
+    """SetClientDisabledResponse returns the client after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def client(self) -> Global___Client:
+        """The client as stored."""
+
+    def __init__(
+        self,
+        *,
+        client: Global___Client | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetClientDisabledResponse: _TypeAlias = SetClientDisabledResponse  # noqa: Y015
+
+@_typing.final
+class DeleteClientRequest(_message.Message):
+    """DeleteClientRequest names the client to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The client's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteClientRequest: _TypeAlias = DeleteClientRequest  # noqa: Y015
+
+@_typing.final
+class DeleteClientResponse(_message.Message):
+    """DeleteClientResponse acknowledges the deletion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """False when there was no such client (the call still succeeds)."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteClientResponse: _TypeAlias = DeleteClientResponse  # noqa: Y015

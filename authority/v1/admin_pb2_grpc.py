@@ -47,6 +47,46 @@ class AdminServiceStub:
                 request_serializer=authority_dot_v1_dot_admin__pb2.GetPrincipalRequest.SerializeToString,
                 response_deserializer=authority_dot_v1_dot_admin__pb2.GetPrincipalResponse.FromString,
                 _registered_method=True)
+        self.SetPrincipalDisabled = channel.unary_unary(
+                '/authority.v1.AdminService/SetPrincipalDisabled',
+                request_serializer=authority_dot_v1_dot_admin__pb2.SetPrincipalDisabledRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.SetPrincipalDisabledResponse.FromString,
+                _registered_method=True)
+        self.SetPassword = channel.unary_unary(
+                '/authority.v1.AdminService/SetPassword',
+                request_serializer=authority_dot_v1_dot_admin__pb2.SetPasswordRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.SetPasswordResponse.FromString,
+                _registered_method=True)
+        self.DeletePrincipal = channel.unary_unary(
+                '/authority.v1.AdminService/DeletePrincipal',
+                request_serializer=authority_dot_v1_dot_admin__pb2.DeletePrincipalRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.DeletePrincipalResponse.FromString,
+                _registered_method=True)
+        self.CreateClient = channel.unary_unary(
+                '/authority.v1.AdminService/CreateClient',
+                request_serializer=authority_dot_v1_dot_admin__pb2.CreateClientRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.CreateClientResponse.FromString,
+                _registered_method=True)
+        self.GetClient = channel.unary_unary(
+                '/authority.v1.AdminService/GetClient',
+                request_serializer=authority_dot_v1_dot_admin__pb2.GetClientRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.GetClientResponse.FromString,
+                _registered_method=True)
+        self.RotateClientSecret = channel.unary_unary(
+                '/authority.v1.AdminService/RotateClientSecret',
+                request_serializer=authority_dot_v1_dot_admin__pb2.RotateClientSecretRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.RotateClientSecretResponse.FromString,
+                _registered_method=True)
+        self.SetClientDisabled = channel.unary_unary(
+                '/authority.v1.AdminService/SetClientDisabled',
+                request_serializer=authority_dot_v1_dot_admin__pb2.SetClientDisabledRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.SetClientDisabledResponse.FromString,
+                _registered_method=True)
+        self.DeleteClient = channel.unary_unary(
+                '/authority.v1.AdminService/DeleteClient',
+                request_serializer=authority_dot_v1_dot_admin__pb2.DeleteClientRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.DeleteClientResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -71,6 +111,69 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPrincipalDisabled(self, request, context):
+        """SetPrincipalDisabled disables or re-enables a principal. Disabling also
+        revokes every session and access token of the principal at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPassword(self, request, context):
+        """SetPassword replaces a principal's password (policy-checked). With
+        `revoke_sessions`, every existing session and access token is revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePrincipal(self, request, context):
+        """DeletePrincipal deletes a principal and revokes all of its tokens.
+        Idempotent: deleting an unknown name succeeds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateClient(self, request, context):
+        """CreateClient registers an OAuth client with its policy. A confidential
+        client's secret is returned once, here, and stored only as SHA-256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClient(self, request, context):
+        """GetClient returns a client's policy (never its secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateClientSecret(self, request, context):
+        """RotateClientSecret replaces a confidential client's secret and returns
+        the new one once. The old secret stops working at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetClientDisabled(self, request, context):
+        """SetClientDisabled disables or re-enables a client. Disabling revokes
+        every session and access token issued to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteClient(self, request, context):
+        """DeleteClient deletes a client and revokes every token issued to it.
+        Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +186,46 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetPrincipal,
                     request_deserializer=authority_dot_v1_dot_admin__pb2.GetPrincipalRequest.FromString,
                     response_serializer=authority_dot_v1_dot_admin__pb2.GetPrincipalResponse.SerializeToString,
+            ),
+            'SetPrincipalDisabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPrincipalDisabled,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.SetPrincipalDisabledRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.SetPrincipalDisabledResponse.SerializeToString,
+            ),
+            'SetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPassword,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.SetPasswordRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.SetPasswordResponse.SerializeToString,
+            ),
+            'DeletePrincipal': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePrincipal,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.DeletePrincipalRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.DeletePrincipalResponse.SerializeToString,
+            ),
+            'CreateClient': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateClient,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.CreateClientRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.CreateClientResponse.SerializeToString,
+            ),
+            'GetClient': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClient,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.GetClientRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.GetClientResponse.SerializeToString,
+            ),
+            'RotateClientSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateClientSecret,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.RotateClientSecretRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.RotateClientSecretResponse.SerializeToString,
+            ),
+            'SetClientDisabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetClientDisabled,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.SetClientDisabledRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.SetClientDisabledResponse.SerializeToString,
+            ),
+            'DeleteClient': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteClient,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.DeleteClientRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.DeleteClientResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -142,6 +285,222 @@ class AdminService:
             '/authority.v1.AdminService/GetPrincipal',
             authority_dot_v1_dot_admin__pb2.GetPrincipalRequest.SerializeToString,
             authority_dot_v1_dot_admin__pb2.GetPrincipalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPrincipalDisabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/SetPrincipalDisabled',
+            authority_dot_v1_dot_admin__pb2.SetPrincipalDisabledRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.SetPrincipalDisabledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/SetPassword',
+            authority_dot_v1_dot_admin__pb2.SetPasswordRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.SetPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePrincipal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/DeletePrincipal',
+            authority_dot_v1_dot_admin__pb2.DeletePrincipalRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.DeletePrincipalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateClient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/CreateClient',
+            authority_dot_v1_dot_admin__pb2.CreateClientRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.CreateClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/GetClient',
+            authority_dot_v1_dot_admin__pb2.GetClientRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.GetClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateClientSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/RotateClientSecret',
+            authority_dot_v1_dot_admin__pb2.RotateClientSecretRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.RotateClientSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetClientDisabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/SetClientDisabled',
+            authority_dot_v1_dot_admin__pb2.SetClientDisabledRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.SetClientDisabledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteClient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/DeleteClient',
+            authority_dot_v1_dot_admin__pb2.DeleteClientRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.DeleteClientResponse.FromString,
             options,
             channel_credentials,
             insecure,

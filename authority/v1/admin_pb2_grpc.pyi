@@ -43,6 +43,36 @@ class AdminServiceStub:
     """
     GetPrincipal: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetPrincipalRequest, _admin_pb2.GetPrincipalResponse]
     """GetPrincipal looks a principal up by name. NOT_FOUND if there is none."""
+    SetPrincipalDisabled: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetPrincipalDisabledRequest, _admin_pb2.SetPrincipalDisabledResponse]
+    """SetPrincipalDisabled disables or re-enables a principal. Disabling also
+    revokes every session and access token of the principal at once.
+    """
+    SetPassword: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetPasswordRequest, _admin_pb2.SetPasswordResponse]
+    """SetPassword replaces a principal's password (policy-checked). With
+    `revoke_sessions`, every existing session and access token is revoked.
+    """
+    DeletePrincipal: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeletePrincipalRequest, _admin_pb2.DeletePrincipalResponse]
+    """DeletePrincipal deletes a principal and revokes all of its tokens.
+    Idempotent: deleting an unknown name succeeds.
+    """
+    CreateClient: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateClientRequest, _admin_pb2.CreateClientResponse]
+    """CreateClient registers an OAuth client with its policy. A confidential
+    client's secret is returned once, here, and stored only as SHA-256.
+    """
+    GetClient: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetClientRequest, _admin_pb2.GetClientResponse]
+    """GetClient returns a client's policy (never its secret)."""
+    RotateClientSecret: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RotateClientSecretRequest, _admin_pb2.RotateClientSecretResponse]
+    """RotateClientSecret replaces a confidential client's secret and returns
+    the new one once. The old secret stops working at once.
+    """
+    SetClientDisabled: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetClientDisabledRequest, _admin_pb2.SetClientDisabledResponse]
+    """SetClientDisabled disables or re-enables a client. Disabling revokes
+    every session and access token issued to it.
+    """
+    DeleteClient: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteClientRequest, _admin_pb2.DeleteClientResponse]
+    """DeleteClient deletes a client and revokes every token issued to it.
+    Idempotent.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -59,6 +89,36 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     GetPrincipal: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetPrincipalRequest, _admin_pb2.GetPrincipalResponse]  # type: ignore[assignment]
     """GetPrincipal looks a principal up by name. NOT_FOUND if there is none."""
+    SetPrincipalDisabled: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetPrincipalDisabledRequest, _admin_pb2.SetPrincipalDisabledResponse]  # type: ignore[assignment]
+    """SetPrincipalDisabled disables or re-enables a principal. Disabling also
+    revokes every session and access token of the principal at once.
+    """
+    SetPassword: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetPasswordRequest, _admin_pb2.SetPasswordResponse]  # type: ignore[assignment]
+    """SetPassword replaces a principal's password (policy-checked). With
+    `revoke_sessions`, every existing session and access token is revoked.
+    """
+    DeletePrincipal: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeletePrincipalRequest, _admin_pb2.DeletePrincipalResponse]  # type: ignore[assignment]
+    """DeletePrincipal deletes a principal and revokes all of its tokens.
+    Idempotent: deleting an unknown name succeeds.
+    """
+    CreateClient: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateClientRequest, _admin_pb2.CreateClientResponse]  # type: ignore[assignment]
+    """CreateClient registers an OAuth client with its policy. A confidential
+    client's secret is returned once, here, and stored only as SHA-256.
+    """
+    GetClient: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetClientRequest, _admin_pb2.GetClientResponse]  # type: ignore[assignment]
+    """GetClient returns a client's policy (never its secret)."""
+    RotateClientSecret: _aio.UnaryUnaryMultiCallable[_admin_pb2.RotateClientSecretRequest, _admin_pb2.RotateClientSecretResponse]  # type: ignore[assignment]
+    """RotateClientSecret replaces a confidential client's secret and returns
+    the new one once. The old secret stops working at once.
+    """
+    SetClientDisabled: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetClientDisabledRequest, _admin_pb2.SetClientDisabledResponse]  # type: ignore[assignment]
+    """SetClientDisabled disables or re-enables a client. Disabling revokes
+    every session and access token issued to it.
+    """
+    DeleteClient: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteClientRequest, _admin_pb2.DeleteClientResponse]  # type: ignore[assignment]
+    """DeleteClient deletes a client and revokes every token issued to it.
+    Idempotent.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService manages principals. Every RPC needs the admin credential in
@@ -84,5 +144,83 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.GetPrincipalResponse, _abc.Awaitable[_admin_pb2.GetPrincipalResponse]]:
         """GetPrincipal looks a principal up by name. NOT_FOUND if there is none."""
+
+    @_abc_1.abstractmethod
+    def SetPrincipalDisabled(
+        self,
+        request: _admin_pb2.SetPrincipalDisabledRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetPrincipalDisabledResponse, _abc.Awaitable[_admin_pb2.SetPrincipalDisabledResponse]]:
+        """SetPrincipalDisabled disables or re-enables a principal. Disabling also
+        revokes every session and access token of the principal at once.
+        """
+
+    @_abc_1.abstractmethod
+    def SetPassword(
+        self,
+        request: _admin_pb2.SetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetPasswordResponse, _abc.Awaitable[_admin_pb2.SetPasswordResponse]]:
+        """SetPassword replaces a principal's password (policy-checked). With
+        `revoke_sessions`, every existing session and access token is revoked.
+        """
+
+    @_abc_1.abstractmethod
+    def DeletePrincipal(
+        self,
+        request: _admin_pb2.DeletePrincipalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeletePrincipalResponse, _abc.Awaitable[_admin_pb2.DeletePrincipalResponse]]:
+        """DeletePrincipal deletes a principal and revokes all of its tokens.
+        Idempotent: deleting an unknown name succeeds.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateClient(
+        self,
+        request: _admin_pb2.CreateClientRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CreateClientResponse, _abc.Awaitable[_admin_pb2.CreateClientResponse]]:
+        """CreateClient registers an OAuth client with its policy. A confidential
+        client's secret is returned once, here, and stored only as SHA-256.
+        """
+
+    @_abc_1.abstractmethod
+    def GetClient(
+        self,
+        request: _admin_pb2.GetClientRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetClientResponse, _abc.Awaitable[_admin_pb2.GetClientResponse]]:
+        """GetClient returns a client's policy (never its secret)."""
+
+    @_abc_1.abstractmethod
+    def RotateClientSecret(
+        self,
+        request: _admin_pb2.RotateClientSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RotateClientSecretResponse, _abc.Awaitable[_admin_pb2.RotateClientSecretResponse]]:
+        """RotateClientSecret replaces a confidential client's secret and returns
+        the new one once. The old secret stops working at once.
+        """
+
+    @_abc_1.abstractmethod
+    def SetClientDisabled(
+        self,
+        request: _admin_pb2.SetClientDisabledRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetClientDisabledResponse, _abc.Awaitable[_admin_pb2.SetClientDisabledResponse]]:
+        """SetClientDisabled disables or re-enables a client. Disabling revokes
+        every session and access token issued to it.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteClient(
+        self,
+        request: _admin_pb2.DeleteClientRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeleteClientResponse, _abc.Awaitable[_admin_pb2.DeleteClientResponse]]:
+        """DeleteClient deletes a client and revokes every token issued to it.
+        Idempotent.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

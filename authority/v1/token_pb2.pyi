@@ -109,9 +109,15 @@ class IssueRequest(_message.Message):
     AUDIENCE_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
     CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     """The OAuth client the token is issued to, for password grants made through
     an application. Empty for the built-in default client.
+    """
+    client_secret: _builtins.str
+    """The secret of `client_id`, required when that client is confidential
+    (was created with a secret). Public clients (mobile and browser apps)
+    leave it empty.
     """
     @_builtins.property
     def password(self) -> Global___PasswordGrant:
@@ -150,10 +156,11 @@ class IssueRequest(_message.Message):
         audience: _abc.Iterable[_builtins.str] | None = ...,
         scope: _abc.Iterable[_builtins.str] | None = ...,
         client_id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["client_credentials", b"client_credentials", "grant", b"grant", "password", b"password", "token_exchange", b"token_exchange"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "client_credentials", b"client_credentials", "client_id", b"client_id", "grant", b"grant", "password", b"password", "scope", b"scope", "token_exchange", b"token_exchange"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "client_credentials", b"client_credentials", "client_id", b"client_id", "client_secret", b"client_secret", "grant", b"grant", "password", b"password", "scope", b"scope", "token_exchange", b"token_exchange"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_grant: _TypeAlias = _typing.Literal["password", "client_credentials", "token_exchange"]  # noqa: Y015
     _WhichOneofArgType_grant: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015

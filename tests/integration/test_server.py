@@ -159,8 +159,8 @@ def test_bad_input_gets_a_clear_status(server: ServerProcess) -> None:
                 lambda: client.tokens.Refresh(
                     token_pb2.RefreshRequest(refresh_token="r"), timeout=5
                 ),
-                grpc.StatusCode.UNIMPLEMENTED,
-                "token-lifecycle",
+                grpc.StatusCode.UNAUTHENTICATED,
+                "invalid refresh token",
             ),
             (lambda: client.verify("x" * 100_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
         ]
@@ -253,8 +253,8 @@ def test_jwks_over_http_has_validators_and_matches_grpc(server: ServerProcess) -
 def test_an_independent_jose_library_verifies_with_only_the_jwks_url(
     start_server: Callable[..., ServerProcess], algorithm: str
 ) -> None:
-    server = start_server(AUTHORITY_ALGORITHM=algorithm)
-    token = _login(server, audience=["orders"])
+    server = start_server(AUTHORITY_ALGORITHM=algorithm, AUTHORITY_AUDIENCE="orders")
+    token = _login(server)
     _, _, discovery = _get(server.http + "/.well-known/openid-configuration")
     config = json.loads(discovery)
     _, _, jwks = _get(config["jwks_uri"])
@@ -328,6 +328,7 @@ def test_sigterm_drains_in_flight_calls_then_exits_cleanly(
         AUTHORITY_HASH_WORKERS="1",
         AUTHORITY_ARGON2_MEMORY_KIB="65536",
         AUTHORITY_ARGON2_TIME_COST="3",
+        AUTHORITY_LOGIN_ATTEMPTS_PER_MINUTE="100",
     )
     _login(server)
     with server.client() as client, ThreadPoolExecutor(12) as pool:

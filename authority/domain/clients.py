@@ -1,0 +1,109 @@
+"""OAuth clients and the pure rules for what a grant may obtain."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from authority.domain.errors import InvalidArgument, PermissionDenied
+
+CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+DEFAULT_CLIENT_ID = ""  # password grants that name no client use the built-in default policy
+MAX_LIST = 64
+
+
+class GrantType(StrEnum):
+    PASSWORD = "password"
+    CLIENT_CREDENTIALS = "client_credentials"
+    TOKEN_EXCHANGE = "token_exchange"
+    REFRESH_TOKEN = "refresh_token"
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A client as stored. ``secret_hash`` is SHA-256 of the secret; empty for public clients."""
+
+    id: str
+    secret_hash: bytes
+    grant_types: frozenset[GrantType]
+    audiences: tuple[str, ...]
+    scopes: frozenset[str]
+    default_scopes: tuple[str, ...]
+    access_token_ttl: timedelta
+    session_idle_ttl: timedelta
+    session_absolute_ttl: timedelta
+    disabled: bool
+    created_at: datetime
+
+    @property
+    def confidential(self) -> bool:
+        return bool(self.secret_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a request is allowed to obtain, after policy."""
+
+    audience: tuple[str, ...]
+    scope: tuple[str, ...]
+
+
+def clean_values(values: Sequence[str], what: str, limit: int = MAX_LIST) -> tuple[str, ...]:
+    """De-duplicated, validated audience or scope values (order kept)."""
+    if len(values) > limit:
+        raise InvalidArgument(f"at most {limit} {what} values are allowed")
+    for value in values:
+        if not value or len(value) > 256 or any(c.isspace() or not c.isprintable() for c in value):
+            raise InvalidArgument(
+                f"{what} values must be 1-256 printable characters without spaces"
+            )
+    return tuple(dict.fromkeys(values))
+
+
+def validate_client(client: Client, *, max_access_ttl: timedelta) -> None:
+    """Reject a client policy that could not work or would break key retirement."""
+    if not CLIENT_ID.match(client.id):
+        raise InvalidArgument("a client id is 1-128 characters of letters, digits, '.', '_', '-'")
+    if not client.grant_types:
+        raise InvalidArgument("a client needs at least one grant type")
+    if not client.audiences:
+        raise InvalidArgument("a client needs at least one audience")
+    if not set(client.default_scopes) <= client.scopes:
+        raise InvalidArgument("default scopes must be among the allowed scopes")
+    if not timedelta(seconds=1) <= client.access_token_ttl <= max_access_ttl:
+        raise InvalidArgument(
+            f"the access-token TTL must be between 1 s and {int(max_access_ttl.total_seconds())} s"
+        )
+    if client.session_idle_ttl <= timedelta(0) or client.session_absolute_ttl <= timedelta(0):
+        raise InvalidArgument("session TTLs must be positive")
+    if client.session_idle_ttl > client.session_absolute_ttl:
+        raise InvalidArgument("the idle session TTL must not exceed the absolute one")
+    needs_secret = {GrantType.CLIENT_CREDENTIALS, GrantType.TOKEN_EXCHANGE}
+    if client.grant_types & needs_secret and not client.confidential:
+        raise InvalidArgument("client_credentials and token_exchange need a confidential client")
+
+
+def authorize(
+    client: Client,
+    grant_type: GrantType,
+    *,
+    audience: Sequence[str],
+    scope: Sequence[str],
+) -> Grant:
+    """The audiences and scopes the request may have under the client's policy."""
+    if client.disabled:
+        raise PermissionDenied(f"client {client.id!r} is disabled")
+    if grant_type not in client.grant_types:
+        raise PermissionDenied(f"client {client.id!r} may not use the {grant_type.value} grant")
+    audiences = clean_values(audience, "audience") or client.audiences[:1]
+    refused = [a for a in audiences if a not in client.audiences]
+    if refused:
+        raise PermissionDenied(f"audience {refused[0]!r} is not allowed for this client")
+    scopes = clean_values(scope, "scope") or client.default_scopes
+    refused = [s for s in scopes if s not in client.scopes]
+    if refused:
+        raise PermissionDenied(f"scope {refused[0]!r} is not allowed for this client")
+    return Grant(audience=audiences, scope=scopes)

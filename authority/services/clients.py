@@ -1,0 +1,146 @@
+"""Client registration and authentication.
+
+Client secrets are 256-bit random values shown once; the store keeps SHA-256 only.
+Authentication compares digests in constant time and spends the same work on an
+unknown client id as on a known one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from authority.domain.clients import Client, GrantType, validate_client
+from authority.domain.clock import Clock
+from authority.domain.errors import InvalidArgument, NotFound, Unauthenticated
+from authority.domain.revocation import RevocationKind
+from authority.services.revocations import RevocationService
+from authority.store.base import Store
+
+_SECRET_PREFIX = "cs_"
+_BAD_CLIENT = "invalid client credentials"
+_DUMMY_DIGEST = hashlib.sha256(b"authority-unknown-client").digest()
+
+
+def new_client_secret() -> str:
+    return _SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def secret_digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+class ClientService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        default_client: Client,
+        revocations: RevocationService,
+        max_access_ttl_seconds: float,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._default = default_client
+        self._revocations = revocations
+        self._max_access_ttl = max_access_ttl_seconds
+
+    @property
+    def default_client(self) -> Client:
+        return self._default
+
+    async def authenticate(self, client_id: str, secret: str, *, require_secret: bool) -> Client:
+        """The client, if ``secret`` matches (or it is public and no secret is required).
+
+        Every failure is the same UNAUTHENTICATED answer, and costs one digest comparison.
+        """
+        if not client_id:
+            if require_secret:
+                raise Unauthenticated(_BAD_CLIENT)
+            return self._default
+        client = await self._store.get_client(client_id)
+        expected = client.secret_hash if client is not None and client.confidential else None
+        presented = secret_digest(secret)
+        matches = hmac.compare_digest(presented, expected or _DUMMY_DIGEST)
+        if client is None:
+            raise Unauthenticated(_BAD_CLIENT)
+        if client.confidential and not matches:
+            raise Unauthenticated(_BAD_CLIENT)
+        if require_secret and not client.confidential:
+            raise Unauthenticated(_BAD_CLIENT)
+        return client
+
+    async def lookup(self, client_id: str) -> Client | None:
+        """The client a session belongs to ("" is the built-in default)."""
+        if not client_id:
+            return self._default
+        return await self._store.get_client(client_id)
+
+    async def create(self, template: Client, *, confidential: bool) -> tuple[Client, str]:
+        """Store a client built from ``template``; returns it and its secret (once)."""
+        secret = new_client_secret() if confidential else ""
+        client = replace(
+            template,
+            secret_hash=secret_digest(secret) if confidential else b"",
+            disabled=False,
+            created_at=self._clock.now(),
+        )
+        validate_client(client, max_access_ttl=timedelta(seconds=self._max_access_ttl))
+        await self._store.create_client(client)
+        return client, secret
+
+    async def get(self, client_id: str) -> Client:
+        client = await self._store.get_client(client_id) if client_id else None
+        if client is None:
+            raise NotFound(f"no client with id {client_id!r}")
+        return client
+
+    async def rotate_secret(self, client_id: str) -> str:
+        client = await self.get(client_id)
+        if not client.confidential:
+            raise InvalidArgument(f"client {client_id!r} is public and has no secret")
+        secret = new_client_secret()
+        await self._store.update_client(client_id, secret_hash=secret_digest(secret))
+        return secret
+
+    async def set_disabled(self, client_id: str, disabled: bool) -> Client:
+        await self.get(client_id)
+        if disabled:
+            await self._revocations.revoke(RevocationKind.CLIENT, client_id)
+        updated = await self._store.update_client(client_id, disabled=disabled)
+        if updated is None:
+            raise NotFound(f"no client with id {client_id!r}")
+        return updated
+
+    async def delete(self, client_id: str) -> bool:
+        if not client_id or await self._store.get_client(client_id) is None:
+            return False
+        await self._revocations.revoke(RevocationKind.CLIENT, client_id)
+        return await self._store.delete_client(client_id)
+
+
+def default_client(
+    *,
+    audience: str,
+    access_ttl_seconds: float,
+    idle_ttl_seconds: float,
+    absolute_ttl_seconds: float,
+) -> Client:
+    """The policy for password grants that name no client: a public client."""
+    return Client(
+        id="",
+        secret_hash=b"",
+        grant_types=frozenset({GrantType.PASSWORD, GrantType.REFRESH_TOKEN}),
+        audiences=(audience,),
+        scopes=frozenset(),
+        default_scopes=(),
+        access_token_ttl=timedelta(seconds=access_ttl_seconds),
+        session_idle_ttl=timedelta(seconds=idle_ttl_seconds),
+        session_absolute_ttl=timedelta(seconds=absolute_ttl_seconds),
+        disabled=False,
+        created_at=datetime(1970, 1, 1, tzinfo=UTC),
+    )

@@ -1,0 +1,409 @@
+"""Issuing, refreshing and revoking tokens: the grants and the refresh-session lifecycle.
+
+Every grant counts the attempt before any credential is checked (so parallel
+guesses cannot slip past the limits), gives every credential failure the same
+UNAUTHENTICATED answer, and spends the same work on unknown names as on known ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from authority.crypto import SealError, open_with_token, seal_for_token
+from authority.domain.clients import Client, Grant, GrantType, authorize
+from authority.domain.clock import Clock
+from authority.domain.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from authority.domain.principals import MAX_PASSWORD_LENGTH, validate_name
+from authority.domain.revocation import RevocationKind
+from authority.domain.sessions import (
+    Outcome,
+    RefreshRecord,
+    Session,
+    decide,
+    successor_expiry,
+)
+from authority.domain.throttle import AttemptGuard
+from authority.domain.tokens import REGISTERED_CLAIMS, Verification
+from authority.keys.manager import KeyManager
+from authority.services.clients import ClientService
+from authority.services.passwords import PasswordHasher
+from authority.services.revocations import RevocationService
+from authority.store.base import Store
+from authority.tokens.jws import VerificationKey, sign, verify_signature
+
+log = structlog.get_logger(__name__)
+
+_BAD_CREDENTIALS = "invalid principal or password"
+_BAD_REFRESH = "invalid refresh token"
+_REFRESH_PREFIX = "rt_"
+MAX_EXTRA_CLAIMS_BYTES = 4096
+
+
+def new_refresh_token() -> str:
+    return _REFRESH_PREFIX + secrets.token_urlsafe(32)
+
+
+def refresh_token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    access_expires_at: int
+    session_id: str
+    audience: tuple[str, ...]
+    scope: tuple[str, ...]
+    refresh_token: str = ""
+    refresh_expires_at: datetime | None = None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "access_token": self.access_token,
+                "access_expires_at": self.access_expires_at,
+                "session_id": self.session_id,
+                "audience": list(self.audience),
+                "scope": list(self.scope),
+                "refresh_token": self.refresh_token,
+                "refresh_expires_at": (
+                    self.refresh_expires_at.isoformat() if self.refresh_expires_at else None
+                ),
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TokenPair:
+        raw = json.loads(data)
+        expires = raw["refresh_expires_at"]
+        return cls(
+            access_token=raw["access_token"],
+            access_expires_at=raw["access_expires_at"],
+            session_id=raw["session_id"],
+            audience=tuple(raw["audience"]),
+            scope=tuple(raw["scope"]),
+            refresh_token=raw["refresh_token"],
+            refresh_expires_at=datetime.fromisoformat(expires) if expires else None,
+        )
+
+
+def _extra_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+    reserved = sorted(REGISTERED_CLAIMS & set(claims))
+    if reserved:
+        raise InvalidArgument(f"claims may not set registered claims: {', '.join(reserved)}")
+    if len(json.dumps(claims)) > MAX_EXTRA_CLAIMS_BYTES:
+        raise InvalidArgument(f"claims are larger than {MAX_EXTRA_CLAIMS_BYTES} bytes of JSON")
+    return dict(claims)
+
+
+class TokenService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        keys: KeyManager,
+        hasher: PasswordHasher,
+        clock: Clock,
+        issuer: str,
+        clients: ClientService,
+        revocations: RevocationService,
+        guard: AttemptGuard,
+        grace: timedelta,
+        leeway: timedelta,
+        max_token_bytes: int,
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._hasher = hasher
+        self._clock = clock
+        self._issuer = issuer
+        self._clients = clients
+        self._revocations = revocations
+        self._guard = guard
+        self._grace = grace
+        self._leeway = leeway.total_seconds()
+        self._max_token_bytes = max_token_bytes
+
+    # -- grants ---------------------------------------------------------------
+
+    async def password_grant(
+        self,
+        name: str,
+        password: str,
+        *,
+        client_id: str = "",
+        client_secret: str = "",
+        audience: Sequence[str] = (),
+        scope: Sequence[str] = (),
+        source: str = "",
+    ) -> TokenPair:
+        if not name or not password:
+            raise InvalidArgument("principal and password are required")
+        self._guard.admit(name, source, self._clock.timestamp())
+        client = await self._clients.authenticate(client_id, client_secret, require_secret=False)
+        grant = authorize(client, GrantType.PASSWORD, audience=audience, scope=scope)
+        try:
+            normalized: str | None = validate_name(name)
+        except InvalidArgument:
+            normalized = None
+        principal = await self._store.get_principal_by_name(normalized) if normalized else None
+        # Over-long passwords are refused, but only after the same work as any other.
+        candidate = password if len(password) <= MAX_PASSWORD_LENGTH else ""
+        check = await self._hasher.verify(principal.password_hash if principal else None, candidate)
+        if principal is None or not check.ok or not candidate or principal.disabled:
+            self._guard.failed(name, self._clock.timestamp())
+            raise Unauthenticated(_BAD_CREDENTIALS)
+        self._guard.succeeded(name)
+        if check.needs_rehash:
+            await self._store.update_principal(
+                principal.id, password_hash=await self._hasher.hash(password)
+            )
+        return await self._start_session(principal.id, client, grant)
+
+    async def client_credentials_grant(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        audience: Sequence[str] = (),
+        scope: Sequence[str] = (),
+        source: str = "",
+    ) -> TokenPair:
+        client = await self._authenticate_client(client_id, client_secret, source)
+        grant = authorize(client, GrantType.CLIENT_CREDENTIALS, audience=audience, scope=scope)
+        return self._access_only(client.id, client, grant, {})
+
+    async def token_exchange_grant(
+        self,
+        client_id: str,
+        client_secret: str,
+        subject: str,
+        *,
+        claims: Mapping[str, Any] | None = None,
+        audience: Sequence[str] = (),
+        scope: Sequence[str] = (),
+        source: str = "",
+    ) -> TokenPair:
+        if not subject:
+            raise InvalidArgument("token exchange needs the subject's principal name")
+        extra = _extra_claims(claims or {})
+        client = await self._authenticate_client(client_id, client_secret, source)
+        grant = authorize(client, GrantType.TOKEN_EXCHANGE, audience=audience, scope=scope)
+        principal = await self._store.get_principal_by_name(validate_name(subject))
+        if principal is None or principal.disabled:
+            raise PermissionDenied("the subject does not exist or is disabled")
+        return self._access_only(principal.id, client, grant, extra)
+
+    async def _authenticate_client(self, client_id: str, secret: str, source: str) -> Client:
+        if not client_id or not secret:
+            raise InvalidArgument("client_id and client_secret are required")
+        key = "client:" + client_id
+        self._guard.admit(key, source, self._clock.timestamp())
+        try:
+            client = await self._clients.authenticate(client_id, secret, require_secret=True)
+        except Unauthenticated:
+            self._guard.failed(key, self._clock.timestamp())
+            raise
+        self._guard.succeeded(key)
+        return client
+
+    def issue_preauthenticated(
+        self, subject: str, *, audience: Sequence[str] = (), scope: Sequence[str] = ()
+    ) -> TokenPair:
+        """An access token for a subject authenticated by other means, under the default
+        client's policy. In-process only (the benchmark mints its token pools with it);
+        no RPC reaches it."""
+        client = self._clients.default_client
+        grant = authorize(client, GrantType.PASSWORD, audience=audience, scope=scope)
+        return self._access_only(subject, client, grant, {})
+
+    # -- refresh --------------------------------------------------------------
+
+    async def refresh(
+        self, token: str, *, client_id: str = "", client_secret: str = ""
+    ) -> TokenPair:
+        """The next pair of the session; see ``authority.domain.sessions`` for the rules."""
+        if not token.startswith(_REFRESH_PREFIX) or len(token) > 256:
+            raise Unauthenticated(_BAD_REFRESH)
+        token_hash = refresh_token_hash(token)
+        for _ in range(3):  # a lost race is decided again on fresh data
+            found = await self._store.find_refresh(token_hash)
+            if found is None:
+                raise Unauthenticated(_BAD_REFRESH)
+            record, session, successor = found
+            if client_id and client_id != session.client_id:
+                raise Unauthenticated(_BAD_REFRESH)
+            client = await self._session_client(session, client_secret)
+            principal = await self._store.get_principal(session.subject)
+            active = (
+                principal is not None
+                and not principal.disabled
+                and client is not None
+                and not client.disabled
+            )
+            now = self._clock.now()
+            decision = decide(
+                record,
+                session,
+                successor=successor,
+                principal_active=active,
+                now=now,
+                grace=self._grace,
+            )
+            if decision.outcome is Outcome.REJECT:
+                raise Unauthenticated(decision.reason)
+            if decision.outcome is Outcome.REUSE:
+                await self._revocations.revoke(RevocationKind.SESSION, session.id)
+                log.warning(
+                    "security.refresh_reuse_detected",
+                    session_id=session.id,
+                    subject=session.subject,
+                )
+                raise Unauthenticated(decision.reason)
+            if decision.outcome is Outcome.REPLAY:
+                assert record.sealed_successor is not None
+                try:
+                    opened = open_with_token(token, record.sealed_successor, aad=token_hash)
+                except SealError as exc:
+                    raise Unauthenticated(_BAD_REFRESH) from exc
+                return TokenPair.from_bytes(opened)
+            assert client is not None
+            pair, next_record = self._successor(session, client, now)
+            sealed = seal_for_token(token, pair.to_bytes(), aad=token_hash)
+            if await self._store.consume_refresh(
+                token_hash, consumed_at=now, successor=next_record, sealed=sealed
+            ):
+                return pair
+        raise Unavailable("the refresh could not be completed; retry")
+
+    async def _session_client(self, session: Session, secret: str) -> Client | None:
+        """Confidential clients must prove themselves on refresh too."""
+        client = await self._clients.lookup(session.client_id)
+        if client is not None and client.confidential:
+            await self._clients.authenticate(client.id, secret, require_secret=True)
+        return client
+
+    def _successor(
+        self, session: Session, client: Client, now: datetime
+    ) -> tuple[TokenPair, RefreshRecord]:
+        token = new_refresh_token()
+        record = RefreshRecord(
+            token_hash=refresh_token_hash(token),
+            session_id=session.id,
+            issued_at=now,
+            expires_at=successor_expiry(session, now),
+        )
+        access, expires = self._mint(
+            subject=session.subject,
+            audience=session.audience,
+            scope=session.scope,
+            client=client,
+            session_id=session.id,
+            extra={},
+        )
+        pair = TokenPair(
+            access, expires, session.id, session.audience, session.scope, token, record.expires_at
+        )
+        return pair, record
+
+    # -- revocation -----------------------------------------------------------
+
+    async def revoke_access_token(self, token: str) -> datetime:
+        """Revoke one access token by its jti, if it is ours; anything else succeeds silently."""
+        checked = verify_signature(
+            token, self._verification_keys(), max_bytes=self._max_token_bytes
+        )
+        if isinstance(checked, Verification):  # not a token we signed: nothing to revoke
+            return self._clock.now()
+        return await self._revocations.revoke(
+            RevocationKind.TOKEN, checked.token_id, expires_at=checked.expires_at + self._leeway
+        )
+
+    async def revoke_refresh_token(self, token: str) -> datetime:
+        """Revoke the whole session of a refresh token; unknown tokens succeed silently."""
+        if not token.startswith(_REFRESH_PREFIX) or len(token) > 256:
+            return self._clock.now()
+        found = await self._store.find_refresh(refresh_token_hash(token))
+        if found is None:
+            return self._clock.now()
+        return await self._revocations.revoke(RevocationKind.SESSION, found[1].id)
+
+    def _verification_keys(self) -> Mapping[str, VerificationKey]:
+        return self._keys.snapshot().verification_keys
+
+    # -- minting --------------------------------------------------------------
+
+    async def _start_session(self, subject: str, client: Client, grant: Grant) -> TokenPair:
+        now = self._clock.now()
+        session = Session(
+            id="s_" + secrets.token_urlsafe(16),
+            subject=subject,
+            client_id=client.id,
+            audience=grant.audience,
+            scope=grant.scope,
+            created_at=now,
+            idle_ttl=client.session_idle_ttl,
+            absolute_expires_at=now + client.session_absolute_ttl,
+        )
+        pair, record = self._successor(session, client, now)
+        await self._store.create_session(session, record)
+        return pair
+
+    def _access_only(
+        self, subject: str, client: Client, grant: Grant, extra: dict[str, Any]
+    ) -> TokenPair:
+        session_id = "s_" + secrets.token_urlsafe(16)
+        access, expires = self._mint(
+            subject=subject,
+            audience=grant.audience,
+            scope=grant.scope,
+            client=client,
+            session_id=session_id,
+            extra=extra,
+        )
+        return TokenPair(access, expires, session_id, grant.audience, grant.scope)
+
+    def _mint(
+        self,
+        *,
+        subject: str,
+        audience: tuple[str, ...],
+        scope: tuple[str, ...],
+        client: Client,
+        session_id: str,
+        extra: dict[str, Any],
+    ) -> tuple[str, int]:
+        signer = self._keys.snapshot().signer
+        if signer is None:
+            raise Unavailable("no signing key is active")
+        now = int(self._clock.timestamp())
+        expires = now + int(client.access_token_ttl.total_seconds())
+        claims: dict[str, Any] = {
+            **extra,
+            "iss": self._issuer,
+            "sub": subject,
+            "aud": audience[0] if len(audience) == 1 else list(audience),
+            "exp": expires,
+            "iat": now,
+            "nbf": now,
+            "jti": secrets.token_urlsafe(16),
+            "sid": session_id,
+        }
+        if client.id:
+            claims["client_id"] = client.id
+        if scope:
+            claims["scope"] = " ".join(scope)
+        return sign(claims, signer), expires
