@@ -63,6 +63,18 @@ class RevocationSet:
                 dropped += 1
         return dropped
 
+    def not_before(self, subject: str, client_id: str) -> float | None:
+        """The latest subject or client revocation time that applies to new tokens, if any."""
+        times = [
+            entry.issued_before
+            for entry in (
+                self._entries.get((RevocationKind.SUBJECT, subject)),
+                self._entries.get((RevocationKind.CLIENT, client_id)) if client_id else None,
+            )
+            if entry is not None
+        ]
+        return max(times, default=None)
+
     def is_revoked(self, claims: AccessClaims) -> bool:
         if not self._entries:
             return False

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 import grpc
 
@@ -58,13 +59,72 @@ class AuthorityClient:
         *,
         audience: Sequence[str] = (),
         scope: Sequence[str] = (),
+        client_id: str = "",
+        client_secret: str = "",
     ) -> token_pb2.TokenPair:
         request = token_pb2.IssueRequest(
             password=token_pb2.PasswordGrant(principal=principal, password=password),
             audience=list(audience),
             scope=list(scope),
+            client_id=client_id,
+            client_secret=client_secret,
         )
         return self.tokens.Issue(request, timeout=self._timeout).tokens
+
+    def issue_with_client_credentials(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        audience: Sequence[str] = (),
+        scope: Sequence[str] = (),
+    ) -> token_pb2.TokenPair:
+        request = token_pb2.IssueRequest(
+            client_credentials=token_pb2.ClientCredentialsGrant(
+                client_id=client_id, client_secret=client_secret
+            ),
+            audience=list(audience),
+            scope=list(scope),
+        )
+        return self.tokens.Issue(request, timeout=self._timeout).tokens
+
+    def exchange_token(
+        self,
+        client_id: str,
+        client_secret: str,
+        subject: str,
+        *,
+        claims: Mapping[str, Any] | None = None,
+        audience: Sequence[str] = (),
+        scope: Sequence[str] = (),
+    ) -> token_pb2.TokenPair:
+        grant = token_pb2.TokenExchangeGrant(
+            client_id=client_id, client_secret=client_secret, subject=subject
+        )
+        if claims is not None:
+            grant.claims.update(dict(claims))
+        request = token_pb2.IssueRequest(
+            token_exchange=grant, audience=list(audience), scope=list(scope)
+        )
+        return self.tokens.Issue(request, timeout=self._timeout).tokens
+
+    def refresh(
+        self, refresh_token: str, *, client_id: str = "", client_secret: str = ""
+    ) -> token_pb2.TokenPair:
+        request = token_pb2.RefreshRequest(
+            refresh_token=refresh_token, client_id=client_id, client_secret=client_secret
+        )
+        return self.tokens.Refresh(request, timeout=self._timeout).tokens
+
+    def revoke(self, **target: str) -> token_pb2.RevokeResponse:
+        """Revoke one target: access_token=, refresh_token= (no credential needed), or
+        session_id=, subject=, client_id=, token_id= (admin)."""
+        if len(target) != 1:
+            raise ValueError("name exactly one revocation target")
+        request = token_pb2.RevokeRequest(**target)
+        admin_targets = {"session_id", "subject", "client_id", "token_id"}
+        metadata = self._admin_metadata() if admin_targets & set(target) else None
+        return self.tokens.Revoke(request, metadata=metadata, timeout=self._timeout)
 
     def verify(self, token: str, *, audience: Sequence[str] = ()) -> token_pb2.VerifyResponse:
         request = token_pb2.VerifyRequest(token=token, audience=list(audience))
@@ -108,3 +168,63 @@ class AuthorityClient:
         return self.admin.GetPrincipal(
             request, metadata=self._admin_metadata(), timeout=self._timeout
         ).principal
+
+    def set_principal_disabled(self, name: str, disabled: bool) -> admin_pb2.Principal:
+        request = admin_pb2.SetPrincipalDisabledRequest(name=name, disabled=disabled)
+        return self.admin.SetPrincipalDisabled(
+            request, metadata=self._admin_metadata(), timeout=self._timeout
+        ).principal
+
+    def set_password(
+        self, name: str, password: str, *, revoke_sessions: bool = False
+    ) -> admin_pb2.Principal:
+        request = admin_pb2.SetPasswordRequest(
+            name=name, password=password, revoke_sessions=revoke_sessions
+        )
+        return self.admin.SetPassword(
+            request, metadata=self._admin_metadata(), timeout=self._timeout
+        ).principal
+
+    def delete_principal(self, name: str) -> bool:
+        request = admin_pb2.DeletePrincipalRequest(name=name)
+        return self.admin.DeletePrincipal(
+            request, metadata=self._admin_metadata(), timeout=self._timeout
+        ).deleted
+
+    # -- clients ----------------------------------------------------------------
+
+    def create_client(self, client: admin_pb2.Client) -> admin_pb2.CreateClientResponse:
+        """Returns the stored client and, for a confidential client, its secret (once)."""
+        return self.admin.CreateClient(
+            admin_pb2.CreateClientRequest(client=client),
+            metadata=self._admin_metadata(),
+            timeout=self._timeout,
+        )
+
+    def get_client(self, client_id: str) -> admin_pb2.Client:
+        return self.admin.GetClient(
+            admin_pb2.GetClientRequest(id=client_id),
+            metadata=self._admin_metadata(),
+            timeout=self._timeout,
+        ).client
+
+    def rotate_client_secret(self, client_id: str) -> str:
+        return self.admin.RotateClientSecret(
+            admin_pb2.RotateClientSecretRequest(id=client_id),
+            metadata=self._admin_metadata(),
+            timeout=self._timeout,
+        ).client_secret
+
+    def set_client_disabled(self, client_id: str, disabled: bool) -> admin_pb2.Client:
+        return self.admin.SetClientDisabled(
+            admin_pb2.SetClientDisabledRequest(id=client_id, disabled=disabled),
+            metadata=self._admin_metadata(),
+            timeout=self._timeout,
+        ).client
+
+    def delete_client(self, client_id: str) -> bool:
+        return self.admin.DeleteClient(
+            admin_pb2.DeleteClientRequest(id=client_id),
+            metadata=self._admin_metadata(),
+            timeout=self._timeout,
+        ).deleted
