@@ -1,4 +1,10 @@
-"""The `authority` command: run the server, and operate it over gRPC."""
+"""The `authority` command: run the server, and operate it over gRPC.
+
+Operator commands talk to a running server (``--target``, default
+AUTHORITY_GRPC_ADDRESS) and pick up the admin credential the same way the
+server does: AUTHORITY_ADMIN_TOKEN, AUTHORITY_ADMIN_TOKEN_FILE, or the file
+generated in the data directory on the embedded default.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Callable
+from typing import TypeAlias
 
 import grpc
 from authority_client import AuthorityClient
@@ -14,18 +21,28 @@ from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
 from authority.app import serve
-from authority.config import ConfigError, Settings
+from authority.config import ConfigError, Settings, parse_duration
 from authority.domain.errors import AuthorityError
 from authority.log_setup import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
-from authority.v1 import keys_pb2
+from authority.v1 import admin_pb2, keys_pb2
+
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+GRANTS = {
+    "password": admin_pb2.GRANT_TYPE_PASSWORD,
+    "client_credentials": admin_pb2.GRANT_TYPE_CLIENT_CREDENTIALS,
+    "token_exchange": admin_pb2.GRANT_TYPE_TOKEN_EXCHANGE,
+    "refresh_token": admin_pb2.GRANT_TYPE_REFRESH_TOKEN,
+}
 
 
 def _print(message: Message) -> None:
     print(MessageToJson(message, indent=2, preserving_proto_field_name=True))
 
 
-def _password(args: argparse.Namespace, prompt: str) -> str:
+def _secret(args: argparse.Namespace, prompt: str) -> str:
+    """Secrets come from stdin or a prompt, never from argv (visible in `ps`)."""
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
     return getpass.getpass(prompt)
@@ -42,6 +59,10 @@ def _admin_token(settings: Settings) -> str | None:
     )
 
 
+def _connect(args: argparse.Namespace, settings: Settings) -> AuthorityClient:
+    return AuthorityClient(args.target or settings.grpc_address, admin_token=_admin_token(settings))
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     asyncio.run(serve(settings))
@@ -49,9 +70,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    with AuthorityClient(
-        args.target or settings.grpc_address, admin_token=_admin_token(settings)
-    ) as client:
+    with _connect(args, settings) as client:
         if args.keys_command == "list":
             _print(keys_pb2.ListKeysResponse(keys=client.list_keys()))
         elif args.keys_command == "rotate":
@@ -67,51 +86,95 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_principals(args: argparse.Namespace, settings: Settings) -> int:
-    with AuthorityClient(
-        args.target or settings.grpc_address, admin_token=_admin_token(settings)
-    ) as client:
-        if args.principals_command == "create":
-            _print(client.create_principal(args.name, _password(args, "password: ")))
-        else:
+    with _connect(args, settings) as client:
+        command = args.principals_command
+        if command == "create":
+            _print(client.create_principal(args.name, _secret(args, "password: ")))
+        elif command == "get":
             _print(client.get_principal(args.name))
+        elif command in {"disable", "enable"}:
+            _print(client.set_principal_disabled(args.name, command == "disable"))
+        elif command == "set-password":
+            _print(
+                client.set_password(
+                    args.name,
+                    _secret(args, "new password: "),
+                    revoke_sessions=args.revoke_sessions,
+                )
+            )
+        else:
+            deleted = client.delete_principal(args.name)
+            print("deleted" if deleted else "no such principal")
+    return 0
+
+
+def cmd_clients(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(args, settings) as client:
+        command = args.clients_command
+        if command == "create":
+            policy = admin_pb2.Client(
+                id=args.id,
+                confidential=not args.public,
+                grant_types=[GRANTS[g] for g in args.grant],
+                audiences=args.audience,
+                scopes=args.scope,
+                default_scopes=args.default_scope,
+            )
+            if args.access_token_ttl:
+                policy.access_token_ttl.FromTimedelta(parse_duration(args.access_token_ttl))
+            _print(client.create_client(policy))
+        elif command == "get":
+            _print(client.get_client(args.id))
+        elif command == "rotate-secret":
+            print(client.rotate_client_secret(args.id))
+        elif command in {"disable", "enable"}:
+            _print(client.set_client_disabled(args.id, command == "disable"))
+        else:
+            print("deleted" if client.delete_client(args.id) else "no such client")
     return 0
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    with AuthorityClient(args.target or settings.grpc_address) as client:
+    with _connect(args, settings) as client:
         if args.token_command == "issue":
             pair = client.issue_with_password(
                 args.principal,
-                _password(args, "password: "),
+                _secret(args, "password: "),
                 audience=args.audience,
                 scope=args.scope,
+                client_id=args.client_id,
             )
-            if args.raw:
-                print(pair.access_token)
-            else:
-                _print(pair)
-            return 0
-        response = client.verify(args.token, audience=args.audience)
-        _print(response)
-        return 0 if response.claims.subject else 3
+        elif args.token_command == "refresh":
+            pair = client.refresh(_secret(args, "refresh token: "), client_id=args.client_id)
+        else:
+            response = client.verify(args.token, audience=args.audience)
+            _print(response)
+            return 0 if response.claims.subject else 3
+        if args.raw:
+            print(pair.access_token)
+        else:
+            _print(pair)
+        return 0
+
+
+def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    value = args.value if args.value is not None else _secret(args, f"{args.what}: ")
+    with _connect(args, settings) as client:
+        _print(client.revoke(**{args.what.replace("-", "_"): value}))
+    return 0
 
 
 def cmd_jwks(args: argparse.Namespace, settings: Settings) -> int:
-    with AuthorityClient(args.target or settings.grpc_address) as client:
+    with _connect(args, settings) as client:
         print(client.jwks().jwks_json)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="authority", description=__doc__)
-    parser.add_argument(
-        "--target", help="gRPC address of the server (default: AUTHORITY_GRPC_ADDRESS)"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+def _stdin_flag(parser: argparse.ArgumentParser, what: str = "the password") -> None:
+    parser.add_argument("--password-stdin", action="store_true", help=f"read {what} from stdin")
 
-    serve = commands.add_parser("serve", help="run the server until SIGTERM/SIGINT")
-    serve.set_defaults(handler=cmd_serve)
 
+def _add_keys(commands: Commands) -> None:
     keys = commands.add_parser("keys", help="signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     keys_commands.add_parser("list", help="every known key and its state")
@@ -122,32 +185,98 @@ def build_parser() -> argparse.ArgumentParser:
     compromise.add_argument("--reason", default="")
     keys.set_defaults(handler=cmd_keys)
 
+
+def _add_principals(commands: Commands) -> None:
     principals = commands.add_parser("principals", help="principals (admin)")
     principal_commands = principals.add_subparsers(dest="principals_command", required=True)
     create = principal_commands.add_parser("create", help="create a principal with a password")
     create.add_argument("name")
-    create.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin"
+    _stdin_flag(create)
+    for name, text in (
+        ("get", "show a principal"),
+        ("disable", "disable a principal and revoke all its tokens"),
+        ("enable", "enable a principal again"),
+        ("delete", "delete a principal and revoke all its tokens"),
+    ):
+        principal_commands.add_parser(name, help=text).add_argument("name")
+    set_password = principal_commands.add_parser("set-password", help="replace a password")
+    set_password.add_argument("name")
+    set_password.add_argument(
+        "--revoke-sessions", action="store_true", help="also log the principal out everywhere"
     )
-    get = principal_commands.add_parser("get", help="show a principal")
-    get.add_argument("name")
+    _stdin_flag(set_password)
     principals.set_defaults(handler=cmd_principals)
 
-    token = commands.add_parser("token", help="issue or verify access tokens")
+
+def _add_clients(commands: Commands) -> None:
+    clients = commands.add_parser("clients", help="OAuth clients (admin)")
+    client_commands = clients.add_subparsers(dest="clients_command", required=True)
+    create = client_commands.add_parser(
+        "create", help="register a client; a confidential client's secret is printed once"
+    )
+    create.add_argument("id")
+    create.add_argument("--public", action="store_true", help="no secret (mobile/SPA)")
+    create.add_argument("--grant", action="append", choices=sorted(GRANTS), required=True)
+    create.add_argument("--audience", action="append", required=True)
+    create.add_argument("--scope", action="append", default=[])
+    create.add_argument("--default-scope", action="append", default=[])
+    create.add_argument("--access-token-ttl", help="e.g. 5m (at most the server's)")
+    for name, text in (
+        ("get", "show a client's policy"),
+        ("rotate-secret", "replace a confidential client's secret (printed once)"),
+        ("disable", "disable a client and revoke its tokens"),
+        ("enable", "enable a client again"),
+        ("delete", "delete a client and revoke its tokens"),
+    ):
+        client_commands.add_parser(name, help=text).add_argument("id")
+    clients.set_defaults(handler=cmd_clients)
+
+
+def _add_token(commands: Commands) -> None:
+    token = commands.add_parser("token", help="issue, refresh or verify tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     issue = token_commands.add_parser("issue", help="issue a token with the password grant")
     issue.add_argument("--principal", required=True)
+    issue.add_argument("--client-id", default="")
     issue.add_argument("--audience", action="append", default=[])
     issue.add_argument("--scope", action="append", default=[])
-    issue.add_argument("--password-stdin", action="store_true")
     issue.add_argument("--raw", action="store_true", help="print only the access token")
+    _stdin_flag(issue)
+    refresh = token_commands.add_parser("refresh", help="exchange a refresh token")
+    refresh.add_argument("--client-id", default="")
+    refresh.add_argument("--raw", action="store_true", help="print only the access token")
+    _stdin_flag(refresh, "the refresh token")
     verify = token_commands.add_parser("verify", help="verify a token (exit 3 when invalid)")
     verify.add_argument("token")
     verify.add_argument("--audience", action="append", default=[])
     token.set_defaults(handler=cmd_token)
 
-    jwks = commands.add_parser("jwks", help="print the published JWKS")
-    jwks.set_defaults(handler=cmd_jwks)
+
+def _add_revoke(commands: Commands) -> None:
+    revoke = commands.add_parser(
+        "revoke", help="revoke tokens (session, subject, client and token-id need admin)"
+    )
+    revoke.add_argument(
+        "what",
+        choices=["access-token", "refresh-token", "session-id", "subject", "client-id", "token-id"],
+    )
+    revoke.add_argument("value", nargs="?", help="omit for tokens, to read them from stdin")
+    _stdin_flag(revoke, "the value")
+    revoke.set_defaults(handler=cmd_revoke)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authority", description=__doc__)
+    parser.add_argument(
+        "--target", help="gRPC address of the server (default: AUTHORITY_GRPC_ADDRESS)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the server until SIGTERM/SIGINT").set_defaults(
+        handler=cmd_serve
+    )
+    for add in (_add_keys, _add_principals, _add_clients, _add_token, _add_revoke):
+        add(commands)
+    commands.add_parser("jwks", help="print the published JWKS").set_defaults(handler=cmd_jwks)
     return parser
 
 

@@ -1,0 +1,107 @@
+"""The `authority` command against a real server: what an operator types."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.integration.server import ADMIN_TOKEN, ServerProcess
+
+PASSWORD = "a perfectly fine passphrase"
+
+
+def _cli(server: ServerProcess, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AUTHORITY_GRPC_ADDRESS": server.target,
+        "AUTHORITY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "AUTHORITY_DATA_DIR": str(server.data_dir),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "authority.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_operator_manages_principals_tokens_and_revocation(server: ServerProcess) -> None:
+    created = _cli(server, "principals", "create", "carol", "--password-stdin", stdin=PASSWORD)
+    assert created.returncode == 0, created.stderr
+    principal = json.loads(created.stdout)
+    assert principal["name"] == "carol"
+    assert PASSWORD not in created.stdout + created.stderr
+
+    issued = _cli(
+        server, "token", "issue", "--principal", "carol", "--password-stdin", stdin=PASSWORD
+    )
+    assert issued.returncode == 0, issued.stderr
+    pair = json.loads(issued.stdout)
+    assert pair["refresh_token"].startswith("rt_")
+
+    verified = _cli(server, "token", "verify", pair["access_token"])
+    assert verified.returncode == 0
+    assert json.loads(verified.stdout)["claims"]["subject"] == principal["id"]
+
+    refreshed = _cli(
+        server, "token", "refresh", "--raw", "--password-stdin", stdin=pair["refresh_token"]
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+
+    revoked = _cli(server, "revoke", "access-token", "--password-stdin", stdin=pair["access_token"])
+    assert revoked.returncode == 0, revoked.stderr
+    rejected = _cli(server, "token", "verify", pair["access_token"])
+    assert rejected.returncode == 3
+    assert json.loads(rejected.stdout)["result"] == "VERIFY_RESULT_REVOKED"
+
+    disabled = _cli(server, "principals", "disable", "carol")
+    assert json.loads(disabled.stdout)["disabled"] is True
+    still = _cli(server, "token", "verify", refreshed.stdout.strip())
+    assert json.loads(still.stdout)["result"] == "VERIFY_RESULT_REVOKED"
+    refused = _cli(
+        server, "token", "issue", "--principal", "carol", "--password-stdin", stdin=PASSWORD
+    )
+    assert refused.returncode == 1
+    assert "UNAUTHENTICATED" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_an_operator_registers_a_service_client(server: ServerProcess) -> None:
+    created = _cli(
+        server,
+        "clients",
+        "create",
+        "reports",
+        "--grant",
+        "client_credentials",
+        "--audience",
+        "reports-api",
+        "--scope",
+        "reports:read",
+        "--default-scope",
+        "reports:read",
+        "--access-token-ttl",
+        "5m",
+    )
+    assert created.returncode == 0, created.stderr
+    answer = json.loads(created.stdout)
+    secret = answer["client_secret"]
+    assert answer["client"]["access_token_ttl"] == "300s"
+    with server.client() as client:
+        token = client.issue_with_client_credentials("reports", secret).access_token
+        claims = client.verify(token, audience=["reports-api"]).claims
+        assert claims.subject == "reports"
+        assert list(claims.scope) == ["reports:read"]
+    shown = _cli(server, "clients", "get", "reports")
+    assert secret not in shown.stdout
+    rotated = _cli(server, "clients", "rotate-secret", "reports")
+    assert rotated.returncode == 0
+    assert rotated.stdout.strip() != secret
+    bad = _cli(server, "clients", "create", "x y", "--grant", "password", "--audience", "a")
+    assert bad.returncode == 1
+    assert "INVALID_ARGUMENT" in bad.stderr
