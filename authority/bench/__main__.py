@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 from authority.bench import local
+from authority.bench.lifecycle import measure_lifecycle, print_lifecycle_report
 from authority.bench.load import (
     VERIFY_METHOD,
     LoadGenerator,
@@ -45,6 +46,7 @@ SATURATED = 0.85
 MISS_RATE_BOUND = 6000
 READY_TIMEOUT = 180.0
 STOP_TIMEOUT = 10.0
+LIFECYCLE_CONCURRENCY = 16
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
@@ -387,6 +389,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" {'server CPU':>11} {'client CPU':>11} {'failures':>9}"
             )
             results, failures, samples = asyncio.run(measure_server(info, args, server))
+            print(
+                f"  (then part 3: the token lifecycle, {args.duration:g} s per operation,"
+                f" {LIFECYCLE_CONCURRENCY} calls in flight)"
+            )
+            lifecycle = asyncio.run(
+                measure_lifecycle(
+                    info.port,
+                    info.pid,
+                    duration=args.duration,
+                    concurrency=LIFECYCLE_CONCURRENCY,
+                )
+            )
         finally:
             server.stop()
     summary = summarise_server(results, failures)
@@ -403,6 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     decoded = local.run(args.local_rounds, args.local_seconds)
     print_local_report(decoded)
     local_failures = sum(r.failures for r in decoded)
+    print()
+    print("3. Token lifecycle on the embedded default (measured in part 1's server, after it)")
+    print_lifecycle_report(lifecycle)
+    lifecycle_failures = sum(r.failures for r in lifecycle)
 
     ratios = {r.name: r.ratio_to_raw for r in decoded}
     names = [r.name for r in decoded]
@@ -416,11 +434,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{' client-bound;' if summary.starved else ''}"
         f" decode vs raw Ed25519: ours {_ratio(ratios[names[3]])},"
         f" PyJWT {_ratio(ratios[names[1]])}, PyJWT by kid {_ratio(ratios[names[2]])};"
-        f" failures {failures + local_failures}; {os.cpu_count()} CPUs,"
+        f" issue(password) {lifecycle[1].rate:,.0f}/s, issue(client credentials)"
+        f" {lifecycle[2].rate:,.0f}/s, refresh {lifecycle[3].rate:,.0f}/s;"
+        f" failures {failures + local_failures + lifecycle_failures}; {os.cpu_count()} CPUs,"
         f" {args.rounds}x{args.duration:g}s, {time.monotonic() - started:.0f}s total."
     )
     print(f"Rerun: {rerun_command(args)}")
-    return 1 if failures or local_failures else 0
+    return 1 if failures or local_failures or lifecycle_failures else 0
 
 
 if __name__ == "__main__":

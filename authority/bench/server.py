@@ -29,6 +29,7 @@ from authority.config import Settings
 from authority.log_setup import configure_logging
 from authority.v1 import token_pb2
 
+ADMIN_TOKEN = "bench-admin-" + "x" * 40
 ECHO_SERVICE = "bench.v1.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
 
@@ -83,7 +84,11 @@ async def serve(out: Path, data_dir: Path, fresh: int, repeat: int, watch_stdin:
         grpc_address="127.0.0.1:0",
         http_address="127.0.0.1:0",
         data_dir=data_dir,
-        admin_token="x" * 40,
+        admin_token=ADMIN_TOKEN,
+        # The lifecycle part logs in many times a second from one address on purpose.
+        login_attempts_per_minute=10**9,
+        source_attempts_per_minute=10**9,
+        lockout_threshold=10**9,
         kek=None,
         log_level="warning",
     )

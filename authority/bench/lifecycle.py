@@ -1,0 +1,152 @@
+"""Part 3 of ``make bench``: what the token lifecycle costs on the embedded default.
+
+Issue (password grant: one argon2id verification in the hashing pool, a session row
+and a refresh row written to SQLite), Issue (client credentials: a SHA-256 compare
+and a signature, nothing written) and Refresh (a conditional UPDATE and an INSERT in
+one SQLite transaction, a sealed successor, a signature) are each timed for a few
+seconds next to the same bare echo RPC as part 1, with the server's CPU per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from authority.bench.cpu import process_cpu_seconds
+from authority.bench.server import ADMIN_TOKEN, ECHO_METHOD
+from authority.v1 import admin_pb2, admin_pb2_grpc, token_pb2, token_pb2_grpc
+
+PRINCIPAL = "bench-user"
+PASSWORD = "bench passphrase that is long enough"
+CLIENT_ID = "bench-service"
+
+
+@dataclass(frozen=True)
+class LifecycleResult:
+    name: str
+    calls: int
+    failures: int
+    seconds: float
+    server_cpu: float | None
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_call(self) -> float | None:
+        if self.server_cpu is None or not self.calls:
+            return None
+        return self.server_cpu / self.calls
+
+
+Worker = Callable[[], Awaitable[None]]
+
+
+async def _timed(name: str, pid: int, workers: list[Worker], duration: float) -> LifecycleResult:
+    stop = asyncio.Event()
+    counts = {"ok": 0, "failed": 0}
+
+    async def loop(work: Worker) -> None:
+        while not stop.is_set():
+            try:
+                await work()
+                counts["ok"] += 1
+            except grpc.aio.AioRpcError:
+                counts["failed"] += 1
+
+    cpu_before = process_cpu_seconds(pid)
+    started = time.perf_counter()
+    tasks = [asyncio.create_task(loop(work)) for work in workers]
+    await asyncio.sleep(duration)
+    stop.set()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    cpu_after = process_cpu_seconds(pid)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return LifecycleResult(name, counts["ok"], counts["failed"], elapsed, cpu)
+
+
+async def measure_lifecycle(
+    port: int, pid: int, *, duration: float, concurrency: int
+) -> list[LifecycleResult]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        tokens = token_pb2_grpc.TokenServiceStub(channel)
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        metadata = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+        await admin.CreatePrincipal(
+            admin_pb2.CreatePrincipalRequest(name=PRINCIPAL, password=PASSWORD), metadata=metadata
+        )
+        created = await admin.CreateClient(
+            admin_pb2.CreateClientRequest(
+                client=admin_pb2.Client(
+                    id=CLIENT_ID,
+                    confidential=True,
+                    grant_types=[admin_pb2.GRANT_TYPE_CLIENT_CREDENTIALS],
+                    audiences=["default"],
+                )
+            ),
+            metadata=metadata,
+        )
+        echo = channel.unary_unary(
+            ECHO_METHOD,
+            request_serializer=token_pb2.VerifyRequest.SerializeToString,
+            response_deserializer=token_pb2.VerifyResponse.FromString,
+        )
+        echo_request = token_pb2.VerifyRequest(token="x" * 400)
+        password_request = token_pb2.IssueRequest(
+            password=token_pb2.PasswordGrant(principal=PRINCIPAL, password=PASSWORD)
+        )
+        credentials_request = token_pb2.IssueRequest(
+            client_credentials=token_pb2.ClientCredentialsGrant(
+                client_id=CLIENT_ID, client_secret=created.client_secret
+            )
+        )
+
+        async def call_echo() -> None:
+            await echo(echo_request)
+
+        async def issue_password() -> None:
+            await tokens.Issue(password_request)
+
+        async def issue_credentials() -> None:
+            await tokens.Issue(credentials_request)
+
+        async def session_worker() -> Worker:
+            """A worker holding its own session, refreshing its newest token each time."""
+            current = (await tokens.Issue(password_request)).tokens.refresh_token
+
+            async def refresh() -> None:
+                nonlocal current
+                answer = await tokens.Refresh(token_pb2.RefreshRequest(refresh_token=current))
+                current = answer.tokens.refresh_token
+
+            return refresh
+
+        refreshers = [await session_worker() for _ in range(concurrency)]
+        plan: list[tuple[str, list[Worker]]] = [
+            ("echo", [call_echo] * concurrency),
+            ("issue: password", [issue_password] * concurrency),
+            ("issue: client credentials", [issue_credentials] * concurrency),
+            ("refresh", refreshers),
+        ]
+        results = []
+        for name, workers in plan:
+            await _timed(name, pid, workers, min(0.5, duration))  # warm-up, not reported
+            results.append(await _timed(name, pid, workers, duration))
+        return results
+
+
+def print_lifecycle_report(results: list[LifecycleResult]) -> None:
+    echo = results[0].cpu_per_call
+    header = ("operation", "calls/s", "server us/call", "x echo CPU", "failures")
+    print("  {:<26} {:>9} {:>15} {:>11} {:>9}".format(*header))
+    for result in results:
+        per_call = result.cpu_per_call
+        us = f"{per_call * 1e6:,.0f}" if per_call is not None else "n/a"
+        times = f"{per_call / echo:.1f}x" if per_call is not None and echo else "n/a"
+        print(f"  {result.name:<26} {result.rate:>9,.0f} {us:>15} {times:>11} {result.failures:>9}")
