@@ -8,12 +8,18 @@ bounds the memory a login flood can claim (workers x memory cost).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from authority.domain.errors import ResourceExhausted
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +36,13 @@ class PasswordCheck:
 
 
 class PasswordHasher:
-    def __init__(self, parameters: HashParameters, *, workers: int) -> None:
+    """``max_pending`` bounds the queue in front of the pool too: past it, a login is
+    refused at once (RESOURCE_EXHAUSTED) instead of holding memory and a request slot
+    while hundreds of others hash."""
+
+    def __init__(
+        self, parameters: HashParameters, *, workers: int, max_pending: int | None = None
+    ) -> None:
         self._hasher = Argon2Hasher(
             time_cost=parameters.time_cost,
             memory_cost=parameters.memory_kib,
@@ -38,14 +50,23 @@ class PasswordHasher:
             type=Type.ID,
         )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._max_pending = max_pending if max_pending is not None else workers * 32
+        self._pending = 0
         # Verifying against this when the principal does not exist makes unknown
         # names cost the same as known ones.
         self._dummy_hash = self._hasher.hash("authority-dummy-password")
 
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        if self._pending >= self._max_pending:
+            raise ResourceExhausted("too many logins in progress; retry in a moment")
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+        finally:
+            self._pending -= 1
+
     async def hash(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._hasher.hash, password
-        )
+        return await self._run(self._hasher.hash, password)
 
     def _check(self, encoded: str | None, password: str) -> PasswordCheck:
         try:
@@ -58,9 +79,7 @@ class PasswordHasher:
 
     async def verify(self, encoded: str | None, password: str) -> PasswordCheck:
         """Check ``password``; with ``encoded`` None, spend the same time and fail."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._check, encoded, password
-        )
+        return await self._run(self._check, encoded, password)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
-from authority.domain.errors import InvalidArgument
+from authority.domain.errors import InvalidArgument, ResourceExhausted
 from authority.services.admin_credential import (
     ADMIN_TOKEN_FILENAME,
     AdminCredential,
@@ -84,3 +85,18 @@ async def test_a_hash_made_with_old_parameters_asks_for_a_rehash() -> None:
     finally:
         old.close()
         new.close()
+
+
+async def test_the_hashing_queue_is_bounded() -> None:
+    hasher = PasswordHasher(FAST, workers=1, max_pending=3)
+    try:
+        results = await asyncio.gather(
+            *(hasher.hash("correct horse battery staple") for _ in range(10)),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, ResourceExhausted)]
+        assert len(refused) == 7
+        assert all(isinstance(r, str) for r in results if r not in refused)
+        assert await hasher.hash("the queue drained") != ""
+    finally:
+        hasher.close()
