@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,8 @@ class Settings:
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
     argon2_parallelism: int = 1
-    hash_workers: int = 2
+    # Half the cores: logins then never take the CPU that Verify needs.
+    hash_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
     log_format: str = "json"
     log_level: str = "info"
     reflection: bool = True
@@ -171,14 +172,14 @@ class Settings:
                 if name in known:
                     raw[name] = value
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            if field.name in overrides:
-                values[field.name] = overrides[field.name]
-            elif field.name in raw:
+        for setting in fields(cls):
+            if setting.name in overrides:
+                values[setting.name] = overrides[setting.name]
+            elif setting.name in raw:
                 try:
-                    values[field.name] = _PARSERS[field.name](raw[field.name])
+                    values[setting.name] = _PARSERS[setting.name](raw[setting.name])
                 except ValueError as exc:
-                    problems.append(f"AUTHORITY_{field.name.upper()}: {exc}")
+                    problems.append(f"AUTHORITY_{setting.name.upper()}: {exc}")
         if problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
         settings = cls(**values)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -47,21 +47,31 @@ class LifecycleResult:
 Worker = Callable[[], Awaitable[None]]
 
 
-async def _timed(name: str, pid: int, workers: list[Worker], duration: float) -> LifecycleResult:
+async def _timed(
+    name: str,
+    pid: int,
+    workers: Sequence[Worker],
+    duration: float,
+    background: Sequence[Worker] = (),
+) -> LifecycleResult:
+    """Run ``workers`` (counted) and ``background`` (load only, not counted) together."""
     stop = asyncio.Event()
     counts = {"ok": 0, "failed": 0}
 
-    async def loop(work: Worker) -> None:
+    async def loop(work: Worker, counted: bool) -> None:
         while not stop.is_set():
             try:
                 await work()
-                counts["ok"] += 1
+                if counted:
+                    counts["ok"] += 1
             except grpc.aio.AioRpcError:
-                counts["failed"] += 1
+                if counted:
+                    counts["failed"] += 1
 
     cpu_before = process_cpu_seconds(pid)
     started = time.perf_counter()
-    tasks = [asyncio.create_task(loop(work)) for work in workers]
+    tasks = [asyncio.create_task(loop(work, True)) for work in workers]
+    tasks += [asyncio.create_task(loop(work, False)) for work in background]
     await asyncio.sleep(duration)
     stop.set()
     await asyncio.gather(*tasks)
@@ -128,7 +138,15 @@ async def measure_lifecycle(
             return refresh
 
         refreshers = [await session_worker() for _ in range(concurrency)]
-        plan: list[tuple[str, list[Worker]]] = [
+        access_token = (await tokens.Issue(password_request)).tokens.access_token
+        verify_request = token_pb2.VerifyRequest(token=access_token)
+
+        async def verify() -> None:
+            answer = await tokens.Verify(verify_request)
+            if answer.result != token_pb2.VERIFY_RESULT_VALID:
+                raise RuntimeError("the bench token did not verify")
+
+        plan: list[tuple[str, Sequence[Worker]]] = [
             ("echo", [call_echo] * concurrency),
             ("issue: password", [issue_password] * concurrency),
             ("issue: client credentials", [issue_credentials] * concurrency),
@@ -138,10 +156,23 @@ async def measure_lifecycle(
         for name, workers in plan:
             await _timed(name, pid, workers, min(0.5, duration))  # warm-up, not reported
             results.append(await _timed(name, pid, workers, duration))
+        # Logins hash in a bounded pool off the event loop: Verify should barely notice.
+        verifiers = [verify] * concurrency
+        results.append(await _timed("verify (repeat token)", pid, verifiers, duration))
+        results.append(
+            await _timed(
+                "verify during a login flood",
+                pid,
+                verifiers,
+                duration,
+                background=[issue_password] * concurrency,
+            )
+        )
         return results
 
 
 def print_lifecycle_report(results: list[LifecycleResult]) -> None:
+    """The table; the last two rows compare Verify alone and during a login flood."""
     echo = results[0].cpu_per_call
     header = ("operation", "calls/s", "server us/call", "x echo CPU", "failures")
     print("  {:<26} {:>9} {:>15} {:>11} {:>9}".format(*header))
@@ -150,3 +181,9 @@ def print_lifecycle_report(results: list[LifecycleResult]) -> None:
         us = f"{per_call * 1e6:,.0f}" if per_call is not None else "n/a"
         times = f"{per_call / echo:.1f}x" if per_call is not None and echo else "n/a"
         print(f"  {result.name:<26} {result.rate:>9,.0f} {us:>15} {times:>11} {result.failures:>9}")
+    alone, flooded = results[-2], results[-1]
+    if alone.rate:
+        print(
+            f"  Verify throughput during the login flood: {flooded.rate / alone.rate:.2f}x of"
+            " Verify alone (its CPU per call there includes the hashing threads)"
+        )
