@@ -13,6 +13,7 @@ from authority.domain.errors import InvalidArgument, PermissionDenied
 CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 DEFAULT_CLIENT_ID = ""  # password grants that name no client use the built-in default policy
 MAX_LIST = 64
+PRINCIPAL_ID_PREFIX = "p_"  # principal ids; reserved so a client's `sub` never equals one
 
 
 class GrantType(StrEnum):
@@ -67,6 +68,9 @@ def validate_client(client: Client, *, max_access_ttl: timedelta) -> None:
     """Reject a client policy that could not work or would break key retirement."""
     if not CLIENT_ID.match(client.id):
         raise InvalidArgument("a client id is 1-128 characters of letters, digits, '.', '_', '-'")
+    if client.id.startswith(PRINCIPAL_ID_PREFIX):
+        # A client's tokens carry its id as `sub`: it must never equal a principal's.
+        raise InvalidArgument(f"client ids may not start with {PRINCIPAL_ID_PREFIX!r}")
     if not client.grant_types:
         raise InvalidArgument("a client needs at least one grant type")
     if not client.audiences:

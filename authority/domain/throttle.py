@@ -271,3 +271,14 @@ class AttemptGuard:
     def succeeded(self, principal: str) -> None:
         """Record a right password: the failure streak and any lock end."""
         self._lockout.record_success(principal_key(principal))
+
+    def client_failed(self, source: str, now: float) -> None:
+        """Charge a wrong client secret to its source address.
+
+        Service clients are not rate-limited or locked out themselves: their secrets are
+        256-bit random values that cannot be guessed, a gateway exchanging tokens for many
+        users from one address would hit any per-client cap, and a lockout would only let
+        anyone lock a service out. A source spraying wrong secrets still spends the
+        budget its password attempts draw on.
+        """
+        self._sources.try_acquire(source, now)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 
+from authority.domain.clients import PRINCIPAL_ID_PREFIX
 from authority.domain.clock import Clock
 from authority.domain.errors import NotFound
 from authority.domain.password_policy import PasswordPolicy
@@ -19,7 +20,7 @@ from authority.store.base import Store
 
 
 def new_principal_id() -> str:
-    return "p_" + secrets.token_hex(12)
+    return PRINCIPAL_ID_PREFIX + secrets.token_hex(12)
 
 
 class PrincipalService:

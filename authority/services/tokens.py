@@ -153,25 +153,27 @@ class TokenService:
     ) -> TokenPair:
         if not name or not password:
             raise InvalidArgument("principal and password are required")
-        self._guard.admit(name, source, self._clock.timestamp())
+        # A malformed name cannot exist, so refusing it early reveals nothing, and it
+        # keeps oversized keys out of the limiter.
+        normalized = validate_name(name)
+        self._guard.admit(normalized, source, self._clock.timestamp())
         client = await self._clients.authenticate(client_id, client_secret, require_secret=False)
         grant = authorize(client, GrantType.PASSWORD, audience=audience, scope=scope)
-        try:
-            normalized: str | None = validate_name(name)
-        except InvalidArgument:
-            normalized = None
-        principal = await self._store.get_principal_by_name(normalized) if normalized else None
+        principal = await self._store.get_principal_by_name(normalized)
         # Over-long passwords are refused, but only after the same work as any other.
         candidate = password if len(password) <= MAX_PASSWORD_LENGTH else ""
         check = await self._hasher.verify(principal.password_hash if principal else None, candidate)
         if principal is None or not check.ok or not candidate or principal.disabled:
-            self._guard.failed(name, self._clock.timestamp())
+            self._guard.failed(normalized, self._clock.timestamp())
             raise Unauthenticated(_BAD_CREDENTIALS)
-        self._guard.succeeded(name)
+        self._guard.succeeded(normalized)
         if check.needs_rehash:
             await self._store.update_principal(
                 principal.id, password_hash=await self._hasher.hash(password)
             )
+        if GrantType.REFRESH_TOKEN not in client.grant_types:
+            await self._past_not_before(principal.id, client.id)
+            return self._access_only(principal.id, client, grant, {})
         return await self._start_session(principal.id, client, grant)
 
     async def client_credentials_grant(
@@ -213,15 +215,11 @@ class TokenService:
     async def _authenticate_client(self, client_id: str, secret: str, source: str) -> Client:
         if not client_id or not secret:
             raise InvalidArgument("client_id and client_secret are required")
-        key = "client:" + client_id
-        self._guard.admit(key, source, self._clock.timestamp())
         try:
-            client = await self._clients.authenticate(client_id, secret, require_secret=True)
+            return await self._clients.authenticate(client_id, secret, require_secret=True)
         except Unauthenticated:
-            self._guard.failed(key, self._clock.timestamp())
+            self._guard.client_failed(source, self._clock.timestamp())
             raise
-        self._guard.succeeded(key)
-        return client
 
     def issue_preauthenticated(
         self, subject: str, *, audience: Sequence[str] = (), scope: Sequence[str] = ()
@@ -293,10 +291,13 @@ class TokenService:
         raise Unavailable("the refresh could not be completed; retry")
 
     async def _session_client(self, session: Session, secret: str) -> Client | None:
-        """Confidential clients must prove themselves on refresh too."""
+        """Confidential clients must prove themselves on refresh too, and the client must
+        (still) be allowed the refresh grant."""
         client = await self._clients.lookup(session.client_id)
         if client is not None and client.confidential:
             await self._clients.authenticate(client.id, secret, require_secret=True)
+        if client is not None and GrantType.REFRESH_TOKEN not in client.grant_types:
+            raise PermissionDenied(f"client {client.id!r} may not use the refresh_token grant")
         return client
 
     def _successor(

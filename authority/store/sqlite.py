@@ -722,7 +722,7 @@ class SqliteStore:
                 )
                 await db.execute(
                     "UPDATE refresh_tokens SET sealed_successor = NULL"
-                    " WHERE consumed_at <= ? AND sealed_successor IS NOT NULL",
+                    " WHERE consumed_at < ? AND sealed_successor IS NOT NULL",
                     (_to_micros(sealed_before),),
                 )
                 await db.execute("COMMIT")
