@@ -4,6 +4,7 @@ failures, the password policy, lockout and rate limits, and enumeration timing."
 
 from __future__ import annotations
 
+import sqlite3
 import statistics
 import threading
 import time
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 
 import grpc
 import pytest
@@ -752,3 +754,25 @@ def test_unknown_names_cost_the_same_as_wrong_passwords(
     # ... and sees none between an unknown name and a known one with a wrong password.
     assert abs(known_median - unknown_median) < 0.25 * known_median, summary
     assert _ks_statistic(known, unknown) < KS_THRESHOLD, summary
+
+
+def test_a_hash_made_with_old_parameters_is_rehashed_at_the_next_login(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    data = tmp_path / "rehash"
+    old = start_server(data, AUTHORITY_ARGON2_TIME_COST="1", AUTHORITY_ARGON2_MEMORY_KIB="8192")
+    with old.client() as admin:
+        _principal(admin, "alice")
+    assert old.terminate() == 0
+
+    def stored_hash() -> str:
+        with sqlite3.connect(f"file:{data / 'authority.db'}?mode=ro", uri=True) as db:
+            (value,) = db.execute("SELECT password_hash FROM principals").fetchone()
+        return str(value)
+
+    assert "m=8192,t=1" in stored_hash()
+    new = start_server(data, AUTHORITY_ARGON2_TIME_COST="2", AUTHORITY_ARGON2_MEMORY_KIB="19456")
+    with new.client() as client:
+        client.issue_with_password("alice", PASSWORD)
+        assert "m=19456,t=2" in stored_hash()
+        assert client.issue_with_password("alice", PASSWORD).access_token  # the new hash works
