@@ -27,6 +27,7 @@ from authority.domain.revocation import RevocationSet
 from authority.domain.throttle import AttemptGuard
 from authority.http_api import build_app
 from authority.keys.manager import KeyManager
+from authority.ports.attempts import LocalAttemptGate
 from authority.services.admin_credential import AdminCredential, load_admin_secret
 from authority.services.clients import ClientService, default_client
 from authority.services.passwords import HashParameters, PasswordHasher
@@ -170,13 +171,15 @@ class Authority:
             issuer=self.issuer,
             clients=clients,
             revocations=self.revocation_service,
-            guard=AttemptGuard(
-                principal_per_minute=s.login_attempts_per_minute,
-                principal_burst=s.login_attempts_per_minute,
-                source_per_minute=s.source_attempts_per_minute,
-                source_burst=max(1, s.source_attempts_per_minute // 2),
-                lockout_threshold=s.lockout_threshold,
-                lockout_max_delay=s.lockout_max.total_seconds(),
+            gate=LocalAttemptGate(
+                AttemptGuard(
+                    principal_per_minute=s.login_attempts_per_minute,
+                    principal_burst=s.login_attempts_per_minute,
+                    source_per_minute=s.source_attempts_per_minute,
+                    source_burst=max(1, s.source_attempts_per_minute // 2),
+                    lockout_threshold=s.lockout_threshold,
+                    lockout_max_delay=s.lockout_max.total_seconds(),
+                )
             ),
             grace=s.refresh_grace,
             leeway=s.leeway,

@@ -36,9 +36,9 @@ from authority.domain.sessions import (
     decide,
     successor_expiry,
 )
-from authority.domain.throttle import AttemptGuard
 from authority.domain.tokens import REGISTERED_CLAIMS, Verification
 from authority.keys.manager import KeyManager
+from authority.ports.attempts import AttemptGate
 from authority.services.clients import ClientService
 from authority.services.passwords import PasswordHasher
 from authority.services.revocations import RevocationService
@@ -121,7 +121,7 @@ class TokenService:
         issuer: str,
         clients: ClientService,
         revocations: RevocationService,
-        guard: AttemptGuard,
+        gate: AttemptGate,
         grace: timedelta,
         leeway: timedelta,
         max_token_bytes: int,
@@ -133,7 +133,7 @@ class TokenService:
         self._issuer = issuer
         self._clients = clients
         self._revocations = revocations
-        self._guard = guard
+        self._gate = gate
         self._grace = grace
         self._leeway = leeway.total_seconds()
         self._max_token_bytes = max_token_bytes
@@ -156,7 +156,7 @@ class TokenService:
         # A malformed name cannot exist, so refusing it early reveals nothing, and it
         # keeps oversized keys out of the limiter.
         normalized = validate_name(name)
-        self._guard.admit(normalized, source, self._clock.timestamp())
+        await self._gate.admit(normalized, source, self._clock.timestamp())
         client = await self._clients.authenticate(client_id, client_secret, require_secret=False)
         grant = authorize(client, GrantType.PASSWORD, audience=audience, scope=scope)
         principal = await self._store.get_principal_by_name(normalized)
@@ -164,9 +164,9 @@ class TokenService:
         candidate = password if len(password) <= MAX_PASSWORD_LENGTH else ""
         check = await self._hasher.verify(principal.password_hash if principal else None, candidate)
         if principal is None or not check.ok or not candidate or principal.disabled:
-            self._guard.failed(normalized, self._clock.timestamp())
+            await self._gate.failed(normalized, self._clock.timestamp())
             raise Unauthenticated(_BAD_CREDENTIALS)
-        self._guard.succeeded(normalized)
+        await self._gate.succeeded(normalized)
         if check.needs_rehash:
             await self._store.update_principal(
                 principal.id, password_hash=await self._hasher.hash(password)
@@ -218,7 +218,7 @@ class TokenService:
         try:
             return await self._clients.authenticate(client_id, secret, require_secret=True)
         except Unauthenticated:
-            self._guard.client_failed(source, self._clock.timestamp())
+            await self._gate.client_failed(source, self._clock.timestamp())
             raise
 
     def issue_preauthenticated(

@@ -41,6 +41,7 @@ from authority.domain.revocation import RevocationKind, RevocationSet
 from authority.domain.throttle import AttemptGuard
 from authority.domain.tokens import VerifyReason
 from authority.keys.manager import KeyManager
+from authority.ports.attempts import LocalAttemptGate
 from authority.services.clients import ClientService, default_client
 from authority.services.passwords import HashParameters, PasswordHasher
 from authority.services.revocations import RevocationService
@@ -138,12 +139,14 @@ class Harness:
             issuer=ISSUER,
             clients=clients,
             revocations=self.revocations,
-            guard=AttemptGuard(
-                principal_per_minute=1e6,
-                principal_burst=1_000_000,
-                source_per_minute=1e6,
-                source_burst=1_000_000,
-                lockout_threshold=1_000_000,
+            gate=LocalAttemptGate(
+                AttemptGuard(
+                    principal_per_minute=1e6,
+                    principal_burst=1_000_000,
+                    source_per_minute=1e6,
+                    source_burst=1_000_000,
+                    lockout_threshold=1_000_000,
+                )
             ),
             grace=GRACE,  # sanity check: set this to timedelta(0) and the retry rule fails
             leeway=LEEWAY,
