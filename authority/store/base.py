@@ -154,6 +154,12 @@ class Store(Protocol):
         """Every revocation that has not expired at ``now`` (epoch seconds)."""
         ...
 
+    async def revocations_since(self, since: datetime, now: float) -> list[Revocation]:
+        """Unexpired revocations recorded (or widened) at or after ``since``: how processes
+        sharing the store learn of each other's revocations without a message bus. Callers
+        overlap their windows; adding a revocation twice is harmless."""
+        ...
+
     async def prune(self, now: datetime, *, sealed_before: datetime) -> int:
         """Delete expired revocations and sessions past their absolute expiry, and wipe
         sealed successors consumed before ``sealed_before``. Returns rows deleted."""

@@ -673,15 +673,17 @@ class SqliteStore:
             try:
                 await db.execute("BEGIN IMMEDIATE")
                 await db.execute(
-                    "INSERT INTO revocations (kind, value, issued_before, expires_at)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET"
+                    "INSERT INTO revocations (kind, value, issued_before, expires_at, recorded_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET"
                     " issued_before = MAX(issued_before, excluded.issued_before),"
-                    " expires_at = MAX(expires_at, excluded.expires_at)",
+                    " expires_at = MAX(expires_at, excluded.expires_at),"
+                    " recorded_at = excluded.recorded_at",
                     (
                         revocation.kind.value,
                         revocation.value,
                         _seconds_to_micros(revocation.issued_before),
                         _seconds_to_micros(revocation.expires_at),
+                        _to_micros(at),
                     ),
                 )
                 revoked = 0
@@ -704,6 +706,18 @@ class SqliteStore:
                 "SELECT kind, value, issued_before, expires_at FROM revocations"
                 " WHERE expires_at > ?",
                 (_seconds_to_micros(now),),
+            )
+        return [
+            Revocation(RevocationKind(kind), value, before / 1e6, expires / 1e6)
+            for kind, value, before, expires in rows
+        ]
+
+    async def revocations_since(self, since: datetime, now: float) -> list[Revocation]:
+        async with self._session() as db:
+            rows = await db.execute_fetchall(
+                "SELECT kind, value, issued_before, expires_at FROM revocations"
+                " WHERE recorded_at >= ? AND expires_at > ?",
+                (_to_micros(since), _seconds_to_micros(now)),
             )
         return [
             Revocation(RevocationKind(kind), value, before / 1e6, expires / 1e6)
