@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,23 +18,22 @@ from grpc_reflection.v1alpha import reflection
 from authority.api.admin_service import AdminServicer
 from authority.api.key_service import KeyServicer
 from authority.api.token_service import TokenServicer
+from authority.backends import build_backends
 from authority.config import Settings, parse_address
 from authority.crypto import KekRing, load_kek
 from authority.domain.clock import Clock, SystemClock
+from authority.domain.errors import Unavailable
 from authority.domain.keys import KeyPolicy
 from authority.domain.password_policy import PasswordPolicy
 from authority.domain.revocation import RevocationSet
-from authority.domain.throttle import AttemptGuard
 from authority.http_api import build_app
 from authority.keys.manager import KeyManager
-from authority.ports.attempts import LocalAttemptGate
 from authority.services.admin_credential import AdminCredential, load_admin_secret
 from authority.services.clients import ClientService, default_client
 from authority.services.passwords import HashParameters, PasswordHasher
 from authority.services.principals import PrincipalService
 from authority.services.revocations import RevocationService
 from authority.services.tokens import TokenService
-from authority.store.sqlite import SqliteStore
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import (
     admin_pb2,
@@ -46,6 +45,12 @@ from authority.v1 import (
 )
 
 log = structlog.get_logger(__name__)
+
+# Health service names: liveness says the process runs; readiness says it can do its job
+# (storage reachable and, in production, the fan-out connected).
+LIVENESS = "liveness"
+READINESS = "readiness"
+READINESS_INTERVAL = 1.0
 
 
 def host_of(address: str) -> str:
@@ -64,7 +69,6 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
-    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -86,7 +90,8 @@ class Authority:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.store = SqliteStore(s.database_path)
+        self.backends = build_backends(s)
+        self.store = self.backends.store
         self.policy = KeyPolicy(
             rotation_period=s.key_rotation_period,
             prepublish=s.key_prepublish,
@@ -104,6 +109,7 @@ class Authority:
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
+        self.ready = True
 
     async def start(self) -> None:
         s = self.settings
@@ -120,7 +126,9 @@ class Authority:
             )
         )
         await self.store.open()
+        await self.backends.fanout.start()
         self.keys = KeyManager(
+            fanout=self.backends.fanout,
             store=self.store,
             kek=KekRing(kek),
             policy=self.policy,
@@ -149,6 +157,8 @@ class Authority:
             max_access_ttl=s.access_token_ttl,
             leeway=s.leeway,
             grace=s.refresh_grace,
+            fanout=self.backends.fanout,
+            poll_interval=s.revocation_poll,
         )
         await self.revocation_service.load()
         clients = ClientService(
@@ -171,16 +181,7 @@ class Authority:
             issuer=self.issuer,
             clients=clients,
             revocations=self.revocation_service,
-            gate=LocalAttemptGate(
-                AttemptGuard(
-                    principal_per_minute=s.login_attempts_per_minute,
-                    principal_burst=s.login_attempts_per_minute,
-                    source_per_minute=s.source_attempts_per_minute,
-                    source_burst=max(1, s.source_attempts_per_minute // 2),
-                    lockout_threshold=s.lockout_threshold,
-                    lockout_max_delay=s.lockout_max.total_seconds(),
-                )
-            ),
+            gate=self.backends.gate,
             grace=s.refresh_grace,
             leeway=s.leeway,
             max_token_bytes=s.max_token_bytes,
@@ -202,11 +203,19 @@ class Authority:
             KeyServicer(keys=self.keys, admin=admin, clock=self.clock),
             AdminServicer(principals=principals, clients=clients, admin=admin),
         )
-        self._tasks.append(asyncio.create_task(self.keys.run(), name="key-rotation"))
-        self._tasks.append(
-            asyncio.create_task(self.revocation_service.run(), name="revocation-expiry")
+        self._spawn(self.keys.run(), "key-rotation")
+        self._spawn(self.revocation_service.run(), "revocation-expiry")
+        self._spawn(self.revocation_service.run_poll(), "revocation-poll")
+        self._spawn(
+            self.backends.fanout.listen(
+                on_revocation=self.revocation_service.received,
+                on_key_ring_changed=self._key_ring_changed,
+                on_connected=self._fanout_connected,
+            ),
+            "fanout",
         )
-        for name in ("", *SERVICE_NAMES):
+        self._spawn(self._watch_readiness(), "readiness")
+        for name in ("", LIVENESS, READINESS, *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "authority.ready",
@@ -214,12 +223,51 @@ class Authority:
             http_port=self.ports.http,
             issuer=self.issuer,
             data_dir=str(s.data_dir),
+            mode=self.backends.mode,
         )
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coroutine, name=name))
+
+    async def _key_ring_changed(self) -> None:
+        await self.keys.reload()
+
+    async def _fanout_connected(self) -> None:
+        """(Re)connected to the fan-out: catch up on whatever was missed meanwhile."""
+        await self.revocation_service.resync()
+        await self.keys.reload()
+
+    async def _check_ready(self) -> bool:
+        """Storage answers and, in production, the fan-out is connected."""
+        try:
+            await asyncio.wait_for(self.store.key_ring_generation(), timeout=2.0)
+        except (Unavailable, TimeoutError):
+            return False
+        return self.backends.fanout.healthy
+
+    async def _watch_readiness(self) -> None:
+        """Readiness follows the dependencies; liveness stays SERVING while we run."""
+        ready = True
+        while True:
+            await asyncio.sleep(READINESS_INTERVAL)
+            now_ready = await self._check_ready()
+            if now_ready != ready:
+                ready = now_ready
+                self.ready = ready
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if ready
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                await self.health.set(READINESS, status)
+                log.warning("readiness.changed", ready=ready, mode=self.backends.mode)
 
     async def _start_grpc(
         self, tokens: TokenServicer, keys: KeyServicer, admin: AdminServicer
     ) -> None:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(
+            options=[*GRPC_OPTIONS, ("grpc.so_reuseport", int(self.settings.reuse_port))]
+        )
         token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
         keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
@@ -239,12 +287,13 @@ class Authority:
         app = build_app(
             jwks=lambda: self.keys.snapshot().jwks,
             issuer=lambda: self.issuer,
-            ready=lambda: not self._stopped,
+            live=lambda: not self._stopped,
+            ready=lambda: self.ready and not self._stopped,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = parse_address(self.settings.http_address)
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=self.settings.reuse_port or None)
         await site.start()
         self._http = runner
         self.ports.http = int(runner.addresses[0][1])
@@ -267,6 +316,7 @@ class Authority:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.hasher.close()
+        await asyncio.shield(self.backends.fanout.close())
         await asyncio.shield(self.store.close())
         log.info("authority.stopped")
 

@@ -25,6 +25,7 @@ from authority.config import ConfigError, Settings, parse_duration
 from authority.domain.errors import AuthorityError
 from authority.log_setup import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
+from authority.supervisor import Supervisor
 from authority.v1 import admin_pb2, keys_pb2
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -64,6 +65,8 @@ def _connect(args: argparse.Namespace, settings: Settings) -> AuthorityClient:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers > 1:
+        return Supervisor(settings, args.workers).run()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     asyncio.run(serve(settings))
     return 0
@@ -271,9 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", help="gRPC address of the server (default: AUTHORITY_GRPC_ADDRESS)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the server until SIGTERM/SIGINT").set_defaults(
-        handler=cmd_serve
+    serve_parser = commands.add_parser("serve", help="run the server until SIGTERM/SIGINT")
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the ports (SO_REUSEPORT), e.g. one per core",
     )
+    serve_parser.set_defaults(handler=cmd_serve)
     for add in (_add_keys, _add_principals, _add_clients, _add_token, _add_revoke):
         add(commands)
     commands.add_parser("jwks", help="print the published JWKS").set_defaults(handler=cmd_jwks)

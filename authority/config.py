@@ -63,6 +63,9 @@ def _positive_int(text: str) -> int:
 class Settings:
     """Validated settings. Build with ``Settings.load()``; tests construct them directly."""
 
+    database_url: str | None = None  # postgresql://...; unset: the embedded SQLite default
+    redis_url: str | None = None  # redis://...; unset: in-process limits and no fan-out
+    redis_prefix: str = "authority"  # key and channel prefix: one per deployment sharing a Redis
     grpc_address: str = "127.0.0.1:50051"
     http_address: str = "127.0.0.1:8080"
     data_dir: Path = Path(".authority")
@@ -75,6 +78,7 @@ class Settings:
     jwks_max_age: timedelta = timedelta(minutes=10)
     leeway: timedelta = timedelta(seconds=30)
     key_check_interval: timedelta = timedelta(seconds=30)
+    revocation_poll: timedelta = timedelta(seconds=1)
     session_idle_ttl: timedelta = timedelta(days=7)
     session_absolute_ttl: timedelta = timedelta(days=30)
     refresh_grace: timedelta = timedelta(seconds=10)
@@ -98,12 +102,18 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     reflection: bool = True
+    reuse_port: bool = False  # set by the supervisor for its workers
 
     @property
     def short_prepublish(self) -> bool:
         """True when a key may sign before a verifier with a 10-minute JWKS cache (Envoy's
         default) has refetched: allowed, for tests and verifiers without caches, but warned."""
         return self.key_prepublish < timedelta(minutes=15)
+
+    @property
+    def production(self) -> bool:
+        """PostgreSQL and Redis: several replicas and workers share state."""
+        return bool(self.database_url)
 
     @property
     def database_path(self) -> Path:
@@ -208,7 +218,21 @@ def _text(text: str) -> str:
     return text
 
 
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        scheme = text.partition("://")[0].lower()
+        if scheme not in schemes:
+            # Never echo the URL: it may carry a password.
+            raise ValueError(f"the URL scheme must be one of {', '.join(schemes)}")
+        return text
+
+    return parse
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
+    "database_url": _url("postgresql", "postgres"),
+    "redis_url": _url("redis", "rediss", "unix"),
+    "redis_prefix": _text,
     "grpc_address": _text,
     "http_address": _text,
     "data_dir": Path,
@@ -221,6 +245,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "jwks_max_age": parse_duration,
     "leeway": parse_duration,
     "key_check_interval": parse_duration,
+    "revocation_poll": parse_duration,
     "session_idle_ttl": parse_duration,
     "session_absolute_ttl": parse_duration,
     "refresh_grace": parse_duration,
@@ -243,4 +268,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": _choice("json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
     "reflection": _bool,
+    "reuse_port": _bool,
 }

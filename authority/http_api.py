@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -15,7 +15,11 @@ DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
 def build_app(
-    *, jwks: Callable[[], Jwks], issuer: Callable[[], str], ready: Callable[[], bool]
+    *,
+    jwks: Callable[[], Jwks],
+    issuer: Callable[[], str],
+    live: Callable[[], bool],
+    ready: Callable[[], bool],
 ) -> web.Application:
     def discovery_document() -> bytes:
         return json.dumps(
@@ -56,14 +60,18 @@ def build_app(
             headers={"Cache-Control": "public, max-age=3600"},
         )
 
-    async def get_health(request: web.Request) -> web.Response:
-        ok = ready()
-        return web.json_response(
-            {"status": "ok" if ok else "unavailable"}, status=200 if ok else 503
-        )
+    def probe(check: Callable[[], bool]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def answer(request: web.Request) -> web.Response:
+            ok = check()
+            return web.json_response(
+                {"status": "ok" if ok else "unavailable"}, status=200 if ok else 503
+            )
+
+        return answer
 
     app = web.Application()
     app.router.add_get(JWKS_PATH, get_jwks)
     app.router.add_get(DISCOVERY_PATH, get_discovery)
-    app.router.add_get("/healthz", get_health)
+    app.router.add_get("/healthz", probe(live))
+    app.router.add_get("/readyz", probe(ready))
     return app

@@ -32,6 +32,7 @@ from authority.domain.keys import (
     KeyState,
 )
 from authority.keys.snapshot import KeyRingSnapshot, build_snapshot
+from authority.ports.fanout import Fanout, LocalFanout
 from authority.store.base import KeyRingTransaction, Store
 
 log = structlog.get_logger(__name__)
@@ -58,8 +59,10 @@ class KeyManager:
         clock: Clock,
         jwks_max_age: timedelta,
         check_interval: timedelta,
+        fanout: Fanout | None = None,
     ) -> None:
         self._store = store
+        self._fanout: Fanout = fanout or LocalFanout()
         self._kek = kek
         self._policy = policy
         self._clock = clock
@@ -174,6 +177,11 @@ class KeyManager:
             for event, kid in self._describe(plan, created):
                 log.info(event, kid=kid)
         await self.reload()
+        if changed:
+            try:
+                await self._fanout.publish_key_ring_changed()
+            except Unavailable:
+                log.warning("key.fanout_unavailable")  # the others poll the generation
         return before, created
 
     @staticmethod

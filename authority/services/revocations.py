@@ -1,8 +1,11 @@
-"""Revocation: durable first, then the in-memory view Verify consults.
+"""Revocation: durable first, then the in-memory view Verify consults, then everyone else.
 
 A revocation is in the store before ``revoke`` returns, and in this process's
-view right after, so once the caller hears back, Verify here rejects. Entries
-expire when every token they cover has expired, so the set stays bounded.
+view right after, so once the caller hears back, Verify here rejects. Other
+processes learn it from the fan-out within milliseconds and, should the fan-out
+be down, from polling the store (``revocations_since``), so nothing acknowledged
+is ever lost. Entries expire when every token they cover has expired, so the set
+stays bounded.
 """
 
 from __future__ import annotations
@@ -13,8 +16,15 @@ from datetime import datetime, timedelta
 import structlog
 
 from authority.domain.clock import Clock
+from authority.domain.errors import Unavailable
+from authority.domain.histogram import Histogram
 from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
+from authority.ports.fanout import Fanout, LocalFanout
 from authority.store.base import Store
+
+# How far back each poll looks before the previous one: longer than any transaction.
+POLL_OVERLAP = timedelta(seconds=5)
+
 
 log = structlog.get_logger(__name__)
 
@@ -29,9 +39,15 @@ class RevocationService:
         max_access_ttl: timedelta,
         leeway: timedelta,
         grace: timedelta,
+        fanout: Fanout | None = None,
+        poll_interval: timedelta = timedelta(seconds=1),
         prune_interval: timedelta = timedelta(minutes=1),
     ) -> None:
         self._store = store
+        self._fanout: Fanout = fanout or LocalFanout()
+        self._poll_interval = poll_interval.total_seconds()
+        self._polled_until: datetime | None = None
+        self.lag = Histogram()
         self._view = view
         self._clock = clock
         self._horizon = (max_access_ttl + leeway).total_seconds()
@@ -42,11 +58,17 @@ class RevocationService:
     def view(self) -> RevocationSet:
         return self._view
 
+    @property
+    def fanout_healthy(self) -> bool:
+        return self._fanout.healthy
+
     async def load(self) -> int:
         """Fill the view from the store (at start)."""
-        revocations = await self._store.list_revocations(self._clock.timestamp())
+        started = self._clock.now()
+        revocations = await self._store.list_revocations(started.timestamp())
         for revocation in revocations:
             self._view.add(revocation)
+        self._polled_until = started
         return len(revocations)
 
     async def revoke(
@@ -64,7 +86,44 @@ class RevocationService:
         sessions = await self._store.record_revocation(revocation, at=now)
         self._view.add(revocation)
         log.info("revocation.recorded", kind=kind.value, sessions_revoked=sessions)
+        try:
+            await self._fanout.publish_revocation(revocation)
+        except Unavailable:
+            # Durable already: other processes will find it when they poll the store.
+            log.warning("revocation.fanout_unavailable", kind=kind.value)
         return now
+
+    def received(self, revocation: Revocation) -> None:
+        """A revocation from another process, by the fan-out."""
+        self._view.add(revocation)
+        self.lag.observe(max(0.0, self._clock.timestamp() - revocation.issued_before))
+
+    async def resync(self) -> None:
+        """After (re)connecting to the fan-out: whatever we may have missed meanwhile."""
+        for revocation in await self._fanout.live_revocations():
+            self._view.add(revocation)
+        await self.poll()
+
+    async def poll(self) -> int:
+        """Read revocations recorded since the last poll, with an overlap for writers whose
+        transactions committed out of order (adding one twice is harmless)."""
+        now = self._clock.now()
+        since = (self._polled_until or now) - POLL_OVERLAP
+        found = await self._store.revocations_since(since, now.timestamp())
+        for revocation in found:
+            self._view.add(revocation)
+        self._polled_until = now
+        return len(found)
+
+    async def run_poll(self) -> None:
+        """The safety net: poll the store, often while the fan-out is down, else rarely."""
+        while True:
+            healthy = self._fanout.healthy and not isinstance(self._fanout, LocalFanout)
+            await asyncio.sleep(self._poll_interval * (5 if healthy else 1))
+            try:
+                await self.poll()
+            except Unavailable:
+                log.warning("revocation.poll_failed")
 
     async def run(self) -> None:
         """Expire the view and prune the store, periodically, until cancelled."""

@@ -3,20 +3,30 @@
 To add a backend, write a factory like ``sqlite_backend`` (an async context
 manager that sets up an empty database for one test and tears it down) and
 add one line to ``BACKENDS``.
+
+PostgreSQL: each test gets a fresh schema in the database named by
+``AUTHORITY_TEST_DATABASE_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``),
+dropped afterwards. If the server is not reachable the PostgreSQL tests are skipped,
+or fail when ``AUTHORITY_TEST_REQUIRE_SERVICES=1`` (as in CI).
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from authority.store import sqlite
+from authority.store import postgres, sqlite
 from authority.store.base import Store
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass(frozen=True)
@@ -35,8 +45,63 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
     yield Backend("sqlite", lambda: sqlite.SqliteStore(path), sqlite.MIGRATIONS, path)
 
 
+def postgres_url() -> str:
+    return os.environ.get("AUTHORITY_TEST_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+_reachability: dict[str, str | None] = {}  # url -> None if reachable, else why not
+
+
+async def require_postgres() -> str:
+    """The test database's URL; skips (or fails, when services are required) the calling
+    test if PostgreSQL cannot be reached. Checked once per session."""
+    url = postgres_url()
+    if url not in _reachability:
+        try:
+            conn = await asyncpg.connect(url, timeout=3)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            _reachability[url] = type(exc).__name__
+        else:
+            await conn.close()
+            _reachability[url] = None
+    problem = _reachability[url]
+    if problem is not None:
+        reason = (
+            f"PostgreSQL not reachable at {postgres.redact_dsn(url)} ({problem}); "
+            "set AUTHORITY_TEST_DATABASE_URL or start it (see README)"
+        )
+        if os.environ.get("AUTHORITY_TEST_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} [AUTHORITY_TEST_REQUIRE_SERVICES=1]", pytrace=False)
+        pytest.skip(reason)
+    return url
+
+
+@asynccontextmanager
+async def fresh_schema() -> AsyncIterator[tuple[str, str]]:
+    """(url, schema): a schema name no one uses yet, dropped with everything in it after."""
+    url = await require_postgres()
+    schema = f"t_{uuid.uuid4().hex}"
+    try:
+        yield url, schema
+    finally:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+@asynccontextmanager
+async def postgres_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    async with fresh_schema() as (url, schema):
+        yield Backend(
+            "postgres", lambda: postgres.PostgresStore(url, schema=schema), postgres.MIGRATIONS
+        )
+
+
 BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
     "sqlite": sqlite_backend,
+    "postgres": postgres_backend,
 }
 
 

@@ -13,8 +13,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers on demand (same data dir by default); all are stopped afterwards."""
     started: list[ServerProcess] = []
 
-    def start(data_dir: Path | None = None, **env: str) -> ServerProcess:
-        server = ServerProcess(data_dir or tmp_path / "data", env).start()
+    def start(data_dir: Path | None = None, *, workers: int = 1, **env: str) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / "data", env, workers=workers).start()
         started.append(server)
         return server
 

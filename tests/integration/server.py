@@ -22,8 +22,17 @@ ADMIN_TOKEN = "adm_test_" + "x" * 40
 class ServerProcess:
     """A server child process. Its JSON log lines are collected for assertions."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        workers: int = 1,
+    ) -> None:
         self.data_dir = data_dir
+        self.workers = workers
+        self.ready_event = "supervisor.ready" if workers > 1 else "authority.ready"
+        self.worker_pids: list[int] = []
         self.env = {
             **os.environ,
             "AUTHORITY_DATA_DIR": str(data_dir),
@@ -41,7 +50,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "authority.cli", "serve"],
+            [sys.executable, "-m", "authority.cli", "serve", f"--workers={self.workers}"],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -60,9 +69,10 @@ class ServerProcess:
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
             event = self._event(line)
-            if event.get("event") == "authority.ready":
+            if event.get("event") == self.ready_event:
                 self.grpc_port = int(event["grpc_port"])
                 self.http_port = int(event["http_port"])
+                self.worker_pids = list(event.get("pids", []))
                 self._ready.set()
         self._ready.set()
 
@@ -98,7 +108,8 @@ class ServerProcess:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
         deadline = time.monotonic() + 2
-        while time.monotonic() < deadline and not any("authority.stopped" in x for x in self.lines):
+        last = "supervisor.stopped" if self.workers > 1 else "authority.stopped"
+        while time.monotonic() < deadline and not any(last in x for x in self.lines):
             time.sleep(0.01)
         return code
 

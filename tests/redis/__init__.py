@@ -1,0 +1,1 @@
+"""Tests of the Redis adapters against a real Redis (see conftest.py)."""
