@@ -34,6 +34,7 @@ from authority.services.passwords import HashParameters, PasswordHasher
 from authority.services.principals import PrincipalService
 from authority.services.revocations import RevocationService
 from authority.services.tokens import TokenService
+from authority.tls import admin_credentials, http_ssl_context, server_credentials
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import (
     admin_pb2,
@@ -76,6 +77,10 @@ GRPC_OPTIONS = [
 class Ports:
     grpc: int = 0
     http: int = 0
+    admin: int = 0
+
+
+Servicers = tuple[TokenServicer, KeyServicer, AdminServicer]
 
 
 @dataclass
@@ -105,7 +110,8 @@ class Authority:
         )
         self.revocations = RevocationSet()
         self.health = health.aio.HealthServicer()
-        self._server: grpc.aio.Server | None = None
+        self._servers: list[grpc.aio.Server] = []
+        self._bound: list[int] = []
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
@@ -139,7 +145,9 @@ class Authority:
         await self.keys.start()
         await self._start_http()
         # Derived after binding, so that port 0 (tests) still yields a reachable issuer URL.
-        self.issuer = s.issuer.rstrip("/") or f"http://{host_of(s.http_address)}:{self.ports.http}"
+        self.issuer = (
+            s.issuer.rstrip("/") or f"{s.http_scheme}://{host_of(s.http_address)}:{self.ports.http}"
+        )
         self.verifier = TokenVerifier(
             keys=lambda: self.keys.snapshot().verification_keys,
             issuer=self.issuer,
@@ -193,16 +201,30 @@ class Authority:
             policy=PasswordPolicy.default(min_length=s.min_password_length),
             revocations=self.revocation_service,
         )
-        await self._start_grpc(
-            TokenServicer(
-                tokens=self.token_service,
-                verifier=self.verifier,
-                revocations=self.revocation_service,
-                admin=admin,
-            ),
-            KeyServicer(keys=self.keys, admin=admin, clock=self.clock),
-            AdminServicer(principals=principals, clients=clients, admin=admin),
+
+        def servicers(admin_allowed: AdminCredential | None) -> Servicers:
+            return (
+                TokenServicer(
+                    tokens=self.token_service,
+                    verifier=self.verifier,
+                    revocations=self.revocation_service,
+                    admin=admin_allowed,
+                ),
+                KeyServicer(keys=self.keys, admin=admin_allowed, clock=self.clock),
+                AdminServicer(principals=principals, clients=clients, admin=admin_allowed),
+            )
+
+        # With a separate admin listener, the public one refuses admin RPCs outright.
+        public_admin = None if s.admin_address else admin
+        self._servers.append(
+            await self._start_grpc(s.grpc_address, server_credentials(s), servicers(public_admin))
         )
+        self.ports.grpc = self._bound[-1]
+        if s.admin_address:
+            self._servers.append(
+                await self._start_grpc(s.admin_address, admin_credentials(s), servicers(admin))
+            )
+            self.ports.admin = self._bound[-1]
         self._spawn(self.keys.run(), "key-rotation")
         self._spawn(self.revocation_service.run(), "revocation-expiry")
         self._spawn(self.revocation_service.run_poll(), "revocation-poll")
@@ -221,6 +243,8 @@ class Authority:
             "authority.ready",
             grpc_port=self.ports.grpc,
             http_port=self.ports.http,
+            admin_port=self.ports.admin or None,
+            tls=self.settings.tls_cert_file is not None,
             issuer=self.issuer,
             data_dir=str(s.data_dir),
             mode=self.backends.mode,
@@ -263,8 +287,12 @@ class Authority:
                 log.warning("readiness.changed", ready=ready, mode=self.backends.mode)
 
     async def _start_grpc(
-        self, tokens: TokenServicer, keys: KeyServicer, admin: AdminServicer
-    ) -> None:
+        self,
+        address: str,
+        credentials: grpc.ServerCredentials | None,
+        servicers: Servicers,
+    ) -> grpc.aio.Server:
+        tokens, keys, admin = servicers
         server = grpc.aio.server(
             options=[*GRPC_OPTIONS, ("grpc.so_reuseport", int(self.settings.reuse_port))]
         )
@@ -277,11 +305,15 @@ class Authority:
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
             )
-        self.ports.grpc = server.add_insecure_port(self.settings.grpc_address)
-        if self.ports.grpc == 0:
-            raise OSError(f"cannot bind gRPC to {self.settings.grpc_address}")
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+        if port == 0:
+            raise OSError(f"cannot bind gRPC to {address}")
         await server.start()
-        self._server = server
+        self._bound.append(port)
+        return server
 
     async def _start_http(self) -> None:
         app = build_app(
@@ -293,7 +325,13 @@ class Authority:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = parse_address(self.settings.http_address)
-        site = web.TCPSite(runner, host, port, reuse_port=self.settings.reuse_port or None)
+        site = web.TCPSite(
+            runner,
+            host,
+            port,
+            reuse_port=self.settings.reuse_port or None,
+            ssl_context=http_ssl_context(self.settings),
+        )
         await site.start()
         self._http = runner
         self.ports.http = int(runner.addresses[0][1])
@@ -306,8 +344,7 @@ class Authority:
         grace = self.settings.shutdown_grace.total_seconds() if grace is None else grace
         log.info("authority.stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(grace)
+        await asyncio.gather(*(server.stop(grace) for server in self._servers))
         if self._http is not None:
             await self._http.cleanup()
         for task in self._tasks:

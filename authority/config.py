@@ -103,12 +103,20 @@ class Settings:
     log_level: str = "info"
     reflection: bool = True
     reuse_port: bool = False  # set by the supervisor for its workers
+    tls_cert_file: Path | None = None  # PEM chain: TLS on the gRPC and HTTP listeners
+    tls_key_file: Path | None = None
+    admin_address: str | None = None  # a separate gRPC listener for the admin RPCs
+    tls_client_ca_file: Path | None = None  # clients of the admin listener need a cert from it
 
     @property
     def short_prepublish(self) -> bool:
         """True when a key may sign before a verifier with a 10-minute JWKS cache (Envoy's
         default) has refetched: allowed, for tests and verifiers without caches, but warned."""
         return self.key_prepublish < timedelta(minutes=15)
+
+    @property
+    def http_scheme(self) -> str:
+        return "https" if self.tls_cert_file else "http"
 
     @property
     def production(self) -> bool:
@@ -149,6 +157,20 @@ class Settings:
             problems.append("set AUTHORITY_KEK or AUTHORITY_KEK_FILE, not both")
         if self.admin_token and self.admin_token_file:
             problems.append("set AUTHORITY_ADMIN_TOKEN or AUTHORITY_ADMIN_TOKEN_FILE, not both")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append(
+                "set both AUTHORITY_TLS_CERT_FILE and AUTHORITY_TLS_KEY_FILE, or neither"
+            )
+        if self.tls_client_ca_file is not None and not (self.admin_address and self.tls_cert_file):
+            problems.append(
+                "AUTHORITY_TLS_CLIENT_CA_FILE (mTLS) needs AUTHORITY_ADMIN_ADDRESS and"
+                " AUTHORITY_TLS_CERT_FILE/_KEY_FILE"
+            )
+        if self.admin_address:
+            try:
+                parse_address(self.admin_address)
+            except ValueError as exc:
+                problems.append(f"AUTHORITY_ADMIN_ADDRESS: {exc}")
         if self.log_format not in {"json", "console"}:
             problems.append("AUTHORITY_LOG_FORMAT must be json or console")
         if self.log_level not in {"debug", "info", "warning", "error"}:
@@ -269,4 +291,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _choice("debug", "info", "warning", "error"),
     "reflection": _bool,
     "reuse_port": _bool,
+    "tls_cert_file": Path,
+    "tls_key_file": Path,
+    "admin_address": _text,
+    "tls_client_ca_file": Path,
 }

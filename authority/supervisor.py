@@ -141,7 +141,7 @@ class Supervisor:
             "AUTHORITY_REUSE_PORT": "true",
         }
         if not self._settings.issuer:
-            self._env["AUTHORITY_ISSUER"] = f"http://{http_address}"
+            self._env["AUTHORITY_ISSUER"] = f"{self._settings.http_scheme}://{http_address}"
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         for worker in self._workers:

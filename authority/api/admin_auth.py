@@ -19,7 +19,13 @@ def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     return None
 
 
-def require_admin(context: grpc.aio.ServicerContext[Any, Any], credential: AdminCredential) -> None:
+def require_admin(
+    context: grpc.aio.ServicerContext[Any, Any], credential: AdminCredential | None
+) -> None:
+    """``credential`` None means this listener serves no admin RPCs (a separate, mTLS
+    admin listener is configured)."""
+    if credential is None:
+        raise PermissionDenied("admin RPCs are served on the admin listener only")
     token = bearer_token(context)
     if token is None:
         raise Unauthenticated("this RPC needs the admin credential (authorization: Bearer ...)")

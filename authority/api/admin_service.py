@@ -19,7 +19,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
-        self, *, principals: PrincipalService, clients: ClientService, admin: AdminCredential
+        self, *, principals: PrincipalService, clients: ClientService, admin: AdminCredential | None
     ) -> None:
         self._principals = principals
         self._clients = clients

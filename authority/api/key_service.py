@@ -19,7 +19,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
-    def __init__(self, *, keys: KeyManager, admin: AdminCredential, clock: Clock) -> None:
+    def __init__(self, *, keys: KeyManager, admin: AdminCredential | None, clock: Clock) -> None:
         self._keys = keys
         self._admin = admin
         self._clock = clock

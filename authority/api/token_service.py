@@ -56,7 +56,7 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
         tokens: TokenService,
         verifier: TokenVerifier,
         revocations: RevocationService,
-        admin: AdminCredential,
+        admin: AdminCredential | None,
     ) -> None:
         self._tokens = tokens
         self._verifier = verifier

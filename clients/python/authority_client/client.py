@@ -22,9 +22,26 @@ class AuthorityClient:
     """One channel to the authority. ``admin_token`` is sent only on admin RPCs."""
 
     def __init__(
-        self, target: str, *, admin_token: str | None = None, timeout: float = 10.0
+        self,
+        target: str,
+        *,
+        admin_token: str | None = None,
+        timeout: float = 10.0,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
     ) -> None:
-        self._channel = grpc.insecure_channel(target)
+        """TLS when ``root_certificates`` (the server's CA, PEM) is given; mTLS when a client
+        ``certificate_chain`` and ``private_key`` are given too."""
+        if root_certificates or certificate_chain:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
+            self._channel = grpc.secure_channel(target, credentials)
+        else:
+            self._channel = grpc.insecure_channel(target)
         self._admin_token = admin_token
         self._timeout = timeout
         self.tokens = token_pb2_grpc.TokenServiceStub(self._channel)
