@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import sys
 from collections.abc import Callable
 from typing import TypeAlias
@@ -25,6 +26,7 @@ from authority.config import ConfigError, Settings, parse_duration
 from authority.domain.errors import AuthorityError
 from authority.log_setup import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
+from authority.store.factory import make_store
 from authority.supervisor import Supervisor
 from authority.v1 import admin_pb2, keys_pb2
 
@@ -69,6 +71,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return Supervisor(settings, args.workers).run()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Bring the schema up to date (servers also do it on start, once, under a lock)."""
+
+    async def migrate() -> int:
+        store = make_store(settings.database_url, settings.database_path)
+        await store.open()
+        try:
+            return await store.schema_version()
+        finally:
+            await store.close()
+
+    version = asyncio.run(migrate())
+    backend = "postgresql" if settings.database_url else f"sqlite ({settings.database_path})"
+    print(json.dumps({"schema_version": version, "backend": backend}))
     return 0
 
 
@@ -282,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes sharing the ports (SO_REUSEPORT), e.g. one per core",
     )
     serve_parser.set_defaults(handler=cmd_serve)
+    commands.add_parser(
+        "migrate", help="apply pending schema migrations to the configured store"
+    ).set_defaults(handler=cmd_migrate)
     for add in (_add_keys, _add_principals, _add_clients, _add_token, _add_revoke):
         add(commands)
     commands.add_parser("jwks", help="print the published JWKS").set_defaults(handler=cmd_jwks)

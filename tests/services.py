@@ -8,6 +8,9 @@ them, unless ``AUTHORITY_TEST_REQUIRE_SERVICES=1`` (CI), where it means failed.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from urllib.parse import urlsplit, urlunsplit
 
@@ -77,3 +80,28 @@ def database_url() -> str:
     if problem:
         _unreachable("PostgreSQL", "AUTHORITY_TEST_DATABASE_URL", url, problem)
     return url
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped afterwards), as a URL."""
+    import asyncio  # noqa: PLC0415
+
+    import asyncpg  # noqa: PLC0415
+
+    base = database_url()
+    name = f"t_{uuid.uuid4().hex}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(base, timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    parts = urlsplit(base)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,14 @@ from tests.integration.server import ServerProcess
 PASSWORD = "a perfectly fine passphrase"
 
 
-@pytest.fixture(params=["sqlite+redis"])
+@pytest.fixture(params=["postgresql+redis", "sqlite+redis"])
 def replicas(
     request: pytest.FixtureRequest,
     start_server: Callable[..., ServerProcess],
     tmp_path: Path,
-) -> list[ServerProcess]:
-    """Three server processes sharing state the way the given mode does."""
+) -> Iterator[list[ServerProcess]]:
+    """Three server processes sharing state the way the given mode does: one PostgreSQL
+    database (or one SQLite file) and one Redis."""
     env = {
         "AUTHORITY_REDIS_URL": services.redis_url(),
         "AUTHORITY_REDIS_PREFIX": f"t-{uuid.uuid4().hex}",
@@ -34,8 +36,18 @@ def replicas(
         "AUTHORITY_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
         "AUTHORITY_SOURCE_ATTEMPTS_PER_MINUTE": "100000",
     }
-    shared = tmp_path / "shared"
-    return [start_server(shared, **env) for _ in range(3)]
+    with ExitStack() as stack:
+        if request.param.startswith("postgresql"):
+            env["AUTHORITY_DATABASE_URL"] = stack.enter_context(services.fresh_database())
+        # Separate data directories: with PostgreSQL nothing is shared through files.
+        shared = request.param.startswith("sqlite")
+        servers = [
+            start_server(tmp_path / ("shared" if shared else f"replica-{i}"), **env)
+            for i in range(3)
+        ]
+        yield servers
+        for server in servers:
+            server.kill()
 
 
 def _jwks(server: ServerProcess) -> str:
