@@ -67,11 +67,15 @@ async def require_postgres() -> str:
     problem = _reachability[url]
     if problem is not None:
         reason = (
-            f"PostgreSQL not reachable at {postgres.redact_dsn(url)} ({problem}); "
+            f"PostgreSQL not reachable at {postgres.redact_dsn(url)}; "
             "set AUTHORITY_TEST_DATABASE_URL or start it (see README)"
         )
         if os.environ.get("AUTHORITY_TEST_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} [AUTHORITY_TEST_REQUIRE_SERVICES=1]", pytrace=False)
+            pytest.fail(
+                f"{reason} (connecting failed with {problem}; "
+                "AUTHORITY_TEST_REQUIRE_SERVICES=1 makes this a failure, not a skip)",
+                pytrace=False,
+            )
         pytest.skip(reason)
     return url
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from authority.domain.clients import Client, GrantType
@@ -670,6 +671,23 @@ async def test_postgres_that_went_away_is_unavailable_within_seconds(failure: st
                     await call()
 
         assert time.monotonic() - started < 8
+
+
+async def test_postgres_refuses_a_schema_from_a_newer_build() -> None:
+    async with fresh_schema() as (url, schema):
+        store = PostgresStore(url, schema=schema)
+        await store.open()
+        await store.close()
+        conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+        try:
+            await conn.execute("INSERT INTO schema_migrations VALUES (9999, 'from_the_future')")
+        finally:
+            await conn.close()
+
+        newer = PostgresStore(url, schema=schema)
+        with pytest.raises(Unavailable, match="newer"):
+            await newer.open()
+        await newer.close()
 
 
 async def test_postgres_schemas_are_independent_stores() -> None:
