@@ -839,7 +839,7 @@ class PostgresStore:
                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, value) DO UPDATE SET"
                 " issued_before = GREATEST(revocations.issued_before, EXCLUDED.issued_before),"
                 " expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at),"
-                " recorded_at = EXCLUDED.recorded_at",
+                " recorded_at = GREATEST(revocations.recorded_at, EXCLUDED.recorded_at)",
                 revocation.kind.value,
                 revocation.value,
                 _from_seconds(revocation.issued_before),

@@ -90,6 +90,24 @@ def _integrity_error(exc: sqlite3.IntegrityError, taken: Mapping[str, str]) -> A
     return AuthorityError(f"the SQLite store rejected a record: {exc}")
 
 
+async def _execute_when_not_busy(db: aiosqlite.Connection, statement: str) -> None:
+    """Retry SQLITE_BUSY for statements ``busy_timeout`` does not cover: switching a new
+    file to WAL while another process (a sibling worker) does the same answers BUSY at
+    once."""
+    delay = 0.01
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while True:
+        try:
+            await db.execute(statement)
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorname in {"SQLITE_BUSY", "SQLITE_LOCKED"}
+            if not busy or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
 async def _rollback(db: aiosqlite.Connection) -> None:
     """Roll back if a transaction is open; SQLite may already have done so after an error."""
     with contextlib.suppress(sqlite3.Error):
@@ -425,7 +443,7 @@ class SqliteStore:
             try:
                 with _translated():
                     for pragma in _PRAGMAS:
-                        await db.execute(pragma)
+                        await _execute_when_not_busy(db, pragma)
                     await migrate(_SqliteMigrationTarget(db), migrations)
             except BaseException:
                 await db.close()
@@ -544,13 +562,19 @@ class SqliteStore:
     async def update_principal(
         self, principal_id: str, *, password_hash: str | None = None, disabled: bool | None = None
     ) -> Principal | None:
-        async with self._session() as db:
+        async with self._session() as db:  # update and read back under one lock
             await db.execute(
                 "UPDATE principals SET password_hash = COALESCE(?, password_hash),"
                 " disabled = COALESCE(?, disabled) WHERE id = ?",
                 (password_hash, None if disabled is None else int(disabled), principal_id),
             )
-        return await self.get_principal(principal_id)
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_PRINCIPAL_COLUMNS} FROM principals WHERE id = ?",  # noqa: S608
+                    (principal_id,),
+                )
+            )
+        return _principal_from_row(rows[0]) if rows else None
 
     async def delete_principal(self, principal_id: str) -> bool:
         async with self._session() as db:
@@ -581,13 +605,19 @@ class SqliteStore:
     async def update_client(
         self, client_id: str, *, secret_hash: bytes | None = None, disabled: bool | None = None
     ) -> Client | None:
-        async with self._session() as db:
+        async with self._session() as db:  # update and read back under one lock
             await db.execute(
                 "UPDATE clients SET secret_hash = COALESCE(?, secret_hash),"
                 " disabled = COALESCE(?, disabled) WHERE id = ?",
                 (secret_hash, None if disabled is None else int(disabled), client_id),
             )
-        return await self.get_client(client_id)
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE id = ?",  # noqa: S608
+                    (client_id,),
+                )
+            )
+        return _client_from_row(rows[0]) if rows else None
 
     async def delete_client(self, client_id: str) -> bool:
         async with self._session() as db:
@@ -677,7 +707,7 @@ class SqliteStore:
                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET"
                     " issued_before = MAX(issued_before, excluded.issued_before),"
                     " expires_at = MAX(expires_at, excluded.expires_at),"
-                    " recorded_at = excluded.recorded_at",
+                    " recorded_at = MAX(recorded_at, excluded.recorded_at)",
                     (
                         revocation.kind.value,
                         revocation.value,
