@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from authority.bench import local
+from authority.bench import local, propagation, scaling
 from authority.bench.lifecycle import measure_lifecycle, print_lifecycle_report
 from authority.bench.load import (
     VERIFY_METHOD,
@@ -38,6 +38,8 @@ from authority.bench.load import (
 )
 from authority.bench.server import ECHO_METHOD
 
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 PHASES = ("echo", "verify-miss", "verify-hit")
 TARGETS = {"verify-miss": 0.75, "verify-hit": 0.90}
 # Below this share of one core the server was waiting for the load generator.
@@ -55,6 +57,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "warmup": 0.5,
         "local_rounds": 5,
         "local_seconds": 0.5,
+        "revocations": 1000,
     },
     "quick": {
         "rounds": 1,
@@ -62,6 +65,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "warmup": 0.3,
         "local_rounds": 3,
         "local_seconds": 0.2,
+        "revocations": 100,
     },
 }
 
@@ -78,6 +82,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=100, help="cache-hit tokens (100)")
     parser.add_argument("--local-rounds", type=int, help="client-side rounds (5, quick 3)")
     parser.add_argument("--local-seconds", type=float, help="seconds per variant per round (0.5)")
+    parser.add_argument(
+        "--revocations", type=int, help="revocations timed across replicas (1000, quick 100)"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("AUTHORITY_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="PostgreSQL for the replica part (a scratch database is created and dropped)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("AUTHORITY_BENCH_REDIS_URL", DEFAULT_REDIS_URL),
+        help="Redis for the replica part (keys under a scratch prefix)",
+    )
     args = parser.parse_args(argv)
     for name, value in PROFILES["quick" if args.quick else "full"].items():
         if getattr(args, name) is None:
@@ -353,6 +370,35 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def run_scale_parts(
+    args: argparse.Namespace,
+) -> tuple[propagation.PropagationResult | None, scaling.ScalingResult | None]:
+    """Parts 4 and 5, each skipped (saying why) where this machine cannot run it."""
+    print()
+    print(
+        "4. Revocation propagation across three replicas (PostgreSQL + Redis): from Revoke"
+        " returning on A until B and C answer REVOKED"
+    )
+    problem = propagation.services_problem(args.database_url, args.redis_url)
+    propagated = None
+    if problem:
+        print(f"  skipped: {problem}; set --database-url/--redis-url to run it")
+    else:
+        propagated = propagation.run(args.database_url, args.redis_url, args.revocations)
+        propagation.print_propagation_report(propagated)
+
+    print()
+    print("5. Many cores: Verify (repeat token) with --workers 1 and 2, load from h2load")
+    scaled = None
+    if scaling.h2load() is None:
+        print("  skipped: h2load not found (Debian: apt-get install nghttp2-client)")
+    else:
+        scaled = scaling.run(args.rounds, args.duration)
+        scaling.print_scaling_report(scaled)
+
+    return propagated, scaled
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
@@ -422,6 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_lifecycle_report(lifecycle)
     lifecycle_failures = sum(r.failures for r in lifecycle)
 
+    propagated, scaled = run_scale_parts(args)
+
     ratios = {r.name: r.ratio_to_raw for r in decoded}
     names = [r.name for r in decoded]
     print()
@@ -436,7 +484,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" PyJWT {_ratio(ratios[names[1]])}, PyJWT by kid {_ratio(ratios[names[2]])};"
         f" issue(password) {lifecycle[1].rate:,.0f}/s, issue(client credentials)"
         f" {lifecycle[2].rate:,.0f}/s, refresh {lifecycle[3].rate:,.0f}/s;"
-        f" failures {failures + local_failures + lifecycle_failures}; {os.cpu_count()} CPUs,"
+        + (
+            f" revocation lag p50 {propagated.quantile(0.5) * 1000:.1f} ms"
+            f" p99 {propagated.quantile(0.99) * 1000:.1f} ms over {propagated.revocations};"
+            if propagated
+            else " propagation skipped;"
+        )
+        + (
+            f" 2 workers {scaled.median(2) / scaled.median(1):.2f}x of 1;"
+            if scaled
+            else " scaling skipped;"
+        )
+        + f" failures {failures + local_failures + lifecycle_failures}; {os.cpu_count()} CPUs,"
         f" {args.rounds}x{args.duration:g}s, {time.monotonic() - started:.0f}s total."
     )
     print(f"Rerun: {rerun_command(args)}")
