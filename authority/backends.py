@@ -14,7 +14,7 @@ import structlog
 
 from authority.config import Settings
 from authority.domain.throttle import AttemptGuard
-from authority.ports.attempts import AttemptGate, LocalAttemptGate
+from authority.ports.attempts import AttemptGate, FallbackAttemptGate, LocalAttemptGate
 from authority.ports.fanout import Fanout, LocalFanout
 from authority.store.base import Store
 from authority.store.factory import make_store
@@ -59,7 +59,10 @@ def build_backends(settings: Settings) -> Backends:
 
         prefix = settings.redis_prefix
         fanout: Fanout = RedisFanout(settings.redis_url, prefix=prefix)
-        gate: AttemptGate = RedisAttemptGate(settings.redis_url, prefix=prefix, **limits(settings))
+        gate: AttemptGate = FallbackAttemptGate(
+            RedisAttemptGate(settings.redis_url, prefix=prefix, **limits(settings)),
+            LocalAttemptGate(AttemptGuard(**limits(settings))),
+        )
     else:
         fanout = LocalFanout()
         gate = LocalAttemptGate(AttemptGuard(**limits(settings)))

@@ -28,3 +28,6 @@ def configure_logging(*, fmt: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
+    # asyncpg logs every failed reconnection with a traceback while PostgreSQL is down;
+    # readiness and our own Unavailable answers already say so, once.
+    logging.getLogger("asyncpg").setLevel(logging.ERROR)

@@ -99,10 +99,17 @@ class RevocationService:
         self.lag.observe(max(0.0, self._clock.timestamp() - revocation.issued_before))
 
     async def resync(self) -> None:
-        """After (re)connecting to the fan-out: whatever we may have missed meanwhile."""
-        for revocation in await self._fanout.live_revocations():
+        """After (re)connecting to the fan-out: take what we may have missed, and put back
+        into the shared cache what it lost (a Redis restart empties it)."""
+        cached = await self._fanout.live_revocations()
+        for revocation in cached:
             self._view.add(revocation)
         await self.poll()
+        present = {(r.kind, r.value) for r in cached}
+        durable = await self._store.list_revocations(self._clock.timestamp())
+        for revocation in durable:
+            if (revocation.kind, revocation.value) not in present:
+                await self._fanout.publish_revocation(revocation)
 
     async def poll(self) -> int:
         """Read revocations recorded since the last poll, with an overlap for writers whose
