@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/authority/v1/*.proto)
 PYTEST_ARGS ?=
+ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run test unit lint typecheck proto proto-check proto-lint proto-breaking bench clean
@@ -50,7 +51,7 @@ proto-breaking: $(STAMP) ## buf breaking against the previous commit on main.
 	$(BIN)/python -m authority.tools.protobreaking
 
 bench: $(STAMP) ## Throughput ratios measured side by side (see README).
-	$(BIN)/python -m authority.bench
+	$(BIN)/python -m authority.bench $(ARGS)
 
 clean: ## Remove the virtual environment and local state.
 	rm -rf $(VENV) .authority .mypy_cache .pytest_cache .ruff_cache .hypothesis
