@@ -343,18 +343,22 @@ class Authority:
         self._stopped = True
         grace = self.settings.shutdown_grace.total_seconds() if grace is None else grace
         log.info("authority.stopping", grace_seconds=grace)
-        await self.health.enter_graceful_shutdown()
-        await asyncio.gather(*(server.stop(grace) for server in self._servers))
-        if self._http is not None:
-            await self._http.cleanup()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.hasher.close()
-        await asyncio.shield(self.backends.fanout.close())
-        await asyncio.shield(self.store.close())
+        try:
+            await self.health.enter_graceful_shutdown()
+            await asyncio.gather(*(server.stop(grace) for server in self._servers))
+            if self._http is not None:
+                await self._http.cleanup()
+        finally:
+            # Whatever failed above, release every resource: a thread left running (the
+            # SQLite connection's) would keep the process from exiting.
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.hasher.close()
+            await asyncio.shield(self.backends.fanout.close())
+            await asyncio.shield(self.store.close())
         log.info("authority.stopped")
 
 

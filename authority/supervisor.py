@@ -14,6 +14,7 @@ reaches the others within AUTHORITY_REVOCATION_POLL, and rate limits are per wor
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -43,6 +44,17 @@ def reserve_port(address: str) -> tuple[socket.socket, str]:
     bound = holder.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     return holder, f"{shown}:{bound}"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM us if the supervisor dies, however it dies
+    (a SIGKILLed supervisor cannot forward anything), so no worker is ever orphaned."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -93,6 +105,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=_terminate_with_parent,  # noqa: PLW1509 - one syscall, no locks
         )
         worker.process = process
         worker.ready = False

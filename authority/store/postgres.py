@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -598,8 +599,11 @@ class PostgresStore:
                 f"no answer in time (connect timeout {self._connect_timeout:g} s,"
                 f" command timeout {self._command_timeout:g} s)"
             )
-        if isinstance(exc, OSError) and exc.strerror:
-            reason = exc.strerror
+        if isinstance(exc, OSError):
+            # Not exc.strerror: asyncio puts the server's address there, and our messages
+            # name no hosts (the Redis adapter's do not either).
+            code = errno.errorcode.get(exc.errno or 0, "") if exc.errno else ""
+            reason = f"cannot connect{f' ({code})' if code else ''}"
         else:
             reason = str(exc) or type(exc).__name__
         return f"{self._redact(reason)} ({type(exc).__name__})"

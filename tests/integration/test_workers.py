@@ -62,3 +62,26 @@ def test_a_crashed_worker_is_restarted_and_sigterm_stops_all(
         except ProcessLookupError:
             continue
         raise AssertionError(f"worker {pid} outlived the supervisor")
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    server = start_server(workers=2)
+    assert server.process is not None
+    server.process.kill()  # SIGKILL: the supervisor cannot forward anything
+    server.process.wait(10)
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in server.worker_pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in server.worker_pids), "orphaned workers"
