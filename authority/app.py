@@ -15,8 +15,10 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from authority.api import ext_authz
 from authority.api.admin_service import AdminServicer
 from authority.api.key_service import KeyServicer
+from authority.api.revocation_service import RevocationServicer
 from authority.api.token_service import TokenServicer
 from authority.backends import build_backends
 from authority.config import Settings, parse_address
@@ -32,6 +34,7 @@ from authority.services.admin_credential import AdminCredential, load_admin_secr
 from authority.services.clients import ClientService, default_client
 from authority.services.passwords import HashParameters, PasswordHasher
 from authority.services.principals import PrincipalService
+from authority.services.revocation_feed import RevocationFeed
 from authority.services.revocations import RevocationService
 from authority.services.tokens import TokenService
 from authority.tls import admin_credentials, http_ssl_context, server_credentials
@@ -41,6 +44,8 @@ from authority.v1 import (
     admin_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    revocation_pb2,
+    revocation_pb2_grpc,
     token_pb2,
     token_pb2_grpc,
 )
@@ -63,6 +68,8 @@ SERVICE_NAMES = (
     token_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    revocation_pb2.DESCRIPTOR.services_by_name["RevocationService"].full_name,
+    ext_authz.SERVICE_NAME,  # Envoy's ext_authz (deploy/envoy)
 )
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024),
@@ -80,7 +87,7 @@ class Ports:
     admin: int = 0
 
 
-Servicers = tuple[TokenServicer, KeyServicer, AdminServicer]
+Servicers = tuple[TokenServicer, KeyServicer, AdminServicer, RevocationServicer]
 
 
 @dataclass
@@ -109,6 +116,10 @@ class Authority:
             workers=s.hash_workers,
         )
         self.revocations = RevocationSet()
+        # Every change of the view, for WatchRevocations followers.
+        self.revocation_feed = RevocationFeed(
+            lambda: self.revocations.snapshot(self.clock.timestamp())
+        )
         self.health = health.aio.HealthServicer()
         self._servers: list[grpc.aio.Server] = []
         self._bound: list[int] = []
@@ -167,6 +178,7 @@ class Authority:
             grace=s.refresh_grace,
             fanout=self.backends.fanout,
             poll_interval=s.revocation_poll,
+            feed=self.revocation_feed,
         )
         await self.revocation_service.load()
         clients = ClientService(
@@ -212,6 +224,12 @@ class Authority:
                 ),
                 KeyServicer(keys=self.keys, admin=admin_allowed, clock=self.clock),
                 AdminServicer(principals=principals, clients=clients, admin=admin_allowed),
+                RevocationServicer(
+                    view=self.revocations,
+                    feed=self.revocation_feed,
+                    clock=self.clock,
+                    heartbeat=s.watch_heartbeat,
+                ),
             )
 
         # With a separate admin listener, the public one refuses admin RPCs outright.
@@ -292,13 +310,15 @@ class Authority:
         credentials: grpc.ServerCredentials | None,
         servicers: Servicers,
     ) -> grpc.aio.Server:
-        tokens, keys, admin = servicers
+        tokens, keys, admin, revocations = servicers
         server = grpc.aio.server(
             options=[*GRPC_OPTIONS, ("grpc.so_reuseport", int(self.settings.reuse_port))]
         )
         token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
         keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        revocation_pb2_grpc.add_RevocationServiceServicer_to_server(revocations, server)
+        ext_authz.add_to_server(ext_authz.AuthorizationServicer(verifier=self.verifier), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         server.add_generic_rpc_handlers(tuple(self.extra_handlers))
         if self.settings.reflection:
@@ -345,6 +365,9 @@ class Authority:
         log.info("authority.stopping", grace_seconds=grace)
         try:
             await self.health.enter_graceful_shutdown()
+            # Watch streams never finish by themselves: end them now (followers reconnect,
+            # elsewhere) rather than hold the stop for the whole grace period.
+            self.revocation_feed.close()
             await asyncio.gather(*(server.stop(grace) for server in self._servers))
             if self._http is not None:
                 await self._http.cleanup()

@@ -79,6 +79,7 @@ class Settings:
     leeway: timedelta = timedelta(seconds=30)
     key_check_interval: timedelta = timedelta(seconds=30)
     revocation_poll: timedelta = timedelta(seconds=1)
+    watch_heartbeat: timedelta = timedelta(seconds=1)  # WatchRevocations, when nothing else is sent
     session_idle_ttl: timedelta = timedelta(days=7)
     session_absolute_ttl: timedelta = timedelta(days=30)
     refresh_grace: timedelta = timedelta(seconds=10)
@@ -153,6 +154,8 @@ class Settings:
             problems.append("AUTHORITY_REFRESH_GRACE must be between 0 and 5m")
         if self.access_token_ttl <= timedelta(0):
             problems.append("AUTHORITY_ACCESS_TOKEN_TTL must be positive")
+        if self.watch_heartbeat <= timedelta(0):
+            problems.append("AUTHORITY_WATCH_HEARTBEAT must be positive")
         if self.kek and self.kek_file:
             problems.append("set AUTHORITY_KEK or AUTHORITY_KEK_FILE, not both")
         if self.admin_token and self.admin_token_file:
@@ -268,6 +271,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "leeway": parse_duration,
     "key_check_interval": parse_duration,
     "revocation_poll": parse_duration,
+    "watch_heartbeat": parse_duration,
     "session_idle_ttl": parse_duration,
     "session_absolute_ttl": parse_duration,
     "refresh_grace": parse_duration,

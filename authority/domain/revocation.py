@@ -17,6 +17,15 @@ class RevocationKind(StrEnum):
     CLIENT = "client_id"
 
 
+# Module constants: the lookups in is_revoked_identity run on every Verify.
+_TOKEN, _SESSION, _SUBJECT, _CLIENT = (
+    RevocationKind.TOKEN,
+    RevocationKind.SESSION,
+    RevocationKind.SUBJECT,
+    RevocationKind.CLIENT,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Revocation:
     """``value`` of ``kind`` is revoked for tokens issued at or before ``issued_before``;
@@ -39,10 +48,18 @@ class RevocationSet:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, revocation: Revocation) -> None:
+    def add(self, revocation: Revocation) -> bool:
+        """Merge ``revocation`` in (the later ``issued_before`` and ``expires_at`` win).
+        True when that changed the view: new, or widened. Polling re-reads what the
+        fan-out already delivered, so followers must hear only of real changes."""
         key = (revocation.kind, revocation.value)
         current = self._entries.get(key)
         if current is not None:
+            if (
+                revocation.issued_before <= current.issued_before
+                and revocation.expires_at <= current.expires_at
+            ):
+                return False
             revocation = Revocation(
                 revocation.kind,
                 revocation.value,
@@ -51,6 +68,17 @@ class RevocationSet:
             )
         self._entries[key] = revocation
         heapq.heappush(self._expiry, (revocation.expires_at, revocation.kind, revocation.value))
+        return True
+
+    def get(self, kind: RevocationKind, value: str) -> Revocation | None:
+        """The entry for ``kind``=``value`` as merged so far, if any."""
+        return self._entries.get((kind, value))
+
+    def snapshot(self, now: float | None = None) -> list[Revocation]:
+        """Every entry (those still live at ``now``, when given): what a new follower needs."""
+        if now is None:
+            return list(self._entries.values())
+        return [entry for entry in self._entries.values() if entry.expires_at > now]
 
     def expire(self, now: float) -> int:
         """Drop entries past their expiry; returns how many were dropped."""
@@ -76,16 +104,26 @@ class RevocationSet:
         return max(times, default=None)
 
     def is_revoked(self, claims: AccessClaims) -> bool:
+        """Verify's hot path: nothing to look up while nothing is revoked."""
         if not self._entries:
             return False
-        entries = self._entries
-        for kind, value in (
-            (RevocationKind.TOKEN, claims.token_id),
-            (RevocationKind.SESSION, claims.session_id),
-            (RevocationKind.SUBJECT, claims.subject),
-            (RevocationKind.CLIENT, claims.client_id),
+        return self.is_revoked_identity(
+            claims.token_id, claims.session_id, claims.subject, claims.client_id, claims.issued_at
+        )
+
+    def is_revoked_identity(
+        self, token_id: str, session_id: str, subject: str, client_id: str, issued_at: float
+    ) -> bool:
+        """Whether a token with these claims is revoked; empty values match nothing. The same
+        rule for Verify and for followers asking by identity (CheckRevocations)."""
+        get = self._entries.get
+        for key in (
+            (_TOKEN, token_id),
+            (_SESSION, session_id),
+            (_SUBJECT, subject),
+            (_CLIENT, client_id),
         ):
-            entry = entries.get((kind, value)) if value else None
-            if entry is not None and claims.issued_at <= entry.issued_before:
+            entry = get(key) if key[1] else None
+            if entry is not None and issued_at <= entry.issued_before:
                 return True
         return False

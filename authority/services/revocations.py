@@ -20,6 +20,7 @@ from authority.domain.errors import Unavailable
 from authority.domain.histogram import Histogram
 from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
 from authority.ports.fanout import Fanout, LocalFanout
+from authority.services.revocation_feed import RevocationFeed
 from authority.store.base import Store
 
 # How far back each poll looks before the previous one: longer than any transaction.
@@ -42,8 +43,10 @@ class RevocationService:
         fanout: Fanout | None = None,
         poll_interval: timedelta = timedelta(seconds=1),
         prune_interval: timedelta = timedelta(minutes=1),
+        feed: RevocationFeed | None = None,
     ) -> None:
         self._store = store
+        self._feed = feed
         self._fanout: Fanout = fanout or LocalFanout()
         self._poll_interval = poll_interval.total_seconds()
         self._polled_until: datetime | None = None
@@ -62,12 +65,22 @@ class RevocationService:
     def fanout_healthy(self) -> bool:
         return self._fanout.healthy
 
+    def _add(self, revocation: Revocation) -> bool:
+        """The one way into the view: whatever changes it also goes to the followers (the
+        merged entry, so a follower that merges the same way ends up with the same view)."""
+        if not self._view.add(revocation):
+            return False
+        if self._feed is not None:
+            merged = self._view.get(revocation.kind, revocation.value)
+            self._feed.publish(merged or revocation)
+        return True
+
     async def load(self) -> int:
         """Fill the view from the store (at start)."""
         started = self._clock.now()
         revocations = await self._store.list_revocations(started.timestamp())
         for revocation in revocations:
-            self._view.add(revocation)
+            self._add(revocation)
         self._polled_until = started
         return len(revocations)
 
@@ -84,7 +97,7 @@ class RevocationService:
             expires_at=expires_at if expires_at is not None else stamp + self._horizon,
         )
         sessions = await self._store.record_revocation(revocation, at=now)
-        self._view.add(revocation)
+        self._add(revocation)
         log.info("revocation.recorded", kind=kind.value, sessions_revoked=sessions)
         try:
             await self._fanout.publish_revocation(revocation)
@@ -95,7 +108,7 @@ class RevocationService:
 
     def received(self, revocation: Revocation) -> None:
         """A revocation from another process, by the fan-out."""
-        self._view.add(revocation)
+        self._add(revocation)
         self.lag.observe(max(0.0, self._clock.timestamp() - revocation.issued_before))
 
     async def resync(self) -> None:
@@ -103,7 +116,7 @@ class RevocationService:
         into the shared cache what it lost (a Redis restart empties it)."""
         cached = await self._fanout.live_revocations()
         for revocation in cached:
-            self._view.add(revocation)
+            self._add(revocation)
         await self.poll()
         present = {(r.kind, r.value) for r in cached}
         durable = await self._store.list_revocations(self._clock.timestamp())
@@ -118,7 +131,7 @@ class RevocationService:
         since = (self._polled_until or now) - POLL_OVERLAP
         found = await self._store.revocations_since(since, now.timestamp())
         for revocation in found:
-            self._view.add(revocation)
+            self._add(revocation)
         self._polled_until = now
         return len(found)
 

@@ -121,7 +121,10 @@ def verify_signature(
         signature = b64url_decode(signature_segment)
     except ValueError:
         return _fail(VerifyReason.MALFORMED, "the signature is not base64url")
-    signing_input = token[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
+    try:
+        signing_input = token[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
+    except UnicodeEncodeError:
+        return _fail(VerifyReason.MALFORMED, "the claims are not base64url-encoded JSON")
     if not _ALGORITHMS[algorithm].verify(signing_input, key.public_key, signature):
         return _fail(VerifyReason.BAD_SIGNATURE, "the signature does not match")
     try:

@@ -104,7 +104,7 @@ class CheckRevocationsRequest(_message.Message):
     TOKENS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenIdentity]:
-        """The tokens, at most 1,000."""
+        """The tokens, at most 500 (a full batch fits the 64 KiB message limit)."""
 
     def __init__(
         self,

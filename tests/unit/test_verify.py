@@ -137,6 +137,7 @@ def test_attack_tokens(fx: Fixture) -> None:
         f"{header_b64}.{payload_b64}.{signature_b64[:-4]}AAAA": VerifyReason.BAD_SIGNATURE,
         f"{header_b64}.{payload_b64}.{signature_b64}=": VerifyReason.MALFORMED,
         f"{header_b64}.{payload_b64}+.{signature_b64}": VerifyReason.BAD_SIGNATURE,
+        f"{header_b64}.{payload_b64}\u00e9.{signature_b64}": VerifyReason.MALFORMED,
         token + "." + signature_b64: VerifyReason.MALFORMED,
         token + "A" * 5000: VerifyReason.TOO_LARGE,
         "": VerifyReason.MALFORMED,
@@ -215,7 +216,7 @@ def test_verify_answers_a_reason_for_any_input(text: str) -> None:
 def test_any_single_character_change_is_rejected(data: st.DataObject) -> None:
     token = FIXTURE_TOKEN
     position = data.draw(st.integers(min_value=0, max_value=len(token) - 1))
-    replacement = data.draw(st.sampled_from("ABCxyz012-_.=+/ "))
+    replacement = data.draw(st.sampled_from("ABCxyz012-_.=+/ \u00e9\u2603"))
     mutated = token[:position] + replacement + token[position + 1 :]
     if mutated == token:
         return
