@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from authority.bench import local, propagation, scaling
+from authority.bench import client, local, propagation, scaling
 from authority.bench.lifecycle import measure_lifecycle, print_lifecycle_report
 from authority.bench.load import (
     VERIFY_METHOD,
@@ -388,7 +388,13 @@ def run_scale_parts(
         propagation.print_propagation_report(propagated)
 
     print()
-    print("5. Many cores: Verify (repeat token) with --workers 1 and 2, load from h2load")
+    print("5. Client library: local verification vs raw Ed25519, and the watch stream")
+    client_local = client.run_local(args.local_rounds, args.local_seconds)
+    client_watch = client.run_watch(args.revocations)
+    client.print_client_report(client_local, client_watch)
+
+    print()
+    print("6. Many cores: Verify (repeat token) with --workers 1 and 2, load from h2load")
     scaled = None
     if scaling.h2load() is None:
         print("  skipped: h2load not found (Debian: apt-get install nghttp2-client)")
@@ -396,6 +402,12 @@ def run_scale_parts(
         scaled = scaling.run(args.rounds, args.duration)
         scaling.print_scaling_report(scaled)
 
+    print(
+        f"  summary: local verify {client_local.miss / client_local.raw:.2f}x raw (miss),"
+        f" {client_local.hit / client_local.raw:.0f}x (cached); watch lag"
+        f" p50 {client_watch.quantile(0.5) * 1000:.1f} ms p99"
+        f" {client_watch.quantile(0.99) * 1000:.1f} ms"
+    )
     return propagated, scaled
 
 

@@ -1,4 +1,4 @@
-"""Part 5 of ``make bench``: Verify throughput with 1 and 2 worker processes.
+"""Part 6 of ``make bench``: Verify throughput with 1 and 2 worker processes.
 
 The load comes from h2load (nghttp2's C HTTP/2 load generator, Debian package
 ``nghttp2-client``) sending gRPC frames, because a Python load generator would
