@@ -23,6 +23,7 @@ from authority.api.token_service import TokenServicer
 from authority.backends import build_backends
 from authority.config import Settings, parse_address
 from authority.crypto import KekRing, load_kek
+from authority.crypto.kek_source import load_previous_keks
 from authority.domain.clock import Clock, SystemClock
 from authority.domain.errors import Unavailable
 from authority.domain.keys import KeyPolicy
@@ -30,13 +31,24 @@ from authority.domain.password_policy import PasswordPolicy
 from authority.domain.revocation import RevocationSet
 from authority.http_api import build_app
 from authority.keys.manager import KeyManager
+from authority.observability import logging as observability_logging
+from authority.observability import metrics
 from authority.services.admin_credential import AdminCredential, load_admin_secret
+from authority.services.audit import AuditLogService
 from authority.services.clients import ClientService, default_client
+from authority.services.outbox import (
+    AUDIT_GROUP,
+    AuditConsumer,
+    EventSink,
+    LocalEventSink,
+    OutboxRelay,
+)
 from authority.services.passwords import HashParameters, PasswordHasher
 from authority.services.principals import PrincipalService
 from authority.services.revocation_feed import RevocationFeed
 from authority.services.revocations import RevocationService
 from authority.services.tokens import TokenService
+from authority.services.webhooks import WEBHOOK_GROUP, WebhookDispatcher
 from authority.tls import admin_credentials, http_ssl_context, server_credentials
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import (
@@ -127,6 +139,19 @@ class Authority:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
         self.ready = True
+        # The outbox relay and its sink (a Redis stream in production, else in-process).
+        self.events = self._event_sink()
+        self.outbox = OutboxRelay(store=self.store, sink=self.events, clock=self.clock)
+        self.audit = AuditConsumer(self.store)
+        self.webhooks: WebhookDispatcher | None = None  # needs the KEK: built in start
+
+    def _event_sink(self) -> EventSink:
+        s = self.settings
+        if s.redis_url:
+            from authority.redis.events import RedisStreamSink  # noqa: PLC0415 - optional
+
+            return RedisStreamSink(s.redis_url, prefix=s.redis_prefix)
+        return LocalEventSink(groups=(AUDIT_GROUP, WEBHOOK_GROUP))
 
     async def start(self) -> None:
         s = self.settings
@@ -137,23 +162,32 @@ class Authority:
                 hint="verifiers that cache the JWKS for 10 minutes may meet an unknown kid",
             )
         kek = load_kek(env_value=s.kek, file=s.kek_file, generate_into=s.data_dir)
+        # During a KEK rotation the older KEKs still open keys not yet re-wrapped.
+        previous_keks = load_previous_keks(env_value=s.kek_previous, file=s.kek_previous_file)
         admin = AdminCredential(
             load_admin_secret(
                 env_value=s.admin_token, file=s.admin_token_file, generate_into=s.data_dir
             )
         )
+        # Names the admin as the principal in the per-RPC log line (see _start_grpc).
+        self._is_admin = admin.matches
         await self.store.open()
         await self.backends.fanout.start()
+        await self.events.start()
         self.keys = KeyManager(
             fanout=self.backends.fanout,
             store=self.store,
-            kek=KekRing(kek),
+            kek=KekRing(kek, previous_keks),
             policy=self.policy,
             clock=self.clock,
             jwks_max_age=s.jwks_max_age,
             check_interval=s.key_check_interval,
         )
         await self.keys.start()
+        # Webhook signing secrets are wrapped under the same KEK ring as the signing keys.
+        self.webhooks = WebhookDispatcher(
+            store=self.store, kek=KekRing(kek, previous_keks), clock=self.clock
+        )
         await self._start_http()
         # Derived after binding, so that port 0 (tests) still yields a reachable issuer URL.
         self.issuer = (
@@ -180,6 +214,7 @@ class Authority:
             poll_interval=s.revocation_poll,
             feed=self.revocation_feed,
         )
+        self.revocation_service.lag = metrics.ExportedHistogram()  # exported on /metrics
         await self.revocation_service.load()
         clients = ClientService(
             store=self.store,
@@ -223,7 +258,13 @@ class Authority:
                     admin=admin_allowed,
                 ),
                 KeyServicer(keys=self.keys, admin=admin_allowed, clock=self.clock),
-                AdminServicer(principals=principals, clients=clients, admin=admin_allowed),
+                AdminServicer(
+                    principals=principals,
+                    clients=clients,
+                    admin=admin_allowed,
+                    audit=AuditLogService(store=self.store),
+                    webhooks=self.webhooks,
+                ),
                 RevocationServicer(
                     view=self.revocations,
                     feed=self.revocation_feed,
@@ -244,6 +285,9 @@ class Authority:
             )
             self.ports.admin = self._bound[-1]
         self._spawn(self.keys.run(), "key-rotation")
+        self._spawn(self.outbox.consume(AUDIT_GROUP, self.audit), "audit-consumer")
+        self._spawn(self.outbox.consume(WEBHOOK_GROUP, self.webhooks), "webhook-consumer")
+        self._spawn(self.outbox.run(), "outbox-relay")
         self._spawn(self.revocation_service.run(), "revocation-expiry")
         self._spawn(self.revocation_service.run_poll(), "revocation-poll")
         self._spawn(
@@ -312,7 +356,10 @@ class Authority:
     ) -> grpc.aio.Server:
         tokens, keys, admin, revocations = servicers
         server = grpc.aio.server(
-            options=[*GRPC_OPTIONS, ("grpc.so_reuseport", int(self.settings.reuse_port))]
+            # One log line and the RPC metrics per call. One interceptor per server: it
+            # caches the wrapped handlers of *this* server's servicers.
+            interceptors=[observability_logging.RpcInterceptor(is_admin=self._is_admin)],
+            options=[*GRPC_OPTIONS, ("grpc.so_reuseport", int(self.settings.reuse_port))],
         )
         token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
         keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, server)
@@ -341,6 +388,10 @@ class Authority:
             issuer=lambda: self.issuer,
             live=lambda: not self._stopped,
             ready=lambda: self.ready and not self._stopped,
+            metrics=metrics.exposition(
+                [metrics.KeyRingCollector(self.keys.snapshot, self.policy, self.clock)]
+            ),
+            metrics_content_type=metrics.CONTENT_TYPE,
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -381,12 +432,17 @@ class Authority:
                     await task
             self.hasher.close()
             await asyncio.shield(self.backends.fanout.close())
+            await asyncio.shield(self.events.close())
+            if self.webhooks is not None:
+                await asyncio.shield(self.webhooks.close())
             await asyncio.shield(self.store.close())
         log.info("authority.stopped")
 
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    # The full configuration, with the redaction processor, before anything logs.
+    observability_logging.configure_logging(fmt=settings.log_format, level=settings.log_level)
     authority = Authority(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ import getpass
 import json
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TypeAlias
 
 import grpc
@@ -23,9 +24,13 @@ from google.protobuf.message import Message
 
 from authority.app import serve
 from authority.config import ConfigError, Settings, parse_duration
+from authority.crypto import EnvelopeError, KekRing, envelope_kek_id, load_kek
+from authority.crypto.kek_source import GENERATED_FILE_NAME, load_previous_keks
 from authority.domain.errors import AuthorityError
+from authority.keys.manager import private_key_aad
 from authority.log_setup import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
+from authority.store.base import Store
 from authority.store.factory import make_store
 from authority.supervisor import Supervisor
 from authority.v1 import admin_pb2, keys_pb2
@@ -91,6 +96,72 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _kek_ring(settings: Settings) -> KekRing:
+    """The ring a server with these settings would hold. Never generates a KEK: an
+    operator command that silently created one would hide a missing secret."""
+    generated = settings.data_dir / GENERATED_FILE_NAME
+    current = load_kek(
+        env_value=settings.kek,
+        file=settings.kek_file,
+        generate_into=settings.data_dir if generated.exists() else None,
+    )
+    previous = load_previous_keks(env_value=settings.kek_previous, file=settings.kek_previous_file)
+    return KekRing(current, previous)
+
+
+async def rewrap_keys(store: Store, ring: KekRing) -> dict[str, int]:
+    """Re-wrap every private key not yet under the ring's current KEK, in one key-ring
+    transaction: all keys move or none do, and servers reload once, on the commit.
+
+    Every key is checked before any is changed, so a key under a KEK the ring lacks
+    aborts the whole run. Running it again moves nothing (idempotent).
+    """
+    moved = current = without_material = 0
+    async with store.key_ring_transaction() as tx:
+        keys = await tx.list_keys()
+        pending = []
+        for key in keys:
+            if key.compromised_at is not None or not key.wrapped_private_key:
+                without_material += 1
+                continue
+            sealed_by = envelope_kek_id(key.wrapped_private_key)
+            if sealed_by not in ring.ids:
+                raise EnvelopeError(
+                    f"key {key.kid!r} is sealed with KEK id {sealed_by!r}, which is neither the "
+                    f"current KEK ({ring.current_id!r}) nor a previous one "
+                    f"({list(ring.ids[1:])!r}): add it to AUTHORITY_KEK_PREVIOUS; nothing changed"
+                )
+            if sealed_by == ring.current_id and key.kek_id == ring.current_id:
+                current += 1
+            else:
+                pending.append(key)
+        for key in pending:
+            rewrapped = ring.rewrap(key.wrapped_private_key, aad=private_key_aad(key.kid))
+            await tx.rewrap_key(key.kid, rewrapped, ring.current_id)
+            moved += 1
+    return {"rewrapped": moved, "already_current": current, "without_private_key": without_material}
+
+
+def cmd_kek(args: argparse.Namespace, settings: Settings) -> int:
+    """KEK rotation runs against the store directly (like ``migrate``): the admin API
+    never handles private keys, and the command must work whatever the servers hold."""
+    ring = _kek_ring(settings)
+    if args.kek_command == "id":
+        print(json.dumps({"kek_id": ring.current_id, "previous_kek_ids": list(ring.ids[1:])}))
+        return 0
+
+    async def rotate() -> dict[str, int]:
+        store = make_store(settings.database_url, settings.database_path)
+        await store.open()
+        try:
+            return await rewrap_keys(store, ring)
+        finally:
+            await store.close()
+
+    print(json.dumps({"kek_id": ring.current_id, **asyncio.run(rotate())}))
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     with _connect(args, settings) as client:
         if args.keys_command == "list":
@@ -103,7 +174,11 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             )
             _print(client.rotate_keys(algorithm))
         else:
-            _print(client.compromise_key(args.kid, args.reason))
+            kid = args.kid_option or args.kid
+            if not kid:
+                print("error: name the kid to compromise (--kid KID)", file=sys.stderr)
+                return 2
+            _print(client.compromise_key(kid, args.reason))
     return 0
 
 
@@ -186,6 +261,53 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """One JSON object per line, oldest first; ``--all`` follows every page, else the
+    next page's token (if any) goes to stderr."""
+    with _connect(args, settings) as client:
+        token = args.page_token
+        while True:
+            page = client.list_audit_events(
+                target=args.target_id,
+                action=args.action,
+                start_time=_instant(args.since),
+                end_time=_instant(args.until),
+                page_size=args.page_size,
+                page_token=token,
+            )
+            for event in page.events:
+                print(MessageToJson(event, indent=None, preserving_proto_field_name=True))
+            token = page.next_page_token
+            if not token or not args.all:
+                break
+        if token:
+            print(f"next page: --page-token {token}", file=sys.stderr)
+    return 0
+
+
+def _instant(text: str | None) -> datetime | None:
+    """An ISO 8601 instant; one without an offset is taken as UTC."""
+    if not text:
+        return None
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"not an ISO 8601 instant: {text!r}") from exc
+    return instant if instant.utcoffset() is not None else instant.replace(tzinfo=UTC)
+
+
+def _add_audit(commands: Commands) -> None:
+    audit = commands.add_parser("audit", help="list the audit log (admin)")
+    audit.add_argument("--target-id", default="", help="only records about this id")
+    audit.add_argument("--action", default="", help="only this action, e.g. login.failed")
+    audit.add_argument("--since", help="only records at or after this ISO 8601 instant")
+    audit.add_argument("--until", help="only records before this ISO 8601 instant")
+    audit.add_argument("--page-size", type=int, default=0, help="records per page (max 500)")
+    audit.add_argument("--page-token", default="", help="continue after a previous page")
+    audit.add_argument("--all", action="store_true", help="follow every page")
+    audit.set_defaults(handler=cmd_audit)
+
+
 def cmd_jwks(args: argparse.Namespace, settings: Settings) -> int:
     with _connect(args, settings) as client:
         print(client.jwks().jwks_json)
@@ -202,10 +324,25 @@ def _add_keys(commands: Commands) -> None:
     keys_commands.add_parser("list", help="every known key and its state")
     rotate = keys_commands.add_parser("rotate", help="publish a new key now (planned rotation)")
     rotate.add_argument("--algorithm", choices=["eddsa", "es256", "rs256"])
-    compromise = keys_commands.add_parser("compromise", help="remove a key at once")
-    compromise.add_argument("kid")
+    compromise = keys_commands.add_parser(
+        "compromise",
+        help="remove a key at once (a kid may start with '-': use --kid KID, or -- KID)",
+    )
+    compromise.add_argument("kid", nargs="?")
+    compromise.add_argument("--kid", dest="kid_option", help="the kid (safe when it starts with -)")
     compromise.add_argument("--reason", default="")
     keys.set_defaults(handler=cmd_keys)
+
+
+def _add_kek(commands: Commands) -> None:
+    kek = commands.add_parser("kek", help="the key-encryption key (runs against the store)")
+    kek_commands = kek.add_subparsers(dest="kek_command", required=True)
+    kek_commands.add_parser("id", help="print the configured KEK's id (never the secret)")
+    kek_commands.add_parser(
+        "rotate",
+        help="re-wrap every private key under AUTHORITY_KEK; AUTHORITY_KEK_PREVIOUS opens the rest",
+    )
+    kek.set_defaults(handler=cmd_kek)
 
 
 def _add_principals(commands: Commands) -> None:
@@ -304,8 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate", help="apply pending schema migrations to the configured store"
     ).set_defaults(handler=cmd_migrate)
-    for add in (_add_keys, _add_principals, _add_clients, _add_token, _add_revoke):
+    for add in (_add_keys, _add_kek, _add_principals, _add_clients, _add_token, _add_revoke):
         add(commands)
+    _add_audit(commands)
     commands.add_parser("jwks", help="print the published JWKS").set_defaults(handler=cmd_jwks)
     return parser
 

@@ -93,6 +93,9 @@ class Settings:
     shutdown_grace: timedelta = timedelta(seconds=10)
     kek: str | None = None
     kek_file: Path | None = None
+    # Older KEKs still accepted for opening (comma-separated) while `authority kek rotate` runs.
+    kek_previous: str | None = None
+    kek_previous_file: Path | None = None
     admin_token: str | None = None
     admin_token_file: Path | None = None
     argon2_time_cost: int = 2
@@ -158,6 +161,8 @@ class Settings:
             problems.append("AUTHORITY_WATCH_HEARTBEAT must be positive")
         if self.kek and self.kek_file:
             problems.append("set AUTHORITY_KEK or AUTHORITY_KEK_FILE, not both")
+        if self.kek_previous and self.kek_previous_file:
+            problems.append("set AUTHORITY_KEK_PREVIOUS or AUTHORITY_KEK_PREVIOUS_FILE, not both")
         if self.admin_token and self.admin_token_file:
             problems.append("set AUTHORITY_ADMIN_TOKEN or AUTHORITY_ADMIN_TOKEN_FILE, not both")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -285,6 +290,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "shutdown_grace": parse_duration,
     "kek": _text,
     "kek_file": Path,
+    "kek_previous": _text,
+    "kek_previous_file": Path,
     "admin_token": _text,
     "admin_token_file": Path,
     "argon2_time_cost": _positive_int,

@@ -20,6 +20,8 @@ def build_app(
     issuer: Callable[[], str],
     live: Callable[[], bool],
     ready: Callable[[], bool],
+    metrics: Callable[[], bytes] | None = None,
+    metrics_content_type: str = "text/plain; version=0.0.4; charset=utf-8",
 ) -> web.Application:
     def discovery_document() -> bytes:
         return json.dumps(
@@ -69,9 +71,15 @@ def build_app(
 
         return answer
 
+    async def get_metrics(request: web.Request) -> web.Response:
+        assert metrics is not None
+        return web.Response(body=metrics(), headers={"Content-Type": metrics_content_type})
+
     app = web.Application()
     app.router.add_get(JWKS_PATH, get_jwks)
     app.router.add_get(DISCOVERY_PATH, get_discovery)
     app.router.add_get("/healthz", probe(live))
     app.router.add_get("/readyz", probe(ready))
+    if metrics is not None:  # Prometheus exposition (authority.observability.metrics)
+        app.router.add_get("/metrics", get_metrics)
     return app

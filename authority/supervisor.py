@@ -10,6 +10,10 @@ outlive the grace period.
 Workers share all state through the store (and Redis in production): the key
 ring, sessions and revocations. Without Redis, a revocation made by one worker
 reaches the others within AUTHORITY_REVOCATION_POLL, and rate limits are per worker.
+
+Metrics: the supervisor gives every worker the same fresh PROMETHEUS_MULTIPROC_DIR (a
+temporary directory, removed at stop), so any worker's /metrics serves the sum over all
+workers (see authority.observability.metrics); exited workers are marked dead there.
 """
 
 from __future__ import annotations
@@ -17,15 +21,19 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO
+
+from prometheus_client import multiprocess
 
 from authority.config import Settings, parse_address
 
@@ -79,6 +87,7 @@ class Supervisor:
         self._holders: list[socket.socket] = []
         self._env: dict[str, str] = {}
         self._announced = False
+        self._metrics_dir: str | None = None
 
     # -- output -----------------------------------------------------------------
 
@@ -135,9 +144,15 @@ class Supervisor:
             exit_code=code,
             restart_in_seconds=delay,
         )
+        self._metrics_dead(process.pid)
         worker.process = None
         worker.restarts += 1
         worker.next_start = time.monotonic() + delay
+
+    def _metrics_dead(self, pid: int) -> None:
+        """Drop an exited worker's live-gauge files (its counters stay in the totals)."""
+        if self._metrics_dir is not None:
+            multiprocess.mark_process_dead(pid, self._metrics_dir)  # type: ignore[no-untyped-call]
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -153,6 +168,8 @@ class Supervisor:
             "AUTHORITY_HTTP_ADDRESS": http_address,
             "AUTHORITY_REUSE_PORT": "true",
         }
+        self._metrics_dir = tempfile.mkdtemp(prefix="authority-metrics-")
+        self._env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
         if not self._settings.issuer:
             self._env["AUTHORITY_ISSUER"] = f"{self._settings.http_scheme}://{http_address}"
         signal.signal(signal.SIGTERM, self._request_stop)
@@ -195,4 +212,6 @@ class Supervisor:
                 thread.join(timeout=2)
         for holder in self._holders:
             holder.close()
+        if self._metrics_dir is not None:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
         self._emit("supervisor.stopped")

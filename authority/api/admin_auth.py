@@ -7,7 +7,10 @@ from typing import Any
 import grpc
 
 from authority.domain.errors import PermissionDenied, Unauthenticated
+from authority.domain.events import set_actor
 from authority.services.admin_credential import AdminCredential
+
+ADMIN_ACTOR = "admin"
 
 
 def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
@@ -31,3 +34,4 @@ def require_admin(
         raise Unauthenticated("this RPC needs the admin credential (authorization: Bearer ...)")
     if not credential.matches(token):
         raise PermissionDenied("the admin credential is not valid")
+    set_actor(ADMIN_ACTOR)  # the events this call writes name the admin as their actor

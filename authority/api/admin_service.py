@@ -1,17 +1,25 @@
-"""authority.v1.AdminService: principals and clients. Every RPC needs the admin credential."""
+"""authority.v1.AdminService: principals, clients and the audit log. Every RPC needs the admin
+credential."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC
 from typing import Any
 
 import grpc
 
 from authority.api.admin_auth import require_admin
-from authority.api.convert import client_message, client_template, principal_message
+from authority.api.convert import client_message, client_template, principal_message, timestamp
 from authority.api.errors import rpc
+from authority.domain.audit import MAX_PAGE_SIZE, AuditRecord
+from authority.domain.errors import InvalidArgument, Unavailable
+from authority.domain.webhooks import DeadLetter, Webhook
 from authority.services.admin_credential import AdminCredential
+from authority.services.audit import AuditLogService
 from authority.services.clients import ClientService
 from authority.services.principals import PrincipalService
+from authority.services.webhooks import WebhookDispatcher
 from authority.v1 import admin_pb2, admin_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -19,11 +27,19 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
-        self, *, principals: PrincipalService, clients: ClientService, admin: AdminCredential | None
+        self,
+        *,
+        principals: PrincipalService,
+        clients: ClientService,
+        admin: AdminCredential | None,
+        audit: AuditLogService | None = None,
+        webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self._principals = principals
         self._clients = clients
         self._admin = admin
+        self._audit = audit
+        self._webhooks = webhooks
 
     @rpc
     async def CreatePrincipal(
@@ -110,3 +126,110 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.DeleteClientResponse:
         require_admin(context, self._admin)
         return admin_pb2.DeleteClientResponse(deleted=await self._clients.delete(request.id))
+
+    @rpc
+    async def ListAuditEvents(
+        self, request: admin_pb2.ListAuditEventsRequest, context: Context
+    ) -> admin_pb2.ListAuditEventsResponse:
+        require_admin(context, self._admin)
+        if self._audit is None:
+            raise Unavailable("the audit log is not served here")
+        page = await self._audit.list(
+            target=request.target,
+            action=request.action,
+            since=request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
+            until=request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return admin_pb2.ListAuditEventsResponse(
+            events=[audit_event_message(record) for record in page.records],
+            next_page_token=page.next_page_token,
+        )
+
+    def _require_webhooks(self, context: Context) -> WebhookDispatcher:
+        require_admin(context, self._admin)
+        if self._webhooks is None:
+            raise Unavailable("webhooks are not served here")
+        return self._webhooks
+
+    @rpc
+    async def CreateWebhook(
+        self, request: admin_pb2.CreateWebhookRequest, context: Context
+    ) -> admin_pb2.CreateWebhookResponse:
+        webhooks = self._require_webhooks(context)
+        webhook, secret = await webhooks.create(request.url, list(request.event_types))
+        return admin_pb2.CreateWebhookResponse(webhook=webhook_message(webhook), secret=secret)
+
+    @rpc
+    async def ListWebhooks(
+        self, request: admin_pb2.ListWebhooksRequest, context: Context
+    ) -> admin_pb2.ListWebhooksResponse:
+        webhooks = self._require_webhooks(context)
+        return admin_pb2.ListWebhooksResponse(
+            webhooks=[webhook_message(w) for w in await webhooks.subscriptions()]
+        )
+
+    @rpc
+    async def DeleteWebhook(
+        self, request: admin_pb2.DeleteWebhookRequest, context: Context
+    ) -> admin_pb2.DeleteWebhookResponse:
+        webhooks = self._require_webhooks(context)
+        return admin_pb2.DeleteWebhookResponse(deleted=await webhooks.delete(request.id))
+
+    @rpc
+    async def ListDeadLetters(
+        self, request: admin_pb2.ListDeadLettersRequest, context: Context
+    ) -> admin_pb2.ListDeadLettersResponse:
+        webhooks = self._require_webhooks(context)
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
+        letters = await webhooks.dead_letters(request.webhook_id, request.page_size or 100)
+        return admin_pb2.ListDeadLettersResponse(
+            dead_letters=[dead_letter_message(letter) for letter in letters]
+        )
+
+    @rpc
+    async def ReplayDeadLetter(
+        self, request: admin_pb2.ReplayDeadLetterRequest, context: Context
+    ) -> admin_pb2.ReplayDeadLetterResponse:
+        webhooks = self._require_webhooks(context)
+        await webhooks.replay(request.id)
+        return admin_pb2.ReplayDeadLetterResponse()
+
+
+def webhook_message(webhook: Webhook) -> admin_pb2.Webhook:
+    return admin_pb2.Webhook(
+        id=webhook.id,
+        url=webhook.url,
+        event_types=list(webhook.event_types),
+        created_at=timestamp(webhook.created_at),
+    )
+
+
+def dead_letter_message(letter: DeadLetter) -> admin_pb2.DeadLetter:
+    return admin_pb2.DeadLetter(
+        id=letter.id,
+        webhook_id=letter.webhook_id,
+        event_id=letter.event_id,
+        payload_json=letter.payload.decode("utf-8", "replace"),
+        attempts=letter.attempts,
+        last_error=letter.last_error,
+        failed_at=timestamp(letter.failed_at),
+    )
+
+
+def audit_event_message(record: AuditRecord) -> admin_pb2.AuditEvent:
+    return admin_pb2.AuditEvent(
+        id=record.event_id,
+        sequence=record.event_sequence,
+        action=record.action,
+        actor=record.actor,
+        target_type=record.target_type,
+        target=record.target_id,
+        source_address=record.source_address,
+        request_id=record.request_id,
+        result=record.result,
+        occurred_at=timestamp(record.occurred_at),
+        details_json=json.dumps(dict(record.data), sort_keys=True),
+    )

@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
+from authority.api.request_context import bind_rpc
 from authority.domain.errors import AuthorityError, ErrorCode
+from authority.observability import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -39,11 +41,16 @@ def rpc(
 
     @functools.wraps(handler)
     async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        bind_rpc(context)  # who and where, for the outbox events this call writes
         try:
             return await handler(self, request, context)
         except AuthorityError as error:
+            metrics.count_error(error)
             retry_after = getattr(error, "retry_after", None)
-            trailing = (("retry-after", str(math.ceil(retry_after))),) if retry_after else ()
+            # Keep what is already set (the interceptor's x-request-id): abort's trailing
+            # metadata replaces it.
+            kept = tuple(context.trailing_metadata() or ())
+            trailing = (*kept, ("retry-after", str(math.ceil(retry_after)))) if retry_after else ()
             await context.abort(STATUS_BY_CODE[error.code], error.message, trailing)
         except grpc.aio.AbortError:
             raise

@@ -20,6 +20,8 @@ from authority.domain.errors import InvalidArgument
 
 ENV_VAR = "AUTHORITY_KEK"
 FILE_ENV_VAR = "AUTHORITY_KEK_FILE"
+PREVIOUS_ENV_VAR = "AUTHORITY_KEK_PREVIOUS"
+PREVIOUS_FILE_ENV_VAR = "AUTHORITY_KEK_PREVIOUS_FILE"
 GENERATED_FILE_NAME = "kek"
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 # A KEK file is 44 characters plus a newline; anything much larger is not a KEK.
@@ -39,6 +41,39 @@ def load_kek(*, env_value: str | None, file: Path | None, generate_into: Path | 
     raise InvalidArgument(
         f"no key-encryption key: set {ENV_VAR} to base64 of {KEK_BYTES} random bytes "
         f"(e.g. `openssl rand -base64 {KEK_BYTES}`), or {FILE_ENV_VAR} to a file holding it"
+    )
+
+
+def load_previous_keks(*, env_value: str | None, file: Path | None) -> tuple[Kek, ...]:
+    """The older KEKs a server still accepts for opening, during a KEK rotation.
+
+    A comma-separated list in the same encodings as ``AUTHORITY_KEK`` (whitespace and
+    newlines separate too, so a file may hold one per line; a file of exactly 32 bytes
+    is one raw KEK). Empty means none, so a deployment can drop them by blanking the
+    variable. Errors name the entry by position, never its contents.
+    """
+    if env_value is not None and file is not None:
+        raise InvalidArgument(f"set {PREVIOUS_ENV_VAR} or {PREVIOUS_FILE_ENV_VAR}, not both")
+    if file is not None:
+        data = _read_file(file)
+        if len(data) == KEK_BYTES:
+            return (Kek.from_secret(data),)
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise InvalidArgument(
+                f"KEK file {file} must hold base64 KEKs separated by commas or newlines, "
+                f"or exactly {KEK_BYTES} raw bytes"
+            ) from None
+        source = f"KEK file {file}"
+    elif env_value is not None:
+        text, source = env_value, PREVIOUS_ENV_VAR
+    else:
+        return ()
+    entries = [entry for entry in re.split(r"[,\s]+", text) if entry]
+    return tuple(
+        Kek.from_secret(_decode_text(entry, f"{source} (entry {number})"))
+        for number, entry in enumerate(entries, start=1)
     )
 
 

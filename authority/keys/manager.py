@@ -24,12 +24,14 @@ from authority.crypto import (
 )
 from authority.domain.clock import Clock
 from authority.domain.errors import Unavailable
+from authority.domain.events import KEY, Event, new_event
 from authority.domain.keys import (
     Algorithm,
     KeyPlan,
     KeyPolicy,
     KeyRecord,
     KeyState,
+    KeyUpdate,
 )
 from authority.keys.snapshot import KeyRingSnapshot, build_snapshot
 from authority.ports.fanout import Fanout, LocalFanout
@@ -38,9 +40,32 @@ from authority.store.base import KeyRingTransaction, Store
 log = structlog.get_logger(__name__)
 
 
-def _aad(kid: str) -> bytes:
-    """Binds a wrapped private key to its kid, so blobs cannot be swapped between rows."""
+def private_key_aad(kid: str) -> bytes:
+    """Binds a wrapped private key to its kid, so blobs cannot be swapped between rows.
+
+    Public because `authority kek rotate` re-wraps keys outside the manager and must
+    bind them exactly as the manager does, or the servers could not open them.
+    """
     return b"authority-signing-key:" + kid.encode()
+
+
+_aad = private_key_aad  # the older private name, still imported by test support code
+
+
+def _update_events(update: KeyUpdate, now: datetime) -> list[Event]:
+    """The outbox events of one schedule change (public schedule times only; the private
+    key never appears in an event)."""
+    events = []
+    if update.compromised_at is not None:
+        at = update.compromised_at.isoformat()
+        events.append(new_event("key.compromised", KEY, update.kid, at=now, data={"at": at}))
+    if update.activates_at is not None:
+        at = update.activates_at.isoformat()
+        events.append(new_event("key.activated", KEY, update.kid, at=now, data={"at": at}))
+    if update.retires_at is not None:
+        at = update.retires_at.isoformat()
+        events.append(new_event("key.retired", KEY, update.kid, at=now, data={"at": at}))
+    return events
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +148,7 @@ class KeyManager:
             state = self._policy.state(record, now)
             if state in (KeyState.PENDING, KeyState.ACTIVE) and record.wrapped_private_key:
                 private[record.kid] = self._private.get(record.kid) or private_key_from_bytes(
-                    self._kek.unwrap(record.wrapped_private_key, aad=_aad(record.kid)),
+                    self._kek.unwrap(record.wrapped_private_key, aad=private_key_aad(record.kid)),
                     record.algorithm,
                 )
         self._records = tuple(records)
@@ -141,7 +166,7 @@ class KeyManager:
         private_key = await asyncio.to_thread(generate_private_key, algorithm)
         jwk = public_jwk(private_key, algorithm)
         kid = jwk["kid"]
-        wrapped = self._kek.wrap(private_key_to_bytes(private_key), aad=_aad(kid))
+        wrapped = self._kek.wrap(private_key_to_bytes(private_key), aad=private_key_aad(kid))
         return KeyRecord(
             kid=kid,
             algorithm=algorithm,
@@ -159,10 +184,26 @@ class KeyManager:
         if plan.create is not None:
             created = await self._new_record(plan.create.algorithm, plan.create.activates_at, now)
             await tx.insert_key(created)
+            await tx.add_event(
+                new_event(
+                    "key.created",
+                    KEY,
+                    created.kid,
+                    at=now,
+                    data={
+                        "algorithm": created.algorithm.value,
+                        "activates_at": created.activates_at.isoformat(),
+                    },
+                )
+            )
         for update in plan.updates:
             await tx.update_key(update)
+            for event in _update_events(update, now):
+                await tx.add_event(event)
         if plan.prune:
             await tx.delete_keys(plan.prune)
+            for kid in plan.prune:
+                await tx.add_event(new_event("key.pruned", KEY, kid, at=now))
         return created
 
     async def _transact(self, decide: Any) -> tuple[list[KeyRecord], KeyRecord | None]:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from authority.domain.clients import Client, GrantType, validate_client
 from authority.domain.clock import Clock
 from authority.domain.errors import InvalidArgument, NotFound, Unauthenticated
+from authority.domain.events import CLIENT, Event, new_event
 from authority.domain.revocation import RevocationKind
 from authority.services.revocations import RevocationService
 from authority.store.base import Store
@@ -90,8 +91,20 @@ class ClientService:
             created_at=self._clock.now(),
         )
         validate_client(client, max_access_ttl=timedelta(seconds=self._max_access_ttl))
-        await self._store.create_client(client)
+        event = self._event(
+            "client.created",
+            client.id,
+            confidential=confidential,
+            grant_types=sorted(g.value for g in client.grant_types),
+            audiences=list(client.audiences),
+            scopes=sorted(client.scopes),
+        )
+        await self._store.create_client(client, events=(event,))
         return client, secret
+
+    def _event(self, type_: str, client_id: str, **data: object) -> Event:
+        """Ids and policy only: never the secret nor its digest."""
+        return new_event(type_, CLIENT, client_id, at=self._clock.now(), data=data)
 
     async def get(self, client_id: str) -> Client:
         client = await self._store.get_client(client_id) if client_id else None
@@ -104,14 +117,19 @@ class ClientService:
         if not client.confidential:
             raise InvalidArgument(f"client {client_id!r} is public and has no secret")
         secret = new_client_secret()
-        await self._store.update_client(client_id, secret_hash=secret_digest(secret))
+        await self._store.update_client(
+            client_id,
+            secret_hash=secret_digest(secret),
+            events=(self._event("client.secret_rotated", client_id),),
+        )
         return secret
 
     async def set_disabled(self, client_id: str, disabled: bool) -> Client:
         await self.get(client_id)
         if disabled:
             await self._revocations.revoke(RevocationKind.CLIENT, client_id)
-        updated = await self._store.update_client(client_id, disabled=disabled)
+        event = self._event("client.disabled" if disabled else "client.enabled", client_id)
+        updated = await self._store.update_client(client_id, disabled=disabled, events=(event,))
         if updated is None:
             raise NotFound(f"no client with id {client_id!r}")
         return updated
@@ -120,7 +138,9 @@ class ClientService:
         if not client_id or await self._store.get_client(client_id) is None:
             return False
         await self._revocations.revoke(RevocationKind.CLIENT, client_id)
-        return await self._store.delete_client(client_id)
+        return await self._store.delete_client(
+            client_id, events=(self._event("client.deleted", client_id),)
+        )
 
 
 def default_client(

@@ -11,6 +11,7 @@ import secrets
 from authority.domain.clients import PRINCIPAL_ID_PREFIX
 from authority.domain.clock import Clock
 from authority.domain.errors import NotFound
+from authority.domain.events import PRINCIPAL, Event, new_event
 from authority.domain.password_policy import PasswordPolicy
 from authority.domain.principals import Principal, validate_name
 from authority.domain.revocation import RevocationKind
@@ -49,8 +50,13 @@ class PrincipalService:
             disabled=False,
             created_at=self._clock.now(),
         )
-        await self._store.create_principal(principal)
+        event = self._event("principal.created", principal, name=principal.name)
+        await self._store.create_principal(principal, events=(event,))
         return principal
+
+    def _event(self, type_: str, principal: Principal, **data: object) -> Event:
+        """Names and ids only: never the password nor its hash."""
+        return new_event(type_, PRINCIPAL, principal.id, at=self._clock.now(), data=data)
 
     async def get(self, name: str) -> Principal:
         principal = await self._store.get_principal_by_name(validate_name(name))
@@ -62,7 +68,9 @@ class PrincipalService:
         principal = await self.get(name)
         if disabled:
             await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
-        return await self._updated(principal.id, disabled=disabled)
+        action = "principal.disabled" if disabled else "principal.enabled"
+        event = self._event(action, principal, name=principal.name)
+        return await self._updated(principal.id, disabled=disabled, events=(event,))
 
     async def set_password(self, name: str, password: str, *, revoke_sessions: bool) -> Principal:
         principal = await self.get(name)
@@ -70,20 +78,32 @@ class PrincipalService:
         password_hash = await self._hasher.hash(password)
         if revoke_sessions:
             await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
-        return await self._updated(principal.id, password_hash=password_hash)
+        event = self._event(
+            "principal.password_set",
+            principal,
+            name=principal.name,
+            sessions_revoked=revoke_sessions,
+        )
+        return await self._updated(principal.id, password_hash=password_hash, events=(event,))
 
     async def delete(self, name: str) -> bool:
         principal = await self._store.get_principal_by_name(validate_name(name))
         if principal is None:
             return False
         await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
-        return await self._store.delete_principal(principal.id)
+        event = self._event("principal.deleted", principal, name=principal.name)
+        return await self._store.delete_principal(principal.id, events=(event,))
 
     async def _updated(
-        self, principal_id: str, *, password_hash: str | None = None, disabled: bool | None = None
+        self,
+        principal_id: str,
+        *,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+        events: tuple[Event, ...] = (),
     ) -> Principal:
         updated = await self._store.update_principal(
-            principal_id, password_hash=password_hash, disabled=disabled
+            principal_id, password_hash=password_hash, disabled=disabled, events=events
         )
         if updated is None:
             raise NotFound("the principal was deleted meanwhile")

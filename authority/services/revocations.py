@@ -11,12 +11,14 @@ stays bounded.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import structlog
 
 from authority.domain.clock import Clock
 from authority.domain.errors import Unavailable
+from authority.domain.events import REVOCATION, Event, new_event
 from authority.domain.histogram import Histogram
 from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
 from authority.ports.fanout import Fanout, LocalFanout
@@ -28,6 +30,14 @@ POLL_OVERLAP = timedelta(seconds=5)
 
 
 log = structlog.get_logger(__name__)
+
+# Event type suffixes: readable names rather than the claim names the kinds are keyed by.
+_EVENT_KIND = {
+    RevocationKind.TOKEN: "token",
+    RevocationKind.SESSION: "session",
+    RevocationKind.SUBJECT: "subject",
+    RevocationKind.CLIENT: "client",
+}
 
 
 class RevocationService:
@@ -85,9 +95,17 @@ class RevocationService:
         return len(revocations)
 
     async def revoke(
-        self, kind: RevocationKind, value: str, *, expires_at: float | None = None
+        self,
+        kind: RevocationKind,
+        value: str,
+        *,
+        expires_at: float | None = None,
+        events: Sequence[Event] = (),
     ) -> datetime:
-        """Reject every token of ``kind``=``value`` issued up to now. Idempotent."""
+        """Reject every token of ``kind``=``value`` issued up to now. Idempotent.
+
+        Writes a ``revocation.<kind>`` event, and ``events`` (what led to it, such as a
+        detected refresh-token reuse), in the same transaction as the revocation."""
         now = self._clock.now()
         stamp = now.timestamp()
         revocation = Revocation(
@@ -96,7 +114,14 @@ class RevocationService:
             issued_before=stamp,
             expires_at=expires_at if expires_at is not None else stamp + self._horizon,
         )
-        sessions = await self._store.record_revocation(revocation, at=now)
+        event = new_event(
+            f"revocation.{_EVENT_KIND.get(kind, kind.value)}",
+            REVOCATION,
+            value,
+            at=now,
+            data={"kind": kind.value, "value": value, "expires_at": revocation.expires_at},
+        )
+        sessions = await self._store.record_revocation(revocation, at=now, events=(*events, event))
         self._add(revocation)
         log.info("revocation.recorded", kind=kind.value, sessions_revoked=sessions)
         try:

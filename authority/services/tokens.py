@@ -27,6 +27,7 @@ from authority.domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from authority.domain.events import PRINCIPAL, SESSION, TOKEN, Event, new_event
 from authority.domain.principals import MAX_PASSWORD_LENGTH, validate_name
 from authority.domain.revocation import RevocationKind
 from authority.domain.sessions import (
@@ -36,6 +37,7 @@ from authority.domain.sessions import (
     decide,
     successor_expiry,
 )
+from authority.domain.throttle import Throttled
 from authority.domain.tokens import REGISTERED_CLAIMS, Verification
 from authority.keys.manager import KeyManager
 from authority.ports.attempts import AttemptGate
@@ -156,7 +158,13 @@ class TokenService:
         # A malformed name cannot exist, so refusing it early reveals nothing, and it
         # keeps oversized keys out of the limiter.
         normalized = validate_name(name)
-        await self._gate.admit(normalized, source, self._clock.timestamp())
+        try:
+            await self._gate.admit(normalized, source, self._clock.timestamp())
+        except Throttled:
+            await self._store.append_events(
+                (self._event("login.throttled", PRINCIPAL, normalized, name=normalized),)
+            )
+            raise
         client = await self._clients.authenticate(client_id, client_secret, require_secret=False)
         grant = authorize(client, GrantType.PASSWORD, audience=audience, scope=scope)
         principal = await self._store.get_principal_by_name(normalized)
@@ -165,16 +173,72 @@ class TokenService:
         check = await self._hasher.verify(principal.password_hash if principal else None, candidate)
         if principal is None or not check.ok or not candidate or principal.disabled:
             await self._gate.failed(normalized, self._clock.timestamp())
+            # The name, never the password tried; the id when the principal exists.
+            target = principal.id if principal is not None else normalized
+            await self._store.append_events(
+                (
+                    self._event(
+                        "login.failed",
+                        PRINCIPAL,
+                        target,
+                        actor=target,
+                        name=normalized,
+                        client_id=client.id,
+                    ),
+                )
+            )
             raise Unauthenticated(_BAD_CREDENTIALS)
         await self._gate.succeeded(normalized)
         if check.needs_rehash:
             await self._store.update_principal(
                 principal.id, password_hash=await self._hasher.hash(password)
             )
+        login = self._event(
+            "login.succeeded",
+            PRINCIPAL,
+            principal.id,
+            actor=principal.id,
+            name=normalized,
+            client_id=client.id,
+        )
         if GrantType.REFRESH_TOKEN not in client.grant_types:
             await self._past_not_before(principal.id, client.id)
-            return self._access_only(principal.id, client, grant, {})
-        return await self._start_session(principal.id, client, grant)
+            pair = self._access_only(principal.id, client, grant, {})
+            await self._issued(pair, principal.id, client, GrantType.PASSWORD, login)
+            return pair
+        return await self._start_session(principal.id, client, grant, login)
+
+    def _event(
+        self,
+        type_: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        *,
+        actor: str | None = None,
+        **data: object,
+    ) -> Event:
+        """Ids, names and policy only: never a password, token or secret."""
+        return new_event(
+            type_, aggregate_type, aggregate_id, at=self._clock.now(), data=data, actor=actor
+        )
+
+    async def _issued(
+        self, pair: TokenPair, subject: str, client: Client, grant: GrantType, *before: Event
+    ) -> None:
+        """Record an access-only issuance (no session: no state change, the event alone)."""
+        event = self._event(
+            "token.issued",
+            TOKEN,
+            pair.session_id,
+            actor=subject,
+            subject=subject,
+            client_id=client.id,
+            grant=grant.value,
+            audience=list(pair.audience),
+            scope=list(pair.scope),
+            expires_at=pair.access_expires_at,
+        )
+        await self._store.append_events((*before, event))
 
     async def client_credentials_grant(
         self,
@@ -188,7 +252,9 @@ class TokenService:
         client = await self._authenticate_client(client_id, client_secret, source)
         grant = authorize(client, GrantType.CLIENT_CREDENTIALS, audience=audience, scope=scope)
         await self._past_not_before(client.id, client.id)
-        return self._access_only(client.id, client, grant, {})
+        pair = self._access_only(client.id, client, grant, {})
+        await self._issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS)
+        return pair
 
     async def token_exchange_grant(
         self,
@@ -210,7 +276,9 @@ class TokenService:
         if principal is None or principal.disabled:
             raise PermissionDenied("the subject does not exist or is disabled")
         await self._past_not_before(principal.id, client.id)
-        return self._access_only(principal.id, client, grant, extra)
+        pair = self._access_only(principal.id, client, grant, extra)
+        await self._issued(pair, principal.id, client, GrantType.TOKEN_EXCHANGE)
+        return pair
 
     async def _authenticate_client(self, client_id: str, secret: str, source: str) -> Client:
         if not client_id or not secret:
@@ -267,7 +335,15 @@ class TokenService:
             if decision.outcome is Outcome.REJECT:
                 raise Unauthenticated(decision.reason)
             if decision.outcome is Outcome.REUSE:
-                await self._revocations.revoke(RevocationKind.SESSION, session.id)
+                reuse = self._event(
+                    "session.refresh_reuse_detected",
+                    SESSION,
+                    session.id,
+                    actor=session.subject,
+                    subject=session.subject,
+                    client_id=session.client_id,
+                )
+                await self._revocations.revoke(RevocationKind.SESSION, session.id, events=(reuse,))
                 log.warning(
                     "security.refresh_reuse_detected",
                     session_id=session.id,
@@ -284,8 +360,20 @@ class TokenService:
             assert client is not None
             pair, next_record = self._successor(session, client, now)
             sealed = seal_for_token(token, pair.to_bytes(), aad=token_hash)
+            refreshed = self._event(
+                "session.refreshed",
+                SESSION,
+                session.id,
+                actor=session.subject,
+                subject=session.subject,
+                client_id=session.client_id,
+            )
             if await self._store.consume_refresh(
-                token_hash, consumed_at=now, successor=next_record, sealed=sealed
+                token_hash,
+                consumed_at=now,
+                successor=next_record,
+                sealed=sealed,
+                events=(refreshed,),
             ):
                 return pair
         raise Unavailable("the refresh could not be completed; retry")
@@ -359,7 +447,9 @@ class TokenService:
         if not_before is not None and int(now) <= not_before:
             await asyncio.sleep(int(not_before) + 1 - now)
 
-    async def _start_session(self, subject: str, client: Client, grant: Grant) -> TokenPair:
+    async def _start_session(
+        self, subject: str, client: Client, grant: Grant, *before: Event
+    ) -> TokenPair:
         await self._past_not_before(subject, client.id)
         now = self._clock.now()
         session = Session(
@@ -373,7 +463,17 @@ class TokenService:
             absolute_expires_at=now + client.session_absolute_ttl,
         )
         pair, record = self._successor(session, client, now)
-        await self._store.create_session(session, record)
+        started = self._event(
+            "session.started",
+            SESSION,
+            session.id,
+            actor=subject,
+            subject=subject,
+            client_id=client.id,
+            audience=list(session.audience),
+            scope=list(session.scope),
+        )
+        await self._store.create_session(session, record, events=(*before, started))
         return pair
 
     def _access_only(

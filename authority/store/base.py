@@ -7,15 +7,19 @@ see a driver exception.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
+from authority.domain.audit import AuditQuery, AuditRecord
 from authority.domain.clients import Client
+from authority.domain.events import Event, OutboxEntry
 from authority.domain.keys import KeyRecord, KeyUpdate
 from authority.domain.principals import Principal
 from authority.domain.revocation import Revocation
 from authority.domain.sessions import RefreshRecord, Session
+from authority.domain.webhooks import DeadLetter, Webhook
 
 
 class KeyRingTransaction(Protocol):
@@ -43,6 +47,19 @@ class KeyRingTransaction(Protocol):
 
     async def delete_keys(self, kids: tuple[str, ...]) -> None:
         """Remove keys for good. Unknown kids are ignored."""
+        ...
+
+    async def add_event(self, event: Event) -> None:
+        """Write ``event`` to the outbox; it commits (or rolls back) with the key ring."""
+        ...
+
+    async def rewrap_key(self, kid: str, wrapped_private_key: bytes, kek_id: str) -> None:
+        """Replace a key's envelope and the id of the KEK that sealed it (KEK rotation).
+
+        Nothing else changes: the schedule and the public key stay as they are. A
+        compromised key has no private material to re-wrap, and must never get some
+        back, so it is left alone. NotFound if the key does not exist.
+        """
         ...
 
 
@@ -80,8 +97,11 @@ class Store(Protocol):
 
     # -- principals ---------------------------------------------------------
 
-    async def create_principal(self, principal: Principal) -> None:
-        """Store a new principal. AlreadyExists if the id or the name is taken."""
+    async def create_principal(self, principal: Principal, *, events: Sequence[Event] = ()) -> None:
+        """Store a new principal. AlreadyExists if the id or the name is taken.
+
+        ``events`` (here and in every other writing method) go to the outbox in the same
+        transaction as the change, and only if something changed."""
         ...
 
     async def get_principal_by_name(self, name: str) -> Principal | None:
@@ -93,34 +113,46 @@ class Store(Protocol):
         ...
 
     async def update_principal(
-        self, principal_id: str, *, password_hash: str | None = None, disabled: bool | None = None
+        self,
+        principal_id: str,
+        *,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> Principal | None:
         """Change the given fields; the principal after the change, or None if unknown."""
         ...
 
-    async def delete_principal(self, principal_id: str) -> bool:
+    async def delete_principal(self, principal_id: str, *, events: Sequence[Event] = ()) -> bool:
         """True if a principal was deleted."""
         ...
 
     # -- clients ------------------------------------------------------------------
 
-    async def create_client(self, client: Client) -> None:
+    async def create_client(self, client: Client, *, events: Sequence[Event] = ()) -> None:
         """Store a new client. AlreadyExists if the id is taken."""
         ...
 
     async def get_client(self, client_id: str) -> Client | None: ...
 
     async def update_client(
-        self, client_id: str, *, secret_hash: bytes | None = None, disabled: bool | None = None
+        self,
+        client_id: str,
+        *,
+        secret_hash: bytes | None = None,
+        disabled: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> Client | None:
         """Change the given fields; the client after the change, or None if unknown."""
         ...
 
-    async def delete_client(self, client_id: str) -> bool: ...
+    async def delete_client(self, client_id: str, *, events: Sequence[Event] = ()) -> bool: ...
 
     # -- sessions -------------------------------------------------------------------
 
-    async def create_session(self, session: Session, first: RefreshRecord) -> None:
+    async def create_session(
+        self, session: Session, first: RefreshRecord, *, events: Sequence[Event] = ()
+    ) -> None:
         """Store a new session with its first refresh token, atomically."""
         ...
 
@@ -131,7 +163,13 @@ class Store(Protocol):
         ...
 
     async def consume_refresh(
-        self, token_hash: bytes, *, consumed_at: datetime, successor: RefreshRecord, sealed: bytes
+        self,
+        token_hash: bytes,
+        *,
+        consumed_at: datetime,
+        successor: RefreshRecord,
+        sealed: bytes,
+        events: Sequence[Event] = (),
     ) -> bool:
         """Atomically consume an unconsumed token and store its successor.
 
@@ -142,7 +180,9 @@ class Store(Protocol):
 
     # -- revocations ----------------------------------------------------------------
 
-    async def record_revocation(self, revocation: Revocation, *, at: datetime) -> int:
+    async def record_revocation(
+        self, revocation: Revocation, *, at: datetime, events: Sequence[Event] = ()
+    ) -> int:
         """Durably record a revocation and revoke the sessions it covers, atomically.
 
         A revocation already recorded for the same target is widened, never narrowed.
@@ -163,4 +203,74 @@ class Store(Protocol):
     async def prune(self, now: datetime, *, sealed_before: datetime) -> int:
         """Delete expired revocations and sessions past their absolute expiry, and wipe
         sealed successors consumed before ``sealed_before``. Returns rows deleted."""
+        ...
+
+    # -- outbox ---------------------------------------------------------------------
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Write events that come with no state change (login failed, lockout)."""
+        ...
+
+    async def claim_unpublished(
+        self, limit: int, *, now: datetime, lease: timedelta
+    ) -> list[OutboxEntry]:
+        """Up to ``limit`` unpublished events in sequence order, leased to the caller until
+        ``now + lease``: other relays skip them meanwhile (and take them over once the
+        lease has lapsed, if the caller died before ``mark_published``)."""
+        ...
+
+    async def mark_published(self, ids: Sequence[str], *, at: datetime) -> None:
+        """Record that the sink accepted these events (by event id); unknown ids are ignored."""
+        ...
+
+    async def read_outbox(self, *, after: int = 0, limit: int = 1000) -> list[OutboxEntry]:
+        """Events with a sequence above ``after``, published or not, in sequence order."""
+        ...
+
+    async def outbox_published(self, ids: Sequence[str]) -> set[str]:
+        """Which of these event ids are marked published."""
+        ...
+
+    async def prune_outbox(self, published_before: datetime) -> int:
+        """Delete events published before ``published_before`` (relayed for good; the
+        audit log keeps its own copy). Unpublished events are never deleted."""
+        ...
+
+    # -- audit log --------------------------------------------------------------------
+
+    async def append_audit(self, records: Sequence[AuditRecord]) -> int:
+        """Append records; one already present (same event id) is skipped, so redelivery
+        is harmless. Returns how many were new."""
+        ...
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Records matching ``query``, in event-sequence order, at most ``query.limit``."""
+        ...
+
+    # -- webhooks -----------------------------------------------------------------------
+
+    async def create_webhook(self, webhook: Webhook, *, events: Sequence[Event] = ()) -> None:
+        """Store a subscription. AlreadyExists if the id is taken."""
+        ...
+
+    async def list_webhooks(self) -> list[Webhook]:
+        """Every subscription, oldest first."""
+        ...
+
+    async def delete_webhook(self, webhook_id: str, *, events: Sequence[Event] = ()) -> bool:
+        """True if it existed; its dead letters go with it."""
+        ...
+
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep a failed delivery (ignored if its webhook was deleted meanwhile)."""
+        ...
+
+    async def list_dead_letters(
+        self, *, webhook_id: str = "", limit: int = 100
+    ) -> list[DeadLetter]:
+        """Failed deliveries, oldest first, optionally of one webhook."""
+        ...
+
+    async def take_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        """Remove and return one (for replay), or None if unknown."""
         ...

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
+from authority.domain.audit import AuditQuery, AuditRecord
 from authority.domain.clients import Client, GrantType
 from authority.domain.errors import (
     AlreadyExists,
@@ -40,10 +41,12 @@ from authority.domain.errors import (
     NotFound,
     Unavailable,
 )
+from authority.domain.events import Event, OutboxEntry
 from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
 from authority.domain.principals import Principal
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.domain.sessions import RefreshRecord, Session
+from authority.domain.webhooks import DeadLetter, Webhook
 from authority.store.base import KeyRingTransaction
 from authority.store.migrations import Migration, load_migrations, migrate
 
@@ -68,6 +71,8 @@ _UNIQUE_COLUMNS = {
     "sessions_pkey": "sessions.id",
     "refresh_tokens_pkey": "refresh_tokens.token_hash",
     "revocations_pkey": "revocations.kind, revocations.value",
+    "outbox_id_key": "outbox.id",
+    "webhooks_pkey": "webhooks.id",
 }
 
 # Failures of the server or of the way to it: retrying later may succeed. Matched by
@@ -342,6 +347,75 @@ _INSERT_REFRESH = (
 )
 
 
+# -- outbox and audit log ------------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    "id, type, aggregate_type, aggregate_id, occurred_at, actor, source_address, request_id, data"
+)
+_AUDIT_COLUMNS = (
+    "event_sequence, event_id, action, actor, target_type, target_id, source_address,"
+    " request_id, result, occurred_at, data"
+)
+_EVENT_TAKEN = {"outbox.id": "an event with this id is already in the outbox"}
+
+
+async def _insert_events(conn: Any, events: Sequence[Event]) -> None:
+    """Inside the caller's transaction: the events commit or roll back with the change."""
+    if not events:
+        return
+    await conn.executemany(
+        f"INSERT INTO outbox ({_EVENT_COLUMNS})"  # noqa: S608
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
+        [
+            (
+                e.id,
+                e.type,
+                e.aggregate_type,
+                e.aggregate_id,
+                _instant(e.occurred_at),
+                e.actor,
+                e.source_address,
+                e.request_id,
+                e.data_json(),
+            )
+            for e in events
+        ],
+    )
+
+
+def _entry_from_row(row: Sequence[Any]) -> OutboxEntry:
+    sequence, event_id, type_, aggregate, aggregate_id, occurred, actor, source, rid, data = row
+    event = Event(
+        id=event_id,
+        type=type_,
+        aggregate_type=aggregate,
+        aggregate_id=aggregate_id,
+        occurred_at=occurred,
+        actor=actor,
+        source_address=source,
+        request_id=rid,
+        data=json.loads(data),
+    )
+    return OutboxEntry(int(sequence), event)
+
+
+def _audit_from_row(row: Sequence[Any]) -> AuditRecord:
+    sequence, event_id, action, actor, target_type, target_id, source, rid, result, at, data = row
+    return AuditRecord(
+        event_sequence=int(sequence),
+        event_id=event_id,
+        action=action,
+        actor=actor,
+        target_type=target_type,
+        target_id=target_id,
+        source_address=source,
+        request_id=rid,
+        result=result,
+        occurred_at=at,
+        data=json.loads(data),
+    )
+
+
 async def _select_keys(conn: Any) -> list[KeyRecord]:
     """In byte order of kid (as SQLite sorts), whatever the database's collation."""
     rows = await conn.fetch(
@@ -454,6 +528,25 @@ class _PostgresKeyRingTransaction:
         with self._translated(None):
             await self._conn.execute(
                 "DELETE FROM signing_keys WHERE kid = ANY($1::text[])", list(kids)
+            )
+
+    async def add_event(self, event: Event) -> None:
+        with self._translated(_EVENT_TAKEN):
+            await _insert_events(self._conn, (event,))
+
+    async def rewrap_key(self, kid: str, wrapped_private_key: bytes, kek_id: str) -> None:
+        """The ``compromised_at IS NULL`` guard keeps a compromised key without material."""
+        with self._translated(None):
+            exists = await self._conn.fetchval("SELECT 1 FROM signing_keys WHERE kid = $1", kid)
+        if exists is None:
+            raise NotFound(f"no key with kid {kid!r}")
+        with self._translated(None):
+            await self._conn.execute(
+                "UPDATE signing_keys SET wrapped_private_key = $2, kek_id = $3"
+                " WHERE kid = $1 AND compromised_at IS NULL",
+                kid,
+                bytes(wrapped_private_key),
+                kek_id,
             )
 
 
@@ -682,10 +775,11 @@ class PostgresStore:
 
     # -- principals -------------------------------------------------------------------
 
-    async def create_principal(self, principal: Principal) -> None:
+    async def create_principal(self, principal: Principal, *, events: Sequence[Event] = ()) -> None:
         taken = {
             "principals.name": f"a principal named {principal.name!r} already exists",
             "principals.id": f"a principal with id {principal.id!r} already exists",
+            **_EVENT_TAKEN,
         }
         params = (
             principal.id,
@@ -694,11 +788,12 @@ class PostgresStore:
             principal.disabled,
             _instant(principal.created_at),
         )
-        async with self._session(taken) as conn:
+        async with self._session(taken) as conn, conn.transaction():
             await conn.execute(
                 f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",  # noqa: S608
                 *params,
             )
+            await _insert_events(conn, events)
 
     async def get_principal_by_name(self, name: str) -> Principal | None:
         return await self._get_principal("name", name)
@@ -716,9 +811,14 @@ class PostgresStore:
         return None if row is None else _principal_from_row(tuple(row))
 
     async def update_principal(
-        self, principal_id: str, *, password_hash: str | None = None, disabled: bool | None = None
+        self,
+        principal_id: str,
+        *,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> Principal | None:
-        async with self._session() as conn:
+        async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE principals SET password_hash = COALESCE($2, password_hash),"  # noqa: S608
                 f" disabled = COALESCE($3, disabled) WHERE id = $1 RETURNING {_PRINCIPAL_COLUMNS}",
@@ -726,24 +826,29 @@ class PostgresStore:
                 password_hash,
                 disabled,
             )
+            if row is not None:
+                await _insert_events(conn, events)
         return None if row is None else _principal_from_row(tuple(row))
 
-    async def delete_principal(self, principal_id: str) -> bool:
-        async with self._session() as conn:
+    async def delete_principal(self, principal_id: str, *, events: Sequence[Event] = ()) -> bool:
+        async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
             status = await conn.execute("DELETE FROM principals WHERE id = $1", principal_id)
+            if _count(status) > 0:
+                await _insert_events(conn, events)
         return _count(status) > 0
 
     # -- clients ----------------------------------------------------------------------
 
-    async def create_client(self, client: Client) -> None:
-        taken = {"clients.id": f"a client with id {client.id!r} already exists"}
+    async def create_client(self, client: Client, *, events: Sequence[Event] = ()) -> None:
+        taken = {"clients.id": f"a client with id {client.id!r} already exists", **_EVENT_TAKEN}
         params = _client_params(client)
-        async with self._session(taken) as conn:
+        async with self._session(taken) as conn, conn.transaction():
             await conn.execute(
                 f"INSERT INTO clients ({_CLIENT_COLUMNS})"  # noqa: S608
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 *params,
             )
+            await _insert_events(conn, events)
 
     async def get_client(self, client_id: str) -> Client | None:
         async with self._session() as conn:
@@ -754,9 +859,14 @@ class PostgresStore:
         return None if row is None else _client_from_row(tuple(row))
 
     async def update_client(
-        self, client_id: str, *, secret_hash: bytes | None = None, disabled: bool | None = None
+        self,
+        client_id: str,
+        *,
+        secret_hash: bytes | None = None,
+        disabled: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> Client | None:
-        async with self._session() as conn:
+        async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE clients SET secret_hash = COALESCE($2, secret_hash),"  # noqa: S608
                 f" disabled = COALESCE($3, disabled) WHERE id = $1 RETURNING {_CLIENT_COLUMNS}",
@@ -764,17 +874,23 @@ class PostgresStore:
                 None if secret_hash is None else bytes(secret_hash),
                 disabled,
             )
+            if row is not None:
+                await _insert_events(conn, events)
         return None if row is None else _client_from_row(tuple(row))
 
-    async def delete_client(self, client_id: str) -> bool:
-        async with self._session() as conn:
+    async def delete_client(self, client_id: str, *, events: Sequence[Event] = ()) -> bool:
+        async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
             status = await conn.execute("DELETE FROM clients WHERE id = $1", client_id)
+            if _count(status) > 0:
+                await _insert_events(conn, events)
         return _count(status) > 0
 
     # -- sessions ---------------------------------------------------------------------
 
-    async def create_session(self, session: Session, first: RefreshRecord) -> None:
-        taken = {"sessions.id": f"a session with id {session.id!r} already exists"}
+    async def create_session(
+        self, session: Session, first: RefreshRecord, *, events: Sequence[Event] = ()
+    ) -> None:
+        taken = {"sessions.id": f"a session with id {session.id!r} already exists", **_EVENT_TAKEN}
         session_params, refresh_params = _session_params(session), _refresh_params(first)
         async with self._session(taken) as conn, conn.transaction():
             await conn.execute(
@@ -783,6 +899,7 @@ class PostgresStore:
                 *session_params,
             )
             await conn.execute(_INSERT_REFRESH, *refresh_params)
+            await _insert_events(conn, events)
 
     async def find_refresh(
         self, token_hash: bytes
@@ -806,7 +923,13 @@ class PostgresStore:
         return record, session, successor
 
     async def consume_refresh(
-        self, token_hash: bytes, *, consumed_at: datetime, successor: RefreshRecord, sealed: bytes
+        self,
+        token_hash: bytes,
+        *,
+        consumed_at: datetime,
+        successor: RefreshRecord,
+        sealed: bytes,
+        events: Sequence[Event] = (),
     ) -> bool:
         """One conditional UPDATE decides the race: a concurrent consumer blocks on the row
         lock, then re-checks ``consumed_at IS NULL`` against the winner's committed row and
@@ -814,7 +937,7 @@ class PostgresStore:
         wait for this consumption or be seen by it."""
         consumed = _instant(consumed_at)
         successor_params = _refresh_params(successor)
-        async with self._session() as conn, conn.transaction():
+        async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
             won = await conn.fetchval(
                 "UPDATE refresh_tokens SET consumed_at = $2, successor_hash = $3,"
                 " sealed_successor = $4"
@@ -830,14 +953,17 @@ class PostgresStore:
             if won is None:
                 return False  # nothing was changed; committing nothing is a rollback
             await conn.execute(_INSERT_REFRESH, *successor_params)
+            await _insert_events(conn, events)
         return True
 
     # -- revocations ------------------------------------------------------------------
 
-    async def record_revocation(self, revocation: Revocation, *, at: datetime) -> int:
+    async def record_revocation(
+        self, revocation: Revocation, *, at: datetime, events: Sequence[Event] = ()
+    ) -> int:
         column = _SESSION_COLUMN_BY_KIND.get(revocation.kind)
         recorded_at = _instant(at)
-        async with self._session() as conn, conn.transaction():
+        async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO revocations (kind, value, issued_before, expires_at, recorded_at)"
                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, value) DO UPDATE SET"
@@ -850,6 +976,7 @@ class PostgresStore:
                 _from_seconds(revocation.expires_at),
                 recorded_at,
             )
+            await _insert_events(conn, events)
             if column is None:
                 return 0
             status = await conn.execute(
@@ -893,6 +1020,190 @@ class PostgresStore:
                 sealed_before,
             )
         return _count(revocations) + _count(sessions)
+
+    # -- outbox -----------------------------------------------------------------------
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
+            await _insert_events(conn, events)
+
+    async def claim_unpublished(
+        self, limit: int, *, now: datetime, lease: timedelta
+    ) -> list[OutboxEntry]:
+        """``FOR UPDATE SKIP LOCKED``: relays claiming at the same moment take disjoint
+        batches instead of waiting for each other; the lease keeps the batch theirs after
+        commit, until they mark it published or the lease lapses."""
+        now = _instant(now)
+        async with self._session() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"UPDATE outbox SET claimed_until = $3 WHERE sequence IN"  # noqa: S608
+                " (SELECT sequence FROM outbox WHERE published_at IS NULL"
+                " AND (claimed_until IS NULL OR claimed_until <= $1)"
+                " ORDER BY sequence LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                f" RETURNING sequence, {_EVENT_COLUMNS}",
+                now,
+                limit,
+                now + lease,
+            )
+        return sorted((_entry_from_row(tuple(row)) for row in rows), key=lambda e: e.sequence)
+
+    async def mark_published(self, ids: Sequence[str], *, at: datetime) -> None:
+        at = _instant(at)
+        async with self._session() as conn:
+            await conn.execute(
+                "UPDATE outbox SET published_at = $2, claimed_until = NULL"
+                " WHERE id = ANY($1::text[]) AND published_at IS NULL",
+                list(ids),
+                at,
+            )
+
+    async def read_outbox(self, *, after: int = 0, limit: int = 1000) -> list[OutboxEntry]:
+        async with self._session() as conn:
+            rows = await conn.fetch(
+                f"SELECT sequence, {_EVENT_COLUMNS} FROM outbox"  # noqa: S608
+                " WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+                after,
+                limit,
+            )
+        return [_entry_from_row(tuple(row)) for row in rows]
+
+    async def outbox_published(self, ids: Sequence[str]) -> set[str]:
+        async with self._session() as conn:
+            rows = await conn.fetch(
+                "SELECT id FROM outbox WHERE id = ANY($1::text[]) AND published_at IS NOT NULL",
+                list(ids),
+            )
+        return {row[0] for row in rows}
+
+    async def prune_outbox(self, published_before: datetime) -> int:
+        async with self._session() as conn:
+            status = await conn.execute(
+                "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
+                _instant(published_before),
+            )
+        return _count(status)
+
+    # -- audit log --------------------------------------------------------------------
+
+    async def append_audit(self, records: Sequence[AuditRecord]) -> int:
+        added = 0
+        async with self._session() as conn, conn.transaction():
+            for r in records:
+                status = await conn.execute(
+                    f"INSERT INTO audit_log ({_AUDIT_COLUMNS})"  # noqa: S608
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)"
+                    " ON CONFLICT DO NOTHING",
+                    r.event_sequence,
+                    r.event_id,
+                    r.action,
+                    r.actor,
+                    r.target_type,
+                    r.target_id,
+                    r.source_address,
+                    r.request_id,
+                    r.result,
+                    _instant(r.occurred_at),
+                    json.dumps(dict(r.data), sort_keys=True, separators=(",", ":")),
+                )
+                added += _count(status)
+        return added
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Conditions are fixed strings; only the values are parameters."""
+        conditions, params = ["event_sequence > $1"], list[object]([query.after_sequence])
+        for condition, value in (
+            ("target_id = ${}", query.target_id or None),
+            ("action = ${}", query.action or None),
+            ("occurred_at >= ${}", None if query.since is None else _instant(query.since)),
+            ("occurred_at < ${}", None if query.until is None else _instant(query.until)),
+        ):
+            if value is not None:
+                params.append(value)
+                conditions.append(condition.format(len(params)))
+        params.append(query.limit)
+        async with self._session() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(conditions)}"  # noqa: S608
+                f" ORDER BY event_sequence LIMIT ${len(params)}",
+                *params,
+            )
+        return [_audit_from_row(tuple(row)) for row in rows]
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    async def create_webhook(self, webhook: Webhook, *, events: Sequence[Event] = ()) -> None:
+        taken = {"webhooks.id": f"a webhook with id {webhook.id!r} already exists", **_EVENT_TAKEN}
+        async with self._session(taken) as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO webhooks (id, url, event_types, wrapped_secret, created_at)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                webhook.id,
+                webhook.url,
+                list(webhook.event_types),
+                bytes(webhook.wrapped_secret),
+                _instant(webhook.created_at),
+            )
+            await _insert_events(conn, events)
+
+    async def list_webhooks(self) -> list[Webhook]:
+        async with self._session() as conn:
+            rows = await conn.fetch(
+                "SELECT id, url, event_types, wrapped_secret, created_at FROM webhooks"
+                ' ORDER BY created_at, id COLLATE "C"'
+            )
+        return [Webhook(row[0], row[1], tuple(row[2]), bytes(row[3]), row[4]) for row in rows]
+
+    async def delete_webhook(self, webhook_id: str, *, events: Sequence[Event] = ()) -> bool:
+        async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
+            status = await conn.execute("DELETE FROM webhooks WHERE id = $1", webhook_id)
+            if _count(status) > 0:
+                await _insert_events(conn, events)
+        return _count(status) > 0
+
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        async with self._session() as conn:
+            await conn.execute(
+                "INSERT INTO webhook_dead_letters"
+                " (id, webhook_id, event_id, payload, attempts, last_error, failed_at)"
+                " SELECT $1, $2, $3, $4, $5, $6, $7"
+                " WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $2)",
+                letter.id,
+                letter.webhook_id,
+                letter.event_id,
+                bytes(letter.payload),
+                letter.attempts,
+                letter.last_error,
+                _instant(letter.failed_at),
+            )
+
+    async def list_dead_letters(
+        self, *, webhook_id: str = "", limit: int = 100
+    ) -> list[DeadLetter]:
+        async with self._session() as conn:
+            rows = await conn.fetch(
+                "SELECT id, webhook_id, event_id, payload, attempts, last_error, failed_at"
+                " FROM webhook_dead_letters WHERE ($1 = '' OR webhook_id = $1)"
+                ' ORDER BY failed_at, id COLLATE "C" LIMIT $2',
+                webhook_id,
+                limit,
+            )
+        return [_dead_letter_from_row(tuple(row)) for row in rows]
+
+    async def take_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        async with self._session() as conn:
+            row = await conn.fetchrow(
+                "DELETE FROM webhook_dead_letters WHERE id = $1"
+                " RETURNING id, webhook_id, event_id, payload, attempts, last_error, failed_at",
+                letter_id,
+            )
+        return None if row is None else _dead_letter_from_row(tuple(row))
+
+
+def _dead_letter_from_row(row: Sequence[Any]) -> DeadLetter:
+    letter_id, webhook_id, event_id, payload, attempts, last_error, failed_at = row
+    return DeadLetter(
+        letter_id, webhook_id, event_id, bytes(payload), attempts, last_error, failed_at
+    )
 
 
 if TYPE_CHECKING:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import aiosqlite
 
+from authority.domain.audit import AuditQuery, AuditRecord
 from authority.domain.clients import Client, GrantType
 from authority.domain.errors import (
     AlreadyExists,
@@ -32,10 +33,12 @@ from authority.domain.errors import (
     NotFound,
     Unavailable,
 )
+from authority.domain.events import Event, OutboxEntry
 from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
 from authority.domain.principals import Principal
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.domain.sessions import RefreshRecord, Session
+from authority.domain.webhooks import DeadLetter, Webhook
 from authority.store.base import KeyRingTransaction
 from authority.store.migrations import Migration, load_migrations, migrate
 
@@ -285,6 +288,87 @@ def _refresh_from_row(row: Sequence[Any]) -> RefreshRecord:
     )
 
 
+# -- outbox and audit log ------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    "id, type, aggregate_type, aggregate_id, occurred_at, actor, source_address, request_id, data"
+)
+_AUDIT_COLUMNS = (
+    "event_sequence, event_id, action, actor, target_type, target_id, source_address,"
+    " request_id, result, occurred_at, data"
+)
+_EVENT_TAKEN = {"outbox.id": "an event with this id is already in the outbox"}
+
+
+async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> None:
+    """Inside the caller's transaction: the events commit or roll back with the change."""
+    if not events:
+        return
+    await db.executemany(
+        f"INSERT INTO outbox ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        [
+            (
+                e.id,
+                e.type,
+                e.aggregate_type,
+                e.aggregate_id,
+                _to_micros(e.occurred_at),
+                e.actor,
+                e.source_address,
+                e.request_id,
+                e.data_json(),
+            )
+            for e in events
+        ],
+    )
+
+
+def _entry_from_row(row: Sequence[Any]) -> OutboxEntry:
+    sequence, event_id, type_, aggregate, aggregate_id, occurred, actor, source, rid, data = row
+    event = Event(
+        id=event_id,
+        type=type_,
+        aggregate_type=aggregate,
+        aggregate_id=aggregate_id,
+        occurred_at=_from_micros(occurred),
+        actor=actor,
+        source_address=source,
+        request_id=rid,
+        data=json.loads(data),
+    )
+    return OutboxEntry(sequence, event)
+
+
+def _audit_from_row(row: Sequence[Any]) -> AuditRecord:
+    sequence, event_id, action, actor, target_type, target_id, source, rid, result, at, data = row
+    return AuditRecord(
+        event_sequence=sequence,
+        event_id=event_id,
+        action=action,
+        actor=actor,
+        target_type=target_type,
+        target_id=target_id,
+        source_address=source,
+        request_id=rid,
+        result=result,
+        occurred_at=_from_micros(at),
+        data=json.loads(data),
+    )
+
+
+@asynccontextmanager
+async def _atomic(db: aiosqlite.Connection) -> AsyncIterator[None]:
+    """One write transaction (``BEGIN IMMEDIATE``: the write lock up front), so a change
+    and its outbox events commit together or not at all."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        await db.execute("COMMIT")
+    except BaseException:
+        await _rollback(db)
+        raise
+
+
 async def _insert_refresh(db: aiosqlite.Connection, record: RefreshRecord) -> None:
     await db.execute(
         f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
@@ -415,6 +499,24 @@ class _SqliteKeyRingTransaction:
                 "DELETE FROM signing_keys WHERE kid = ?", [(kid,) for kid in kids]
             )
 
+    async def add_event(self, event: Event) -> None:
+        with _translated(_EVENT_TAKEN):
+            await _insert_events(self._db, (event,))
+
+    async def rewrap_key(self, kid: str, wrapped_private_key: bytes, kek_id: str) -> None:
+        """The ``compromised_at IS NULL`` guard keeps a compromised key without material."""
+        with _translated():
+            rows = list(
+                await self._db.execute_fetchall("SELECT 1 FROM signing_keys WHERE kid = ?", (kid,))
+            )
+            if not rows:
+                raise NotFound(f"no key with kid {kid!r}")
+            await self._db.execute(
+                "UPDATE signing_keys SET wrapped_private_key = ?, kek_id = ?"
+                " WHERE kid = ? AND compromised_at IS NULL",
+                (bytes(wrapped_private_key), kek_id, kid),
+            )
+
 
 class SqliteStore:
     """The ``Store`` on one SQLite file (see the module docstring for the locking model)."""
@@ -525,12 +627,14 @@ class SqliteStore:
 
     # -- principals ---------------------------------------------------------
 
-    async def create_principal(self, principal: Principal) -> None:
+    async def create_principal(self, principal: Principal, *, events: Sequence[Event] = ()) -> None:
         taken = {
             "principals.name": f"a principal named {principal.name!r} already exists",
             "principals.id": f"a principal with id {principal.id!r} already exists",
+            **_EVENT_TAKEN,
         }
-        async with self._session(taken) as db:
+        async with self._session(taken) as db, _atomic(db):
+            await _insert_events(db, events)
             await db.execute(
                 f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
                 (
@@ -560,14 +664,22 @@ class SqliteStore:
         return _principal_from_row(rows[0]) if rows else None
 
     async def update_principal(
-        self, principal_id: str, *, password_hash: str | None = None, disabled: bool | None = None
+        self,
+        principal_id: str,
+        *,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> Principal | None:
-        async with self._session() as db:  # update and read back under one lock
-            await db.execute(
+        # Update and read back under one lock, in one transaction with the events.
+        async with self._session(_EVENT_TAKEN) as db, _atomic(db):
+            cursor = await db.execute(
                 "UPDATE principals SET password_hash = COALESCE(?, password_hash),"
                 " disabled = COALESCE(?, disabled) WHERE id = ?",
                 (password_hash, None if disabled is None else int(disabled), principal_id),
             )
+            if cursor.rowcount > 0:
+                await _insert_events(db, events)
             rows = list(
                 await db.execute_fetchall(
                     f"SELECT {_PRINCIPAL_COLUMNS} FROM principals WHERE id = ?",  # noqa: S608
@@ -576,16 +688,19 @@ class SqliteStore:
             )
         return _principal_from_row(rows[0]) if rows else None
 
-    async def delete_principal(self, principal_id: str) -> bool:
-        async with self._session() as db:
+    async def delete_principal(self, principal_id: str, *, events: Sequence[Event] = ()) -> bool:
+        async with self._session(_EVENT_TAKEN) as db, _atomic(db):
             cursor = await db.execute("DELETE FROM principals WHERE id = ?", (principal_id,))
+            if cursor.rowcount > 0:
+                await _insert_events(db, events)
             return cursor.rowcount > 0
 
     # -- clients ------------------------------------------------------------
 
-    async def create_client(self, client: Client) -> None:
-        taken = {"clients.id": f"a client with id {client.id!r} already exists"}
-        async with self._session(taken) as db:
+    async def create_client(self, client: Client, *, events: Sequence[Event] = ()) -> None:
+        taken = {"clients.id": f"a client with id {client.id!r} already exists", **_EVENT_TAKEN}
+        async with self._session(taken) as db, _atomic(db):
+            await _insert_events(db, events)
             await db.execute(
                 f"INSERT INTO clients ({_CLIENT_COLUMNS})"  # noqa: S608
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -603,14 +718,22 @@ class SqliteStore:
         return _client_from_row(rows[0]) if rows else None
 
     async def update_client(
-        self, client_id: str, *, secret_hash: bytes | None = None, disabled: bool | None = None
+        self,
+        client_id: str,
+        *,
+        secret_hash: bytes | None = None,
+        disabled: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> Client | None:
-        async with self._session() as db:  # update and read back under one lock
-            await db.execute(
+        # Update and read back under one lock, in one transaction with the events.
+        async with self._session(_EVENT_TAKEN) as db, _atomic(db):
+            cursor = await db.execute(
                 "UPDATE clients SET secret_hash = COALESCE(?, secret_hash),"
                 " disabled = COALESCE(?, disabled) WHERE id = ?",
                 (secret_hash, None if disabled is None else int(disabled), client_id),
             )
+            if cursor.rowcount > 0:
+                await _insert_events(db, events)
             rows = list(
                 await db.execute_fetchall(
                     f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE id = ?",  # noqa: S608
@@ -619,15 +742,19 @@ class SqliteStore:
             )
         return _client_from_row(rows[0]) if rows else None
 
-    async def delete_client(self, client_id: str) -> bool:
-        async with self._session() as db:
+    async def delete_client(self, client_id: str, *, events: Sequence[Event] = ()) -> bool:
+        async with self._session(_EVENT_TAKEN) as db, _atomic(db):
             cursor = await db.execute("DELETE FROM clients WHERE id = ?", (client_id,))
+            if cursor.rowcount > 0:
+                await _insert_events(db, events)
             return cursor.rowcount > 0
 
     # -- sessions -------------------------------------------------------------
 
-    async def create_session(self, session: Session, first: RefreshRecord) -> None:
-        taken = {"sessions.id": f"a session with id {session.id!r} already exists"}
+    async def create_session(
+        self, session: Session, first: RefreshRecord, *, events: Sequence[Event] = ()
+    ) -> None:
+        taken = {"sessions.id": f"a session with id {session.id!r} already exists", **_EVENT_TAKEN}
         async with self._session(taken) as db:
             try:
                 await db.execute("BEGIN IMMEDIATE")
@@ -637,6 +764,7 @@ class SqliteStore:
                     _session_params(session),
                 )
                 await _insert_refresh(db, first)
+                await _insert_events(db, events)
                 await db.execute("COMMIT")
             except BaseException:
                 await _rollback(db)
@@ -671,10 +799,16 @@ class SqliteStore:
         return record, session, successor
 
     async def consume_refresh(
-        self, token_hash: bytes, *, consumed_at: datetime, successor: RefreshRecord, sealed: bytes
+        self,
+        token_hash: bytes,
+        *,
+        consumed_at: datetime,
+        successor: RefreshRecord,
+        sealed: bytes,
+        events: Sequence[Event] = (),
     ) -> bool:
         """One conditional UPDATE decides the race; the loser changes nothing."""
-        async with self._session() as db:
+        async with self._session(_EVENT_TAKEN) as db:
             try:
                 await db.execute("BEGIN IMMEDIATE")
                 cursor = await db.execute(
@@ -689,6 +823,7 @@ class SqliteStore:
                     await db.execute("ROLLBACK")
                     return False
                 await _insert_refresh(db, successor)
+                await _insert_events(db, events)
                 await db.execute("COMMIT")
                 return True
             except BaseException:
@@ -697,9 +832,11 @@ class SqliteStore:
 
     # -- revocations ------------------------------------------------------------
 
-    async def record_revocation(self, revocation: Revocation, *, at: datetime) -> int:
+    async def record_revocation(
+        self, revocation: Revocation, *, at: datetime, events: Sequence[Event] = ()
+    ) -> int:
         column = _SESSION_COLUMN_BY_KIND.get(revocation.kind)
-        async with self._session() as db:
+        async with self._session(_EVENT_TAKEN) as db:
             try:
                 await db.execute("BEGIN IMMEDIATE")
                 await db.execute(
@@ -724,6 +861,7 @@ class SqliteStore:
                         (_to_micros(at), revocation.value),
                     )
                     revoked = cursor.rowcount
+                await _insert_events(db, events)
                 await db.execute("COMMIT")
                 return revoked
             except BaseException:
@@ -774,6 +912,222 @@ class SqliteStore:
             except BaseException:
                 await _rollback(db)
                 raise
+
+    # -- outbox -------------------------------------------------------------------
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        async with self._session(_EVENT_TAKEN) as db, _atomic(db):
+            await _insert_events(db, events)
+
+    async def claim_unpublished(
+        self, limit: int, *, now: datetime, lease: timedelta
+    ) -> list[OutboxEntry]:
+        """``BEGIN IMMEDIATE`` serialises claims across every process sharing the file, so
+        two relays never lease the same events."""
+        now_micros = _to_micros(now)
+        async with self._session() as db:
+            # An idle relay polls often: look first, so it takes no write lock for nothing.
+            pending = await db.execute_fetchall(
+                "SELECT 1 FROM outbox WHERE published_at IS NULL"
+                " AND (claimed_until IS NULL OR claimed_until <= ?) LIMIT 1",
+                (now_micros,),
+            )
+        if not list(pending):
+            return []
+        async with self._session() as db, _atomic(db):
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT sequence, {_EVENT_COLUMNS} FROM outbox"  # noqa: S608
+                    " WHERE published_at IS NULL"
+                    " AND (claimed_until IS NULL OR claimed_until <= ?)"
+                    " ORDER BY sequence LIMIT ?",
+                    (now_micros, limit),
+                )
+            )
+            if rows:
+                await db.executemany(
+                    "UPDATE outbox SET claimed_until = ? WHERE sequence = ?",
+                    [(_to_micros(now + lease), row[0]) for row in rows],
+                )
+        return [_entry_from_row(row) for row in rows]
+
+    async def mark_published(self, ids: Sequence[str], *, at: datetime) -> None:
+        async with self._session() as db, _atomic(db):
+            await db.executemany(
+                "UPDATE outbox SET published_at = ?, claimed_until = NULL"
+                " WHERE id = ? AND published_at IS NULL",
+                [(_to_micros(at), event_id) for event_id in ids],
+            )
+
+    async def read_outbox(self, *, after: int = 0, limit: int = 1000) -> list[OutboxEntry]:
+        async with self._session() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT sequence, {_EVENT_COLUMNS} FROM outbox"  # noqa: S608
+                " WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                (after, limit),
+            )
+        return [_entry_from_row(row) for row in rows]
+
+    async def outbox_published(self, ids: Sequence[str]) -> set[str]:
+        async with self._session() as db:
+            published: set[str] = set()
+            for event_id in ids:
+                rows = list(
+                    await db.execute_fetchall(
+                        "SELECT id FROM outbox WHERE id = ? AND published_at IS NOT NULL",
+                        (event_id,),
+                    )
+                )
+                published.update(row[0] for row in rows)
+        return published
+
+    async def prune_outbox(self, published_before: datetime) -> int:
+        async with self._session() as db, _atomic(db):
+            cursor = await db.execute(
+                "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ?",
+                (_to_micros(published_before),),
+            )
+            return cursor.rowcount
+
+    # -- audit log ----------------------------------------------------------------
+
+    async def append_audit(self, records: Sequence[AuditRecord]) -> int:
+        async with self._session() as db, _atomic(db):
+            added = 0
+            for r in records:
+                cursor = await db.execute(
+                    f"INSERT INTO audit_log ({_AUDIT_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        r.event_sequence,
+                        r.event_id,
+                        r.action,
+                        r.actor,
+                        r.target_type,
+                        r.target_id,
+                        r.source_address,
+                        r.request_id,
+                        r.result,
+                        _to_micros(r.occurred_at),
+                        json.dumps(dict(r.data), sort_keys=True, separators=(",", ":")),
+                    ),
+                )
+                added += cursor.rowcount
+        return added
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Conditions are fixed strings; only the values are parameters."""
+        conditions, params = ["event_sequence > ?"], list[object]([query.after_sequence])
+        if query.target_id:
+            conditions.append("target_id = ?")
+            params.append(query.target_id)
+        if query.action:
+            conditions.append("action = ?")
+            params.append(query.action)
+        if query.since is not None:
+            conditions.append("occurred_at >= ?")
+            params.append(_to_micros(query.since))
+        if query.until is not None:
+            conditions.append("occurred_at < ?")
+            params.append(_to_micros(query.until))
+        async with self._session() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(conditions)}"  # noqa: S608
+                " ORDER BY event_sequence LIMIT ?",
+                (*params, query.limit),
+            )
+        return [_audit_from_row(row) for row in rows]
+
+    # -- webhooks -----------------------------------------------------------------
+
+    async def create_webhook(self, webhook: Webhook, *, events: Sequence[Event] = ()) -> None:
+        taken = {"webhooks.id": f"a webhook with id {webhook.id!r} already exists", **_EVENT_TAKEN}
+        async with self._session(taken) as db, _atomic(db):
+            await db.execute(
+                "INSERT INTO webhooks (id, url, event_types, wrapped_secret, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    webhook.id,
+                    webhook.url,
+                    _json_list(webhook.event_types),
+                    bytes(webhook.wrapped_secret),
+                    _to_micros(webhook.created_at),
+                ),
+            )
+            await _insert_events(db, events)
+
+    async def list_webhooks(self) -> list[Webhook]:
+        async with self._session() as db:
+            rows = await db.execute_fetchall(
+                "SELECT id, url, event_types, wrapped_secret, created_at FROM webhooks"
+                " ORDER BY created_at, id"
+            )
+        return [
+            Webhook(i, url, tuple(json.loads(types)), bytes(secret), _from_micros(at))
+            for i, url, types, secret, at in rows
+        ]
+
+    async def delete_webhook(self, webhook_id: str, *, events: Sequence[Event] = ()) -> bool:
+        async with self._session(_EVENT_TAKEN) as db, _atomic(db):
+            cursor = await db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+            if cursor.rowcount > 0:
+                await _insert_events(db, events)
+            return cursor.rowcount > 0
+
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        async with self._session() as db:
+            await db.execute(
+                "INSERT INTO webhook_dead_letters"
+                " (id, webhook_id, event_id, payload, attempts, last_error, failed_at)"
+                " SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = ?)",
+                (
+                    letter.id,
+                    letter.webhook_id,
+                    letter.event_id,
+                    bytes(letter.payload),
+                    letter.attempts,
+                    letter.last_error,
+                    _to_micros(letter.failed_at),
+                    letter.webhook_id,
+                ),
+            )
+
+    async def list_dead_letters(
+        self, *, webhook_id: str = "", limit: int = 100
+    ) -> list[DeadLetter]:
+        async with self._session() as db:
+            rows = await db.execute_fetchall(
+                "SELECT id, webhook_id, event_id, payload, attempts, last_error, failed_at"
+                " FROM webhook_dead_letters WHERE (? = '' OR webhook_id = ?)"
+                " ORDER BY failed_at, id LIMIT ?",
+                (webhook_id, webhook_id, limit),
+            )
+        return [_dead_letter_from_row(row) for row in rows]
+
+    async def take_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        async with self._session() as db, _atomic(db):
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT id, webhook_id, event_id, payload, attempts, last_error, failed_at"
+                    " FROM webhook_dead_letters WHERE id = ?",
+                    (letter_id,),
+                )
+            )
+            await db.execute("DELETE FROM webhook_dead_letters WHERE id = ?", (letter_id,))
+        return _dead_letter_from_row(rows[0]) if rows else None
+
+
+def _dead_letter_from_row(row: Sequence[Any]) -> DeadLetter:
+    letter_id, webhook_id, event_id, payload, attempts, last_error, failed_at = row
+    return DeadLetter(
+        letter_id,
+        webhook_id,
+        event_id,
+        bytes(payload),
+        attempts,
+        last_error,
+        _from_micros(failed_at),
+    )
 
 
 if TYPE_CHECKING:

@@ -87,6 +87,36 @@ class AdminServiceStub:
                 request_serializer=authority_dot_v1_dot_admin__pb2.DeleteClientRequest.SerializeToString,
                 response_deserializer=authority_dot_v1_dot_admin__pb2.DeleteClientResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/authority.v1.AdminService/ListAuditEvents',
+                request_serializer=authority_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.CreateWebhook = channel.unary_unary(
+                '/authority.v1.AdminService/CreateWebhook',
+                request_serializer=authority_dot_v1_dot_admin__pb2.CreateWebhookRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.CreateWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListWebhooks = channel.unary_unary(
+                '/authority.v1.AdminService/ListWebhooks',
+                request_serializer=authority_dot_v1_dot_admin__pb2.ListWebhooksRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.ListWebhooksResponse.FromString,
+                _registered_method=True)
+        self.DeleteWebhook = channel.unary_unary(
+                '/authority.v1.AdminService/DeleteWebhook',
+                request_serializer=authority_dot_v1_dot_admin__pb2.DeleteWebhookRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.DeleteWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/authority.v1.AdminService/ListDeadLetters',
+                request_serializer=authority_dot_v1_dot_admin__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetter = channel.unary_unary(
+                '/authority.v1.AdminService/ReplayDeadLetter',
+                request_serializer=authority_dot_v1_dot_admin__pb2.ReplayDeadLetterRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.ReplayDeadLetterResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -174,6 +204,59 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """ListAuditEvents pages through the audit log: one record per
+        security-relevant event (principal and client changes, logins, sessions,
+        revocations, key changes), oldest first, in the order the changes
+        committed. Records appear once the outbox relay has delivered their
+        event, normally within a second. INVALID_ARGUMENT for a malformed
+        page_token or a page_size above 500.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateWebhook(self, request, context):
+        """CreateWebhook subscribes an http(s) endpoint to events (all types, or
+        those listed). Each delivery is a POST of the event's JSON, signed:
+        `X-Authority-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." +
+        body)>` with `X-Authority-Timestamp`. The secret is returned once, here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhooks(self, request, context):
+        """ListWebhooks returns every subscription (never their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhook(self, request, context):
+        """DeleteWebhook removes a subscription and its dead letters. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """ListDeadLetters returns deliveries that failed every retry, oldest
+        first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetter(self, request, context):
+        """ReplayDeadLetter queues a dead letter for delivery again, with a fresh
+        retry budget, and removes it from the dead letters. NOT_FOUND if it (or
+        its webhook) does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +309,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DeleteClient,
                     request_deserializer=authority_dot_v1_dot_admin__pb2.DeleteClientRequest.FromString,
                     response_serializer=authority_dot_v1_dot_admin__pb2.DeleteClientResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'CreateWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhook,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.CreateWebhookRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.CreateWebhookResponse.SerializeToString,
+            ),
+            'ListWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhooks,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.ListWebhooksRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.ListWebhooksResponse.SerializeToString,
+            ),
+            'DeleteWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhook,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.DeleteWebhookRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.DeleteWebhookResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetter,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.ReplayDeadLetterRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.ReplayDeadLetterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -501,6 +614,168 @@ class AdminService:
             '/authority.v1.AdminService/DeleteClient',
             authority_dot_v1_dot_admin__pb2.DeleteClientRequest.SerializeToString,
             authority_dot_v1_dot_admin__pb2.DeleteClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/ListAuditEvents',
+            authority_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/CreateWebhook',
+            authority_dot_v1_dot_admin__pb2.CreateWebhookRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.CreateWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/ListWebhooks',
+            authority_dot_v1_dot_admin__pb2.ListWebhooksRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.ListWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/DeleteWebhook',
+            authority_dot_v1_dot_admin__pb2.DeleteWebhookRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.DeleteWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/ListDeadLetters',
+            authority_dot_v1_dot_admin__pb2.ListDeadLettersRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/ReplayDeadLetter',
+            authority_dot_v1_dot_admin__pb2.ReplayDeadLetterRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.ReplayDeadLetterResponse.FromString,
             options,
             channel_credentials,
             insecure,

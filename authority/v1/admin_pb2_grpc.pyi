@@ -73,6 +73,33 @@ class AdminServiceStub:
     """DeleteClient deletes a client and revokes every token issued to it.
     Idempotent.
     """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]
+    """ListAuditEvents pages through the audit log: one record per
+    security-relevant event (principal and client changes, logins, sessions,
+    revocations, key changes), oldest first, in the order the changes
+    committed. Records appear once the outbox relay has delivered their
+    event, normally within a second. INVALID_ARGUMENT for a malformed
+    page_token or a page_size above 500.
+    """
+    CreateWebhook: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateWebhookRequest, _admin_pb2.CreateWebhookResponse]
+    """CreateWebhook subscribes an http(s) endpoint to events (all types, or
+    those listed). Each delivery is a POST of the event's JSON, signed:
+    `X-Authority-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." +
+    body)>` with `X-Authority-Timestamp`. The secret is returned once, here.
+    """
+    ListWebhooks: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListWebhooksRequest, _admin_pb2.ListWebhooksResponse]
+    """ListWebhooks returns every subscription (never their secrets)."""
+    DeleteWebhook: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteWebhookRequest, _admin_pb2.DeleteWebhookResponse]
+    """DeleteWebhook removes a subscription and its dead letters. Idempotent."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDeadLettersRequest, _admin_pb2.ListDeadLettersResponse]
+    """ListDeadLetters returns deliveries that failed every retry, oldest
+    first.
+    """
+    ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReplayDeadLetterRequest, _admin_pb2.ReplayDeadLetterResponse]
+    """ReplayDeadLetter queues a dead letter for delivery again, with a fresh
+    retry budget, and removes it from the dead letters. NOT_FOUND if it (or
+    its webhook) does not exist.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -118,6 +145,33 @@ class AdminServiceAsyncStub(AdminServiceStub):
     DeleteClient: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteClientRequest, _admin_pb2.DeleteClientResponse]  # type: ignore[assignment]
     """DeleteClient deletes a client and revokes every token issued to it.
     Idempotent.
+    """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """ListAuditEvents pages through the audit log: one record per
+    security-relevant event (principal and client changes, logins, sessions,
+    revocations, key changes), oldest first, in the order the changes
+    committed. Records appear once the outbox relay has delivered their
+    event, normally within a second. INVALID_ARGUMENT for a malformed
+    page_token or a page_size above 500.
+    """
+    CreateWebhook: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateWebhookRequest, _admin_pb2.CreateWebhookResponse]  # type: ignore[assignment]
+    """CreateWebhook subscribes an http(s) endpoint to events (all types, or
+    those listed). Each delivery is a POST of the event's JSON, signed:
+    `X-Authority-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." +
+    body)>` with `X-Authority-Timestamp`. The secret is returned once, here.
+    """
+    ListWebhooks: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListWebhooksRequest, _admin_pb2.ListWebhooksResponse]  # type: ignore[assignment]
+    """ListWebhooks returns every subscription (never their secrets)."""
+    DeleteWebhook: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteWebhookRequest, _admin_pb2.DeleteWebhookResponse]  # type: ignore[assignment]
+    """DeleteWebhook removes a subscription and its dead letters. Idempotent."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDeadLettersRequest, _admin_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """ListDeadLetters returns deliveries that failed every retry, oldest
+    first.
+    """
+    ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReplayDeadLetterRequest, _admin_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
+    """ReplayDeadLetter queues a dead letter for delivery again, with a fresh
+    retry budget, and removes it from the dead letters. NOT_FOUND if it (or
+    its webhook) does not exist.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -221,6 +275,69 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.DeleteClientResponse, _abc.Awaitable[_admin_pb2.DeleteClientResponse]]:
         """DeleteClient deletes a client and revokes every token issued to it.
         Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _admin_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAuditEventsResponse, _abc.Awaitable[_admin_pb2.ListAuditEventsResponse]]:
+        """ListAuditEvents pages through the audit log: one record per
+        security-relevant event (principal and client changes, logins, sessions,
+        revocations, key changes), oldest first, in the order the changes
+        committed. Records appear once the outbox relay has delivered their
+        event, normally within a second. INVALID_ARGUMENT for a malformed
+        page_token or a page_size above 500.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateWebhook(
+        self,
+        request: _admin_pb2.CreateWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CreateWebhookResponse, _abc.Awaitable[_admin_pb2.CreateWebhookResponse]]:
+        """CreateWebhook subscribes an http(s) endpoint to events (all types, or
+        those listed). Each delivery is a POST of the event's JSON, signed:
+        `X-Authority-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." +
+        body)>` with `X-Authority-Timestamp`. The secret is returned once, here.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhooks(
+        self,
+        request: _admin_pb2.ListWebhooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListWebhooksResponse, _abc.Awaitable[_admin_pb2.ListWebhooksResponse]]:
+        """ListWebhooks returns every subscription (never their secrets)."""
+
+    @_abc_1.abstractmethod
+    def DeleteWebhook(
+        self,
+        request: _admin_pb2.DeleteWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeleteWebhookResponse, _abc.Awaitable[_admin_pb2.DeleteWebhookResponse]]:
+        """DeleteWebhook removes a subscription and its dead letters. Idempotent."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _admin_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListDeadLettersResponse, _abc.Awaitable[_admin_pb2.ListDeadLettersResponse]]:
+        """ListDeadLetters returns deliveries that failed every retry, oldest
+        first.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetter(
+        self,
+        request: _admin_pb2.ReplayDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_admin_pb2.ReplayDeadLetterResponse]]:
+        """ReplayDeadLetter queues a dead letter for delivery again, with a fresh
+        retry budget, and removes it from the dead letters. NOT_FOUND if it (or
+        its webhook) does not exist.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -354,7 +354,9 @@ class _Store:
     async def list_revocations(self, now: float) -> list[Revocation]:
         return list(self.found)
 
-    async def record_revocation(self, revocation: Revocation, *, at: object) -> int:
+    async def record_revocation(
+        self, revocation: Revocation, *, at: object, events: object = ()
+    ) -> int:
         return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -245,3 +246,28 @@ class AuthorityClient:
             metadata=self._admin_metadata(),
             timeout=self._timeout,
         ).deleted
+
+    # -- audit log --------------------------------------------------------------
+
+    def list_audit_events(
+        self,
+        *,
+        target: str = "",
+        action: str = "",
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> admin_pb2.ListAuditEventsResponse:
+        """One page of the audit log, oldest first; pass ``next_page_token`` back for more."""
+        request = admin_pb2.ListAuditEventsRequest(
+            target=target, action=action, page_size=page_size, page_token=page_token
+        )
+        if start_time is not None:
+            request.start_time.FromDatetime(start_time)
+        if end_time is not None:
+            request.end_time.FromDatetime(end_time)
+        response: admin_pb2.ListAuditEventsResponse = self.admin.ListAuditEvents(
+            request, metadata=self._admin_metadata(), timeout=self._timeout
+        )
+        return response

@@ -1,0 +1,46 @@
+"""Binds who is calling, from where and under which request id, for the events an RPC writes.
+
+The outbox events (``authority.domain.events``) carry the caller's address and the
+request id so an audit record can be matched to the access log line of the same call.
+The request id is the one the logging interceptor chose (it is bound in structlog's
+context variables), else the caller's ``x-request-id``, else a new one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import grpc
+import structlog
+
+from authority.domain.events import RequestContext, bind_request
+
+ANONYMOUS = "anonymous"
+_MAX_REQUEST_ID = 128
+
+
+def _peer_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    peer = context.peer() or ""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.partition(":")[2].rpartition(":")[0]
+    return peer
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    bound = structlog.contextvars.get_contextvars().get("request_id")
+    if isinstance(bound, str) and bound:
+        return bound[:_MAX_REQUEST_ID]
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and value:
+            return value[:_MAX_REQUEST_ID]
+    return secrets.token_hex(8)
+
+
+def bind_rpc(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Called at the start of every RPC (each runs in its own task, so nothing leaks)."""
+    bind_request(
+        RequestContext(
+            actor=ANONYMOUS, source_address=_peer_address(context), request_id=_request_id(context)
+        )
+    )

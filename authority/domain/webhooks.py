@@ -1,0 +1,78 @@
+"""Webhook subscriptions, signatures and the retry schedule (pure, no I/O).
+
+A receiver verifies a delivery by recomputing ``v1=HMAC-SHA256(secret, timestamp + "." +
+body)`` over the raw body and the ``X-Authority-Timestamp`` header, comparing in
+constant time, and refusing timestamps far from its clock (replays).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from authority.domain.errors import InvalidArgument
+
+TIMESTAMP_HEADER = "X-Authority-Timestamp"
+SIGNATURE_HEADER = "X-Authority-Signature"
+EVENT_ID_HEADER = "X-Authority-Event-Id"
+MAX_URL_LENGTH = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """An endpoint and the event types it receives (empty: every type)."""
+
+    id: str
+    url: str
+    event_types: tuple[str, ...]
+    wrapped_secret: bytes
+    created_at: datetime
+
+    def wants(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A delivery that failed every attempt, kept for inspection and replay."""
+
+    id: str
+    webhook_id: str
+    event_id: str
+    payload: bytes
+    attempts: int
+    last_error: str
+    failed_at: datetime
+
+
+def validate_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or len(url) > MAX_URL_LENGTH:
+        raise InvalidArgument("a webhook url is an absolute http(s) URL of at most 2048 bytes")
+    return url
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The ``X-Authority-Signature`` header value."""
+    mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def verify(secret: bytes, timestamp: str, body: bytes, signature: str) -> bool:
+    """What a receiver does (constant-time comparison); freshness is the receiver's call."""
+    try:
+        expected = sign(secret, int(timestamp), body)
+    except ValueError:
+        return False
+    return hmac.compare_digest(expected, signature)
+
+
+def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): exponential with full jitter,
+    so endpoints that failed together do not all get retried in the same instant."""
+    ceiling = min(cap, base * 2 ** (attempt - 1))
+    return (rng or random).uniform(ceiling / 2, ceiling)

@@ -1,0 +1,170 @@
+"""The production event sink: one Redis stream, ``{prefix}:events``, read by consumer groups.
+
+``publish`` appends a batch with ``XADD`` in one ``MULTI`` (all or nothing, in order),
+trimming the stream with ``MAXLEN ~`` so it stays bounded (the outbox, not the stream,
+is the durable record). Each consumer purpose is a consumer group, and each process a
+consumer in it, so replicas share the work: ``XREADGROUP`` hands out new entries,
+``XACK`` confirms them once handled, and ``XAUTOCLAIM`` takes over entries another
+consumer read but never acknowledged (it crashed, or its handler kept failing) once
+they have been idle for ``claim_idle``. Delivery is therefore at least once; consumers
+deduplicate on the event id.
+
+Every Redis failure becomes ``Unavailable`` with a message that names no host, and the
+consuming loop reconnects with jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from authority.domain.errors import Unavailable
+from authority.domain.events import OutboxEntry, entry_from_json, entry_to_json
+from authority.redis import REDIS_FAILURES, make_client, unavailable
+from authority.services.outbox import Handler
+
+log = structlog.get_logger(__name__)
+
+_BACKOFF_FIRST = 0.1
+_BACKOFF_CAP = 5.0
+_FIELD = b"event"
+
+
+class RedisStreamSink:
+    """``EventSink`` over one Redis stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "authority",
+        max_length: int = 100_000,
+        batch_size: int = 100,
+        block: float = 1.0,
+        claim_idle: float = 30.0,
+        socket_timeout: float = 2.0,
+        consumer: str | None = None,
+    ) -> None:
+        self._url = url
+        self._socket_timeout = socket_timeout
+        self._block_ms = max(1, round(block * 1000))
+        self.stream = f"{prefix}:events"
+        self._max_length = max_length
+        self._batch_size = batch_size
+        self._claim_idle_ms = max(1, round(claim_idle * 1000))
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self._client: Redis | None = None
+
+    async def start(self) -> None:
+        """No I/O: the first command connects."""
+        if self._client is None:
+            # Blocking reads wait up to ``block``; the socket must outwait them.
+            timeout = self._socket_timeout + self._block_ms / 1000
+            self._client = make_client(self._url, timeout)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _redis(self) -> Redis:
+        if self._client is None:
+            raise Unavailable("the event stream is not started")
+        return self._client
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        if not entries:
+            return
+        try:
+            async with self._redis().pipeline(transaction=True) as pipe:
+                for entry in entries:
+                    pipe.xadd(
+                        self.stream,
+                        {_FIELD: entry_to_json(entry)},
+                        maxlen=self._max_length,
+                        approximate=True,
+                    )
+                await pipe.execute()
+        except REDIS_FAILURES as exc:
+            raise unavailable(exc) from exc
+
+    async def ensure_group(self, group: str) -> None:
+        """Create the group at the start of the stream (so nothing already there is
+        skipped); an existing group is left as it is."""
+        try:
+            await self._redis().xgroup_create(self.stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise unavailable(exc) from exc
+        except REDIS_FAILURES as exc:
+            raise unavailable(exc) from exc
+
+    async def consume(self, group: str, handler: Handler) -> None:
+        """Handle entries until cancelled, reconnecting with backoff after failures."""
+        delay = _BACKOFF_FIRST
+        while True:
+            try:
+                await self.ensure_group(group)
+                while True:
+                    handled = await self.consume_once(group, handler)
+                    delay = _BACKOFF_FIRST if handled else delay
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("events.consume_failed", group=group, exc_info=True)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+                delay = min(delay * 2, _BACKOFF_CAP)
+
+    async def consume_once(self, group: str, handler: Handler) -> int:
+        """Take over stale pending entries, else read new ones (blocking up to ``block``);
+        hand them to ``handler`` and acknowledge them. Returns how many were handled.
+        A handler failure leaves them pending, to be claimed again after ``claim_idle``."""
+        redis = self._redis()
+        try:
+            claimed = await redis.xautoclaim(
+                self.stream,
+                group,
+                self.consumer,
+                min_idle_time=self._claim_idle_ms,
+                start_id="0-0",
+                count=self._batch_size,
+            )
+            messages: list[Any] = list(claimed[1]) if claimed else []
+            if not messages:
+                reply = await redis.xreadgroup(
+                    group,
+                    self.consumer,
+                    {self.stream: ">"},
+                    count=self._batch_size,
+                    block=self._block_ms,
+                )
+                messages = [m for _, stream_messages in reply or () for m in stream_messages]
+        except REDIS_FAILURES as exc:
+            raise unavailable(exc) from exc
+        if not messages:
+            return 0
+        entries, ids = [], []
+        for message_id, fields in messages:
+            ids.append(message_id)
+            if not fields:  # trimmed away (MAXLEN) while pending: nothing left to handle
+                continue
+            try:
+                entries.append(entry_from_json(fields[_FIELD]))
+            except (KeyError, TypeError, ValueError):
+                log.warning("events.malformed_entry", group=group, id=str(message_id))
+        entries.sort(key=lambda e: e.sequence)
+        if entries:
+            await handler(entries)
+        try:
+            await redis.xack(self.stream, group, *ids)
+        except REDIS_FAILURES as exc:
+            raise unavailable(exc) from exc
+        return len(entries)

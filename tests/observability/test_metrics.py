@@ -1,0 +1,173 @@
+"""Metrics: counters move after real RPCs, /metrics parses, and workers are summed."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from authority.domain.errors import Unavailable
+from authority.domain.throttle import Throttled
+from authority.observability import metrics
+from authority.v1 import token_pb2
+from tests.integration.conftest import start_server  # noqa: F401 - the fixture
+from tests.integration.server import ServerProcess
+
+PASSWORD = "a perfectly fine passphrase"
+VERIFY = "authority.v1.TokenService/Verify"
+ISSUE = "authority.v1.TokenService/Issue"
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(server: ServerProcess) -> tuple[Samples, str]:
+    """Every sample of one scrape, keyed by name and sorted labels (the parser must accept
+    the whole body, or this raises)."""
+    with urllib.request.urlopen(server.http + "/metrics", timeout=10) as response:
+        content_type = response.headers["Content-Type"]
+        body = response.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples, content_type
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# -- unit: the error path -----------------------------------------------------------------
+
+
+def _raise_from(module: str) -> Unavailable:
+    """An Unavailable raised by code that lives in ``module`` (as the adapters' would be)."""
+    namespace = {"__name__": module, "Unavailable": Unavailable}
+    exec("def fail():\n    raise Unavailable('down')\n", namespace)
+    try:
+        namespace["fail"]()  # type: ignore[operator]
+    except Unavailable as error:
+        return error
+    raise AssertionError("unreachable")
+
+
+def test_unavailable_is_counted_by_the_dependency_that_raised_it() -> None:
+    before = {
+        name: metrics.REGISTRY.get_sample_value(
+            "authority_dependency_errors_total", {"dependency": name}
+        )
+        or 0.0
+        for name in ("store", "redis", "other")
+    }
+    metrics.count_error(_raise_from("authority.store.postgres"))
+    metrics.count_error(_raise_from("authority.redis.attempts"))
+    metrics.count_error(Unavailable("not raised anywhere"))
+    for name in ("store", "redis", "other"):
+        after = metrics.REGISTRY.get_sample_value(
+            "authority_dependency_errors_total", {"dependency": name}
+        )
+        assert after == before[name] + 1
+
+
+def test_throttled_is_counted_as_a_rate_limit_rejection() -> None:
+    before = metrics.REGISTRY.get_sample_value("authority_rate_limited_total") or 0.0
+    metrics.count_error(Throttled(1.0))
+    assert metrics.REGISTRY.get_sample_value("authority_rate_limited_total") == before + 1
+    assert metrics.REGISTRY.get_sample_value(
+        "authority_rpc_errors_total", {"code": "resource_exhausted"}
+    )
+
+
+def test_the_revocation_lag_is_exported_next_to_the_domain_histogram() -> None:
+    lag = metrics.ExportedHistogram()
+    before = metrics.REGISTRY.get_sample_value("authority_revocation_propagation_lag_seconds_count")
+    lag.observe(0.003)
+    assert lag.count == 1 and lag.quantile(0.5) == 0.005
+    after = metrics.REGISTRY.get_sample_value("authority_revocation_propagation_lag_seconds_count")
+    assert after == (before or 0.0) + 1
+
+
+# -- a real server ------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_counters_move_after_rpcs_and_the_scrape_parses(
+    start_server: Callable[..., ServerProcess],  # noqa: F811 - the imported fixture
+) -> None:
+    server = start_server(AUTHORITY_LOCKOUT_THRESHOLD="2")
+    before, content_type = scrape(server)
+    assert content_type.startswith("text/plain")
+    with server.client() as client:
+        client.create_principal("alice", PASSWORD)
+        pair = client.issue_with_password("alice", PASSWORD)
+        for _ in range(5):
+            assert client.verify(pair.access_token).result == token_pb2.VERIFY_RESULT_VALID
+        client.verify("not a token")
+        client.revoke(access_token=pair.access_token)
+        assert client.verify(pair.access_token).result == token_pb2.VERIFY_RESULT_REVOKED
+        codes = []
+        for _ in range(4):  # failed logins until the lockout answers
+            with pytest.raises(grpc.RpcError) as failed:
+                client.issue_with_password("alice", "not the passphrase at all")
+            codes.append(failed.value.code())
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    after, _ = scrape(server)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("authority_rpc_requests_total", method=VERIFY, code="OK") == 7
+    assert moved("authority_rpc_requests_total", method=ISSUE, code="OK") == 1
+    assert moved("authority_rpc_requests_total", method=ISSUE, code="UNAUTHENTICATED") >= 1
+    assert moved("authority_rpc_requests_total", method=ISSUE, code="RESOURCE_EXHAUSTED") >= 1
+    assert moved("authority_rpc_duration_seconds_count", method=VERIFY) == 7
+    assert value(after, "authority_rpc_duration_seconds_bucket", method=VERIFY, le="+Inf") >= 7
+    assert moved("authority_verify_results_total", reason="valid") == 5
+    assert moved("authority_verify_results_total", reason="malformed") == 1
+    assert moved("authority_verify_results_total", reason="revoked") == 1
+    assert moved("authority_rate_limited_total") >= 1
+    assert moved("authority_rpc_errors_total", code="unauthenticated") >= 1
+    # Key gauges, computed at scrape time.
+    assert value(after, "authority_published_keys") >= 1
+    assert value(after, "authority_signing_key_age_seconds") >= 0
+    assert value(after, "authority_signing_key_next_rotation_seconds") > 0
+    assert ("authority_revocation_propagation_lag_seconds_count", ()) in after
+
+
+def _multiproc_dir(pid: int) -> str:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    for entry in environ:
+        if entry.startswith(metrics.MULTIPROC_ENV.encode() + b"="):
+            return entry.split(b"=", 1)[1].decode()
+    raise AssertionError("the worker has no multiprocess directory")
+
+
+@pytest.mark.integration
+def test_workers_are_summed_in_every_scrape(
+    start_server: Callable[..., ServerProcess],  # noqa: F811 - the imported fixture
+) -> None:
+    server = start_server(workers=2)
+    directories = {_multiproc_dir(pid) for pid in server.worker_pids}
+    assert len(directories) == 1  # one shared directory, from the supervisor
+    directory = directories.pop()
+    assert os.path.isdir(directory)
+    with server.client() as client:
+        client.create_principal("alice", PASSWORD)
+        token = client.issue_with_password("alice", PASSWORD).access_token
+    calls = 20
+    for _ in range(calls):  # a fresh connection each: the kernel spreads them
+        with server.client() as client:
+            assert client.verify(token).result == token_pb2.VERIFY_RESULT_VALID
+    # Every scrape (a fresh connection, whichever worker takes it) sees all of them.
+    for _ in range(8):
+        samples, _ = scrape(server)
+        assert value(samples, "authority_rpc_requests_total", method=VERIFY, code="OK") == calls
+        assert value(samples, "authority_verify_results_total", reason="valid") == calls
+        assert value(samples, "authority_signing_key_age_seconds") >= 0
+    assert server.terminate() == 0
+    assert not os.path.exists(directory), "the supervisor removes the directory at stop"
