@@ -142,6 +142,7 @@ class Authority:
         # The outbox relay and its sink (a Redis stream in production, else in-process).
         self.events = self._event_sink()
         self.outbox = OutboxRelay(store=self.store, sink=self.events, clock=self.clock)
+        self.outbox.lag = metrics.ExportedHistogram(metrics.OUTBOX_RELAY_LAG)
         self.audit = AuditConsumer(self.store)
         self.webhooks: WebhookDispatcher | None = None  # needs the KEK: built in start
 
@@ -186,7 +187,10 @@ class Authority:
         await self.keys.start()
         # Webhook signing secrets are wrapped under the same KEK ring as the signing keys.
         self.webhooks = WebhookDispatcher(
-            store=self.store, kek=KekRing(kek, previous_keks), clock=self.clock
+            store=self.store,
+            kek=KekRing(kek, previous_keks),
+            clock=self.clock,
+            on_outcome=metrics.count_webhook,
         )
         await self._start_http()
         # Derived after binding, so that port 0 (tests) still yields a reachable issuer URL.
@@ -324,12 +328,12 @@ class Authority:
         await self.keys.reload()
 
     async def _check_ready(self) -> bool:
-        """Storage answers and, in production, the fan-out is connected."""
+        """Storage answers, a key signs, and, in production, the fan-out is connected."""
         try:
             await asyncio.wait_for(self.store.key_ring_generation(), timeout=2.0)
         except (Unavailable, TimeoutError):
             return False
-        return self.backends.fanout.healthy
+        return self.keys.snapshot().signer is not None and self.backends.fanout.healthy
 
     async def _watch_readiness(self) -> None:
         """Readiness follows the dependencies; liveness stays SERVING while we run."""

@@ -185,6 +185,24 @@ def count_error(error: AuthorityError) -> None:
         DEPENDENCY_ERRORS.labels(dependency_of(error)).inc()
 
 
+OUTBOX_RELAY_LAG = PromHistogram(
+    "authority_outbox_relay_lag_seconds",
+    "From an event's commit to its consumption (audit, webhooks).",
+    buckets=DEFAULT_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+WEBHOOK_DELIVERIES = Counter(
+    "authority_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: delivered, retried, dead_lettered.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
+def count_webhook(outcome: str) -> None:
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
 class ExportedHistogram(Histogram):
     """The domain histogram, also observed into a Prometheus one (aggregated across workers,
     which a scrape-time export of one worker's domain histogram would not be)."""

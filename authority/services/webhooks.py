@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -78,8 +78,11 @@ class WebhookDispatcher:
         max_delay: timedelta = timedelta(minutes=5),
         timeout: timedelta = timedelta(seconds=10),
         queue_size: int = 10_000,
+        on_outcome: Callable[[str], None] = lambda outcome: None,
     ) -> None:
+        """``on_outcome`` hears "delivered", "retried" and "dead_lettered" (for metrics)."""
         self._store = store
+        self._on_outcome = on_outcome
         self._kek = kek
         self._clock = clock
         self._max_attempts = max_attempts
@@ -192,8 +195,10 @@ class WebhookDispatcher:
             error = await self._post(webhook, secret, delivery)
             if not error:
                 self.delivered += 1
+                self._on_outcome("delivered")
                 return
             if attempt < self._max_attempts:
+                self._on_outcome("retried")
                 await asyncio.sleep(backoff(attempt, base=self._base, cap=self._cap))
         await self._dead_letter(webhook.id, delivery, self._max_attempts, error)
 
@@ -238,6 +243,7 @@ class WebhookDispatcher:
         )
         await self._store.add_dead_letter(letter)
         self.dead_lettered += 1
+        self._on_outcome("dead_lettered")
         log.warning("webhook.dead_lettered", webhook_id=webhook_id, event_id=delivery.event_id)
 
     async def idle(self) -> None:

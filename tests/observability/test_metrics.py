@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -171,3 +172,20 @@ def test_workers_are_summed_in_every_scrape(
         assert value(samples, "authority_signing_key_age_seconds") >= 0
     assert server.terminate() == 0
     assert not os.path.exists(directory), "the supervisor removes the directory at stop"
+
+
+def test_the_outbox_relay_lag_is_exported(
+    start_server: Callable[..., ServerProcess],  # noqa: F811 - the imported fixture
+) -> None:
+    server = start_server()
+    with server.client() as client:
+        client.create_principal("carol", PASSWORD)  # principal.created goes through the outbox
+    deadline = time.monotonic() + 10
+    while True:
+        samples, _ = scrape(server)
+        consumed = value(samples, "authority_outbox_relay_lag_seconds_count")
+        if consumed >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert consumed >= 1
+    assert value(samples, "authority_outbox_relay_lag_seconds_sum") >= 0
