@@ -30,6 +30,7 @@ from authority.domain.errors import AuthorityError
 from authority.keys.manager import private_key_aad
 from authority.log_setup import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
+from authority.services.webhooks import webhook_secret_aad
 from authority.store.base import Store
 from authority.store.factory import make_store
 from authority.supervisor import Supervisor
@@ -139,7 +140,22 @@ async def rewrap_keys(store: Store, ring: KekRing) -> dict[str, int]:
             rewrapped = ring.rewrap(key.wrapped_private_key, aad=private_key_aad(key.kid))
             await tx.rewrap_key(key.kid, rewrapped, ring.current_id)
             moved += 1
-    return {"rewrapped": moved, "already_current": current, "without_private_key": without_material}
+    webhooks = 0
+    for webhook in await store.list_webhooks():
+        # Webhook signing secrets are wrapped by the same KEK: move them too, or they
+        # could not be opened once the old KEK is retired.
+        if envelope_kek_id(webhook.wrapped_secret) != ring.current_id:
+            aad = webhook_secret_aad(webhook.id)
+            await store.rewrap_webhook_secret(
+                webhook.id, ring.rewrap(webhook.wrapped_secret, aad=aad)
+            )
+            webhooks += 1
+    return {
+        "rewrapped": moved,
+        "already_current": current,
+        "without_private_key": without_material,
+        "webhook_secrets_rewrapped": webhooks,
+    }
 
 
 def cmd_kek(args: argparse.Namespace, settings: Settings) -> int:

@@ -53,7 +53,7 @@ WEBHOOK = "webhook"
 _SECRET_PREFIX = "whsec_"
 
 
-def _aad(webhook_id: str) -> bytes:
+def webhook_secret_aad(webhook_id: str) -> bytes:
     """Binds a wrapped secret to its webhook, so secrets cannot be swapped between rows."""
     return b"authority-webhook-secret:" + webhook_id.encode()
 
@@ -107,7 +107,7 @@ class WebhookDispatcher:
             id=webhook_id,
             url=validate_url(url),
             event_types=types,
-            wrapped_secret=self._kek.wrap(secret.encode(), aad=_aad(webhook_id)),
+            wrapped_secret=self._kek.wrap(secret.encode(), aad=webhook_secret_aad(webhook_id)),
             created_at=self._clock.now(),
         )
         event = self._event("webhook.created", webhook_id, url=webhook.url, event_types=list(types))
@@ -189,7 +189,7 @@ class WebhookDispatcher:
         return next((w for w in await self._store.list_webhooks() if w.id == webhook_id), None)
 
     async def _deliver(self, webhook: Webhook, delivery: _Delivery) -> None:
-        secret = self._kek.unwrap(webhook.wrapped_secret, aad=_aad(webhook.id))
+        secret = self._kek.unwrap(webhook.wrapped_secret, aad=webhook_secret_aad(webhook.id))
         error = ""
         for attempt in range(1, self._max_attempts + 1):
             error = await self._post(webhook, secret, delivery)

@@ -253,6 +253,10 @@ class Store(Protocol):
         """Store a subscription. AlreadyExists if the id is taken."""
         ...
 
+    async def rewrap_webhook_secret(self, webhook_id: str, wrapped_secret: bytes) -> None:
+        """Replace a webhook's wrapped signing secret (KEK rotation). Unknown ids are ignored."""
+        ...
+
     async def list_webhooks(self) -> list[Webhook]:
         """Every subscription, oldest first."""
         ...

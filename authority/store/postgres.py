@@ -1145,6 +1145,12 @@ class PostgresStore:
             )
             await _insert_events(conn, events)
 
+    async def rewrap_webhook_secret(self, webhook_id: str, wrapped_secret: bytes) -> None:
+        async with self._session() as conn:
+            await conn.execute(
+                "UPDATE webhooks SET wrapped_secret = $1 WHERE id = $2", wrapped_secret, webhook_id
+            )
+
     async def list_webhooks(self) -> list[Webhook]:
         async with self._session() as conn:
             rows = await conn.fetch(

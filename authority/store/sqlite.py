@@ -1056,6 +1056,12 @@ class SqliteStore:
             )
             await _insert_events(db, events)
 
+    async def rewrap_webhook_secret(self, webhook_id: str, wrapped_secret: bytes) -> None:
+        async with self._session() as db:
+            await db.execute(
+                "UPDATE webhooks SET wrapped_secret = ? WHERE id = ?", (wrapped_secret, webhook_id)
+            )
+
     async def list_webhooks(self) -> list[Webhook]:
         async with self._session() as db:
             rows = await db.execute_fetchall(

@@ -19,7 +19,9 @@ from authority.cli import rewrap_keys
 from authority.crypto import EnvelopeError, Kek, KekRing, envelope_kek_id
 from authority.domain.errors import NotFound
 from authority.domain.keys import KeyRecord
+from authority.domain.webhooks import Webhook
 from authority.keys.manager import private_key_aad
+from authority.services.webhooks import webhook_secret_aad
 from authority.store.base import Store
 
 from .test_store_contract import T0, insert_keys, make_key, stored_key
@@ -108,7 +110,12 @@ async def test_rotation_moves_every_key_under_the_current_kek(store: Store) -> N
 
     result = await rewrap_keys(store, ring)
 
-    assert result == {"rewrapped": 2, "already_current": 1, "without_private_key": 1}
+    assert result == {
+        "rewrapped": 2,
+        "already_current": 1,
+        "without_private_key": 1,
+        "webhook_secrets_rewrapped": 0,
+    }
     only_new = KekRing(NEW)
     for key in await store.list_keys():
         if key.kid == "gone":
@@ -128,7 +135,12 @@ async def test_rotation_is_idempotent(store: Store) -> None:
 
     again = await rewrap_keys(store, ring)
 
-    assert again == {"rewrapped": 0, "already_current": 1, "without_private_key": 0}
+    assert again == {
+        "rewrapped": 0,
+        "already_current": 1,
+        "without_private_key": 0,
+        "webhook_secrets_rewrapped": 0,
+    }
     assert await store.list_keys() == before  # not even re-sealed with a fresh DEK
 
 
@@ -150,3 +162,24 @@ async def test_rotation_refuses_a_key_under_an_unknown_kek_and_changes_nothing(
     assert sorted(await store.list_keys(), key=lambda k: k.kid) == sorted(
         before, key=lambda k: k.kid
     )
+
+
+async def test_kek_rotate_moves_webhook_secrets_too(store: Store) -> None:
+    """A webhook's signing secret is wrapped by the same KEK: once rotated, it opens with
+    the new KEK alone, so retiring the old one does not silence webhooks."""
+    secret = b"whsec_signing-secret-for-the-test"
+    hook = Webhook(
+        id="wh_1",
+        url="http://127.0.0.1:9/hook",
+        event_types=(),
+        wrapped_secret=KekRing(OLD).wrap(secret, aad=webhook_secret_aad("wh_1")),
+        created_at=T0,
+    )
+    await store.create_webhook(hook)
+    result = await rewrap_keys(store, KekRing(NEW, [OLD]))
+    assert result["webhook_secrets_rewrapped"] == 1
+    (stored,) = await store.list_webhooks()
+    assert envelope_kek_id(stored.wrapped_secret) == NEW.id
+    assert KekRing(NEW).unwrap(stored.wrapped_secret, aad=webhook_secret_aad("wh_1")) == secret
+    again = await rewrap_keys(store, KekRing(NEW, [OLD]))
+    assert again["webhook_secrets_rewrapped"] == 0

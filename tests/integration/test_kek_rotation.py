@@ -114,6 +114,7 @@ def test_kek_rotation_keeps_every_token_valid_and_retires_the_old_kek(
         "rewrapped": 2,
         "already_current": 0,
         "without_private_key": 0,
+        "webhook_secrets_rewrapped": 0,
     }
     again = _cli(data_dir, both, "kek", "rotate")
     assert again.returncode == 0, again.stderr
