@@ -27,6 +27,7 @@ from authority.config import ConfigError, Settings, parse_duration
 from authority.crypto import EnvelopeError, KekRing, envelope_kek_id, load_kek
 from authority.crypto.kek_source import GENERATED_FILE_NAME, load_previous_keks
 from authority.domain.errors import AuthorityError
+from authority.domain.events import new_event
 from authority.keys.manager import private_key_aad
 from authority.log_setup import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
@@ -150,6 +151,16 @@ async def rewrap_keys(store: Store, ring: KekRing) -> dict[str, int]:
                 webhook.id, ring.rewrap(webhook.wrapped_secret, aad=aad)
             )
             webhooks += 1
+    if moved or webhooks:
+        event = new_event(
+            "kek.rotated",
+            "kek",
+            ring.current_id,
+            at=datetime.now(UTC),
+            data={"keys_rewrapped": moved, "webhooks_rewrapped": webhooks},
+            actor="operator",
+        )
+        await store.append_events([event])
     return {
         "rewrapped": moved,
         "already_current": current,

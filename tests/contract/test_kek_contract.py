@@ -183,3 +183,7 @@ async def test_kek_rotate_moves_webhook_secrets_too(store: Store) -> None:
     assert KekRing(NEW).unwrap(stored.wrapped_secret, aad=webhook_secret_aad("wh_1")) == secret
     again = await rewrap_keys(store, KekRing(NEW, [OLD]))
     assert again["webhook_secrets_rewrapped"] == 0
+    events = [e.event for e in await store.read_outbox()]
+    rotated = [e for e in events if e.type == "kek.rotated"]
+    assert len(rotated) == 1  # recorded once, by the run that moved something
+    assert rotated[0].aggregate_id == NEW.id
