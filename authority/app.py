@@ -143,6 +143,7 @@ class Authority:
         self.events = self._event_sink()
         self.outbox = OutboxRelay(store=self.store, sink=self.events, clock=self.clock)
         self.outbox.lag = metrics.ExportedHistogram(metrics.OUTBOX_RELAY_LAG)
+        self.outbox.on_depth = metrics.OUTBOX_DEPTH.set
         self.audit = AuditConsumer(self.store)
         self.webhooks: WebhookDispatcher | None = None  # needs the KEK: built in start
 

@@ -35,6 +35,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     PlatformCollector,
     ProcessCollector,
@@ -189,6 +190,12 @@ OUTBOX_RELAY_LAG = PromHistogram(
     "authority_outbox_relay_lag_seconds",
     "From an event's commit to its consumption (audit, webhooks).",
     buckets=DEFAULT_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+OUTBOX_DEPTH = Gauge(
+    "authority_outbox_depth",
+    "Events waiting in the outbox to be relayed (as last seen by each worker's relay).",
+    multiprocess_mode="max",
     registry=REGISTRY,
 )
 WEBHOOK_DELIVERIES = Counter(

@@ -172,6 +172,8 @@ class OutboxRelay:
         self.publish_lag = Histogram()
         self.published = 0
         self.consumed = 0
+        self.depth = 0
+        self.on_depth: Callable[[int], None] = lambda depth: None  # metrics hook
         self.failures = 0
 
     @property
@@ -206,6 +208,8 @@ class OutboxRelay:
             try:
                 await self._prune_when_due()
                 count = await self.relay_once()
+                self.depth = await self._store.outbox_depth()
+                self.on_depth(self.depth)
                 self.failures = 0
             except Exception:
                 self.failures += 1

@@ -231,6 +231,11 @@ class Store(Protocol):
         """Which of these event ids are marked published."""
         ...
 
+    async def outbox_depth(self) -> int:
+        """How many events wait to be relayed (a metric: a growing depth means the relay
+        is stuck or slower than the writers)."""
+        ...
+
     async def prune_outbox(self, published_before: datetime) -> int:
         """Delete events published before ``published_before`` (relayed for good; the
         audit log keeps its own copy). Unpublished events are never deleted."""

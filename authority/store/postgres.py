@@ -1067,6 +1067,11 @@ class PostgresStore:
             )
         return [_entry_from_row(tuple(row)) for row in rows]
 
+    async def outbox_depth(self) -> int:
+        async with self._session() as conn:
+            depth = await conn.fetchval("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        return int(depth)
+
     async def outbox_published(self, ids: Sequence[str]) -> set[str]:
         async with self._session() as conn:
             rows = await conn.fetch(

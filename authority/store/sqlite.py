@@ -968,6 +968,13 @@ class SqliteStore:
             )
         return [_entry_from_row(row) for row in rows]
 
+    async def outbox_depth(self) -> int:
+        async with self._session() as db:
+            rows = list(
+                await db.execute_fetchall("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+            )
+        return int(rows[0][0])
+
     async def outbox_published(self, ids: Sequence[str]) -> set[str]:
         async with self._session() as db:
             published: set[str] = set()

@@ -292,3 +292,13 @@ async def test_pruning_removes_only_events_published_long_enough_ago(store: Stor
     assert remaining == [events[1].id, events[2].id]
     assert await store.prune_outbox(T0 + 10 * LEASE) == 1  # never the unpublished one
     assert [e.event.id for e in await store.read_outbox()] == [events[2].id]
+
+
+async def test_the_depth_counts_what_waits_to_be_relayed(store: Store) -> None:
+    assert await store.outbox_depth() == 0
+    await store.append_events([event(aggregate_id=f"p-{i}") for i in range(4)])
+    assert await store.outbox_depth() == 4
+    claimed = await store.claim_unpublished(3, now=T0, lease=LEASE)
+    assert await store.outbox_depth() == 4  # leased is not relayed yet
+    await store.mark_published([e.event.id for e in claimed], at=T0)
+    assert await store.outbox_depth() == 1

@@ -189,3 +189,4 @@ def test_the_outbox_relay_lag_is_exported(
         time.sleep(0.1)
     assert consumed >= 1
     assert value(samples, "authority_outbox_relay_lag_seconds_sum") >= 0
+    assert ("authority_outbox_depth", ()) in samples
