@@ -29,7 +29,7 @@ from authority.crypto.kek_source import GENERATED_FILE_NAME, load_previous_keks
 from authority.domain.errors import AuthorityError
 from authority.domain.events import new_event
 from authority.keys.manager import private_key_aad
-from authority.log_setup import configure_logging
+from authority.observability.logging import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
 from authority.services.webhooks import webhook_secret_aad
 from authority.store.base import Store

@@ -26,7 +26,7 @@ import grpc
 
 from authority.app import Authority
 from authority.config import Settings
-from authority.log_setup import configure_logging
+from authority.observability.logging import configure_logging
 from authority.v1 import token_pb2
 
 ADMIN_TOKEN = "bench-admin-" + "x" * 40

@@ -49,9 +49,6 @@ def private_key_aad(kid: str) -> bytes:
     return b"authority-signing-key:" + kid.encode()
 
 
-_aad = private_key_aad  # the older private name, still imported by test support code
-
-
 def _update_events(update: KeyUpdate, now: datetime) -> list[Event]:
     """The outbox events of one schedule change (public schedule times only; the private
     key never appears in an event)."""

@@ -296,7 +296,7 @@ def server_signing_keys(data_dir: Path) -> list[SigningKey]:
     its SQLite store: tokens signed with them are "minted" by that server as far as any
     verifier can tell, with whatever claims a test needs (expired, nbf in the future...)."""
     from authority.crypto.kek_source import _decode_text  # noqa: PLC0415
-    from authority.keys.manager import _aad  # noqa: PLC0415
+    from authority.keys.manager import private_key_aad  # noqa: PLC0415
 
     ring = KekRing(Kek.from_secret(_decode_text(KEK, "KEK")))
     with sqlite3.connect(f"file:{data_dir / 'authority.db'}?mode=ro", uri=True) as db:
@@ -306,6 +306,8 @@ def server_signing_keys(data_dir: Path) -> list[SigningKey]:
         ).fetchall()
     keys = []
     for kid, algorithm, jwk, wrapped in rows:
-        private = private_key_from_bytes(ring.unwrap(wrapped, aad=_aad(kid)), Algorithm(algorithm))
+        private = private_key_from_bytes(
+            ring.unwrap(wrapped, aad=private_key_aad(kid)), Algorithm(algorithm)
+        )
         keys.append(SigningKey(algorithm, private, json.loads(jwk)))
     return keys
