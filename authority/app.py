@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from authority.api import ext_authz
 from authority.api.admin_service import AdminServicer
 from authority.api.key_service import KeyServicer
+from authority.api.reader_auth import RevocationReaders
 from authority.api.revocation_service import RevocationServicer
 from authority.api.token_service import TokenServicer
 from authority.backends import build_backends
@@ -291,6 +292,7 @@ class Authority:
                     feed=self.revocation_feed,
                     clock=self.clock,
                     heartbeat=s.watch_heartbeat,
+                    readers=RevocationReaders(verifier=self.verifier, admin=admin_allowed),
                 ),
             )
 
