@@ -18,10 +18,17 @@ from grpc_reflection.v1alpha import reflection
 from authority.api import ext_authz
 from authority.api.admin_service import AdminServicer
 from authority.api.key_service import KeyServicer
+from authority.api.reader_auth import RevocationReaders
 from authority.api.revocation_service import RevocationServicer
 from authority.api.token_service import TokenServicer
 from authority.backends import build_backends
-from authority.config import Settings, parse_address
+from authority.config import ConfigError, Settings, parse_address
+from authority.connection_limits import (
+    ConnectionCaps,
+    derive_caps,
+    descriptor_limit,
+    grpc_connection_options,
+)
 from authority.crypto import KekRing, load_kek
 from authority.crypto.kek_source import load_previous_keks
 from authority.domain.clock import Clock, SystemClock
@@ -29,7 +36,8 @@ from authority.domain.errors import Unavailable
 from authority.domain.keys import KeyPolicy
 from authority.domain.password_policy import PasswordPolicy
 from authority.domain.revocation import RevocationSet
-from authority.http_api import build_app
+from authority.http_api import build_app, build_metrics_app
+from authority.http_guard import ConnectionGuard, GuardedListener, describe
 from authority.keys.manager import KeyManager
 from authority.observability import logging as observability_logging
 from authority.observability import metrics
@@ -83,6 +91,8 @@ SERVICE_NAMES = (
     revocation_pb2.DESCRIPTOR.services_by_name["RevocationService"].full_name,
     ext_authz.SERVICE_NAME,  # Envoy's ext_authz (deploy/envoy)
 )
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+HTTP_HANDLER_TIMEOUT = 10.0  # seconds; JWKS, discovery, probes and metrics answer from memory
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024),
     ("grpc.max_send_message_length", 1024 * 1024),
@@ -97,6 +107,7 @@ class Ports:
     grpc: int = 0
     http: int = 0
     admin: int = 0
+    metrics: int = 0
 
 
 Servicers = tuple[TokenServicer, KeyServicer, AdminServicer, RevocationServicer]
@@ -135,7 +146,7 @@ class Authority:
         self.health = health.aio.HealthServicer()
         self._servers: list[grpc.aio.Server] = []
         self._bound: list[int] = []
-        self._http: web.AppRunner | None = None
+        self._http: list[tuple[web.AppRunner, GuardedListener]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = False
         self.ready = True
@@ -173,6 +184,12 @@ class Authority:
         )
         # Names the admin as the principal in the per-RPC log line (see _start_grpc).
         self._is_admin = admin.matches
+        try:
+            self.caps = derive_caps(
+                descriptor_limit(), grpc=s.grpc_max_connections, http=s.http_max_connections
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration:\n  {exc}") from exc
         await self.store.open()
         await self.backends.fanout.start()
         await self.events.start()
@@ -275,18 +292,30 @@ class Authority:
                     feed=self.revocation_feed,
                     clock=self.clock,
                     heartbeat=s.watch_heartbeat,
+                    readers=RevocationReaders(verifier=self.verifier, admin=admin_allowed),
                 ),
             )
 
         # With a separate admin listener, the public one refuses admin RPCs outright.
         public_admin = None if s.admin_address else admin
         self._servers.append(
-            await self._start_grpc(s.grpc_address, server_credentials(s), servicers(public_admin))
+            await self._start_grpc(
+                s.grpc_address,
+                server_credentials(s),
+                servicers(public_admin),
+                max_connections=self.caps.grpc,
+                admin_listed=not s.admin_address,
+            )
         )
         self.ports.grpc = self._bound[-1]
         if s.admin_address:
             self._servers.append(
-                await self._start_grpc(s.admin_address, admin_credentials(s), servicers(admin))
+                await self._start_grpc(
+                    s.admin_address,
+                    admin_credentials(s),
+                    servicers(admin),
+                    max_connections=self.caps.admin,
+                )
             )
             self.ports.admin = self._bound[-1]
         self._spawn(self.keys.run(), "key-rotation")
@@ -311,11 +340,22 @@ class Authority:
             grpc_port=self.ports.grpc,
             http_port=self.ports.http,
             admin_port=self.ports.admin or None,
+            metrics_port=self.ports.metrics or None,
+            connection_caps=self._caps_for_log(),
             tls=self.settings.tls_cert_file is not None,
             issuer=self.issuer,
             data_dir=str(s.data_dir),
             mode=self.backends.mode,
         )
+
+    def _caps_for_log(self) -> dict[str, int]:
+        caps: ConnectionCaps = self.caps
+        shown = {"grpc": caps.grpc, "http": caps.http, "fd_limit": descriptor_limit()}
+        if self.settings.admin_address:
+            shown["admin"] = caps.admin
+        if self.settings.metrics_address:
+            shown["metrics"] = caps.metrics
+        return shown
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
@@ -358,13 +398,26 @@ class Authority:
         address: str,
         credentials: grpc.ServerCredentials | None,
         servicers: Servicers,
+        *,
+        max_connections: int,
+        admin_listed: bool = True,
     ) -> grpc.aio.Server:
+        """``admin_listed`` False: reflection does not list AdminService (a separate admin
+        listener serves it)."""
+        s = self.settings
         tokens, keys, admin, revocations = servicers
+        bounds = grpc_connection_options(
+            max_connections=max_connections,
+            handshake_timeout=s.header_timeout,
+            idle_timeout=s.idle_timeout,
+            max_age=s.max_connection_age,
+            max_age_grace=s.max_connection_age_grace,
+        )
         server = grpc.aio.server(
             # One log line and the RPC metrics per call. One interceptor per server: it
             # caches the wrapped handlers of *this* server's servicers.
             interceptors=[observability_logging.RpcInterceptor(is_admin=self._is_admin)],
-            options=[*GRPC_OPTIONS, ("grpc.so_reuseport", int(self.settings.reuse_port))],
+            options=[*GRPC_OPTIONS, *bounds, ("grpc.so_reuseport", int(s.reuse_port))],
         )
         token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
         keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, server)
@@ -374,8 +427,9 @@ class Authority:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         server.add_generic_rpc_handlers(tuple(self.extra_handlers))
         if self.settings.reflection:
+            listed = [name for name in SERVICE_NAMES if admin_listed or name != ADMIN_SERVICE]
             reflection.enable_server_reflection(
-                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+                (*listed, health.SERVICE_NAME, reflection.SERVICE_NAME), server
             )
         if credentials is None:
             port = server.add_insecure_port(address)
@@ -388,29 +442,63 @@ class Authority:
         return server
 
     async def _start_http(self) -> None:
+        s = self.settings
+        exposition = metrics.exposition(
+            [metrics.KeyRingCollector(self.keys.snapshot, self.policy, self.clock)]
+        )
+        guard = self._http_guard(self.caps.http, "http")
         app = build_app(
             jwks=lambda: self.keys.snapshot().jwks,
             issuer=lambda: self.issuer,
             live=lambda: not self._stopped,
             ready=lambda: self.ready and not self._stopped,
-            metrics=metrics.exposition(
-                [metrics.KeyRingCollector(self.keys.snapshot, self.policy, self.clock)]
-            ),
+            # With its own address, /metrics is served there only.
+            metrics=None if s.metrics_address else exposition,
             metrics_content_type=metrics.CONTENT_TYPE,
+            middlewares=[guard.middleware],
         )
-        runner = web.AppRunner(app, access_log=None)
+        self.ports.http = await self._serve_http(app, guard, s.http_address)
+        if s.metrics_address:
+            metrics_guard = self._http_guard(self.caps.metrics, "metrics")
+            metrics_app = build_metrics_app(
+                exposition, metrics.CONTENT_TYPE, middlewares=[metrics_guard.middleware]
+            )
+            self.ports.metrics = await self._serve_http(
+                metrics_app, metrics_guard, s.metrics_address
+            )
+
+    def _http_guard(self, cap: int, listener: str) -> ConnectionGuard:
+        s = self.settings
+        return ConnectionGuard(
+            cap=cap,
+            header_timeout=s.header_timeout.total_seconds(),
+            idle_timeout=s.idle_timeout.total_seconds(),
+            handler_timeout=HTTP_HANDLER_TIMEOUT,
+            on_close=metrics.http_connection_closed(listener),
+        )
+
+    async def _serve_http(self, app: web.Application, guard: ConnectionGuard, address: str) -> int:
+        """Serve ``app`` on ``address`` under ``guard``; the bound port."""
+        s = self.settings
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            # aiohttp's own keep-alive close; the guard enforces header and idle deadlines.
+            keepalive_timeout=s.idle_timeout.total_seconds(),
+            max_line_size=8190,
+            max_field_size=8190,
+        )
         await runner.setup()
-        host, port = parse_address(self.settings.http_address)
-        site = web.TCPSite(
+        listener = GuardedListener(
             runner,
-            host,
-            port,
-            reuse_port=self.settings.reuse_port or None,
-            ssl_context=http_ssl_context(self.settings),
+            guard,
+            parse_address(address),
+            ssl_context=http_ssl_context(s),
+            reuse_port=s.reuse_port,
         )
-        await site.start()
-        self._http = runner
-        self.ports.http = int(runner.addresses[0][1])
+        self._http.append((runner, listener))
+        await listener.start()
+        return listener.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, drain in-flight calls within the grace period, then close storage."""
@@ -425,8 +513,10 @@ class Authority:
             # elsewhere) rather than hold the stop for the whole grace period.
             self.revocation_feed.close()
             await asyncio.gather(*(server.stop(grace) for server in self._servers))
-            if self._http is not None:
-                await self._http.cleanup()
+            for runner, listener in self._http:
+                await listener.stop()
+                log.info("http.connections", **describe(listener.guard))
+                await runner.cleanup()
         finally:
             # Whatever failed above, release every resource: a thread left running (the
             # SQLite connection's) would keep the process from exiting.

@@ -59,6 +59,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} must be 0 or a positive integer")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Validated settings. Build with ``Settings.load()``; tests construct them directly."""
@@ -111,6 +118,15 @@ class Settings:
     tls_key_file: Path | None = None
     admin_address: str | None = None  # a separate gRPC listener for the admin RPCs
     tls_client_ca_file: Path | None = None  # clients of the admin listener need a cert from it
+    # Prometheus /metrics on its own HTTP listener (then not on http_address).
+    metrics_address: str | None = None
+    # What one peer may hold (authority/connection_limits.py, authority/http_guard.py).
+    header_timeout: timedelta = timedelta(seconds=10)  # HTTP headers; gRPC preface+SETTINGS
+    idle_timeout: timedelta = timedelta(seconds=60)  # no request/RPC in flight
+    max_connection_age: timedelta = timedelta(minutes=30)  # gRPC: then GOAWAY
+    max_connection_age_grace: timedelta = timedelta(minutes=1)  # for streams still open
+    grpc_max_connections: int = 0  # per gRPC listener; 0: derived from RLIMIT_NOFILE
+    http_max_connections: int = 0  # HTTP listener; 0: derived from RLIMIT_NOFILE
 
     @property
     def short_prepublish(self) -> bool:
@@ -174,11 +190,20 @@ class Settings:
                 "AUTHORITY_TLS_CLIENT_CA_FILE (mTLS) needs AUTHORITY_ADMIN_ADDRESS and"
                 " AUTHORITY_TLS_CERT_FILE/_KEY_FILE"
             )
-        if self.admin_address:
-            try:
-                parse_address(self.admin_address)
-            except ValueError as exc:
-                problems.append(f"AUTHORITY_ADMIN_ADDRESS: {exc}")
+        for name in ("admin_address", "metrics_address"):
+            if getattr(self, name):
+                try:
+                    parse_address(getattr(self, name))
+                except ValueError as exc:
+                    problems.append(f"AUTHORITY_{name.upper()}: {exc}")
+        for name in ("header_timeout", "idle_timeout", "max_connection_age"):
+            if getattr(self, name) <= timedelta(0):
+                problems.append(f"AUTHORITY_{name.upper()} must be positive")
+        if self.max_connection_age_grace < timedelta(0):
+            problems.append("AUTHORITY_MAX_CONNECTION_AGE_GRACE must not be negative")
+        for name in ("grpc_max_connections", "http_max_connections"):
+            if getattr(self, name) < 0:
+                problems.append(f"AUTHORITY_{name.upper()} must be 0 (derived) or positive")
         if self.log_format not in {"json", "console"}:
             problems.append("AUTHORITY_LOG_FORMAT must be json or console")
         if self.log_level not in {"debug", "info", "warning", "error"}:
@@ -306,4 +331,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tls_key_file": Path,
     "admin_address": _text,
     "tls_client_ca_file": Path,
+    "metrics_address": _text,
+    "header_timeout": parse_duration,
+    "idle_timeout": parse_duration,
+    "max_connection_age": parse_duration,
+    "max_connection_age_grace": parse_duration,
+    "grpc_max_connections": _non_negative_int,
+    "http_max_connections": _non_negative_int,
 }

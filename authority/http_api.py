@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from authority.domain.keys import Algorithm
 from authority.keys.snapshot import Jwks
 
 JWKS_PATH = "/.well-known/jwks.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+METRICS_PATH = "/metrics"
 
 
 def build_app(
@@ -22,6 +24,7 @@ def build_app(
     ready: Callable[[], bool],
     metrics: Callable[[], bytes] | None = None,
     metrics_content_type: str = "text/plain; version=0.0.4; charset=utf-8",
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
     def discovery_document() -> bytes:
         return json.dumps(
@@ -71,15 +74,29 @@ def build_app(
 
         return answer
 
-    async def get_metrics(request: web.Request) -> web.Response:
-        assert metrics is not None
-        return web.Response(body=metrics(), headers={"Content-Type": metrics_content_type})
-
-    app = web.Application()
+    app = web.Application(middlewares=list(middlewares))
     app.router.add_get(JWKS_PATH, get_jwks)
     app.router.add_get(DISCOVERY_PATH, get_discovery)
     app.router.add_get("/healthz", probe(live))
     app.router.add_get("/readyz", probe(ready))
     if metrics is not None:  # Prometheus exposition (authority.observability.metrics)
-        app.router.add_get("/metrics", get_metrics)
+        app.router.add_get(METRICS_PATH, metrics_handler(metrics, metrics_content_type))
+    return app
+
+
+def metrics_handler(
+    metrics: Callable[[], bytes], content_type: str
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def get_metrics(request: web.Request) -> web.Response:
+        return web.Response(body=metrics(), headers={"Content-Type": content_type})
+
+    return get_metrics
+
+
+def build_metrics_app(
+    metrics: Callable[[], bytes], content_type: str, *, middlewares: Sequence[Middleware] = ()
+) -> web.Application:
+    """/metrics alone, for AUTHORITY_METRICS_ADDRESS (a port only the scraper can reach)."""
+    app = web.Application(middlewares=list(middlewares))
+    app.router.add_get(METRICS_PATH, metrics_handler(metrics, content_type))
     return app

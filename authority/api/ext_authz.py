@@ -14,7 +14,8 @@ context_extensions`` (see deploy/envoy/README.md):
 
 On success the upstream receives ``x-authority-subject``, ``-client-id``, ``-scope`` and
 ``-session-id``, overwriting any client-supplied copy; every other ``x-authority-*`` header
-the client sent is removed, so upstreams can trust the whole prefix.
+the client sent is removed, in any spelling (``x_authority_scope`` too), so upstreams can
+trust the whole prefix.
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ def insufficient_scope(required: Sequence[str], missing: Sequence[str]) -> Any:
     return _denied(403, grpc.StatusCode.PERMISSION_DENIED, challenge, body)
 
 
+def is_identity_header(name: str) -> bool:
+    """``x-authority-*`` in any case, with ``_`` for any ``-`` (as CGI folds names)."""
+    return name.lower().replace("_", "-").startswith(HEADER_PREFIX)
+
+
 def allowed(claims: AccessClaims, headers: Mapping[str, str]) -> Any:
     """200: identity headers overwrite client-supplied copies; other x-authority-* go."""
     values = {
@@ -142,9 +148,13 @@ def allowed(claims: AccessClaims, headers: Mapping[str, str]) -> Any:
     }
     to_set = [_header(name, value) for name, value in values.items() if value]
     # An empty claim (no session for client credentials, say) sets nothing, so a client's
-    # copy of that header must be removed instead.
+    # copy of that header must be removed instead. So must every other spelling of the
+    # prefix: CGI/WSGI upstreams read "x_authority_scope" as "x-authority-scope" (Envoy
+    # should refuse such names, deploy/envoy/README.md; this holds if it is told not to).
     to_remove = sorted(
-        name for name in headers if name.startswith(HEADER_PREFIX) and not values.get(name)
+        name
+        for name in headers
+        if is_identity_header(name) and (name not in values or not values[name])
     )
     return external_auth_pb2.CheckResponse(
         status={"code": grpc.StatusCode.OK.value[0]},

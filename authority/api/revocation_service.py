@@ -23,8 +23,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from authority.api.convert import duration, timestamp
 from authority.api.errors import rpc
+from authority.api.reader_auth import RevocationReaders
 from authority.domain.clock import Clock
-from authority.domain.errors import InvalidArgument
+from authority.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
 from authority.services.revocation_feed import (
     FeedEnded,
@@ -70,6 +71,10 @@ def revocation_message(revocation: Revocation) -> revocation_pb2.Revocation:
     )
 
 
+class CredentialExpired(Exception):
+    """The token a stream was opened with has expired."""
+
+
 class RevocationServicer(revocation_pb2_grpc.RevocationServiceServicer):
     def __init__(
         self,
@@ -78,7 +83,9 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServiceServicer):
         feed: RevocationFeed,
         clock: Clock,
         heartbeat: timedelta,
+        readers: RevocationReaders,
     ) -> None:
+        self._readers = readers
         self._view = view
         self._feed = feed
         self._clock = clock
@@ -91,6 +98,7 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServiceServicer):
     ) -> revocation_pb2.CheckRevocationsResponse:
         """A token without ``issued_at`` counts as issued at the epoch: any subject or client
         revocation covers it (when in doubt, revoked)."""
+        self._readers.authorize(context)
         if len(request.tokens) > MAX_CHECK_TOKENS:
             raise InvalidArgument(
                 f"at most {MAX_CHECK_TOKENS} tokens per request ({len(request.tokens)} given)"
@@ -113,15 +121,35 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServiceServicer):
     async def WatchRevocations(
         self, request: revocation_pb2.WatchRevocationsRequest, context: Context
     ) -> AsyncIterator[Response]:
-        """Not under ``rpc`` (a stream): the statuses are set here, the same way."""
+        """Not under ``rpc`` (a stream): the statuses are set here, the same way. The stream
+        ends UNAUTHENTICATED when the caller's token expires: reconnect with a fresh one."""
         peer = context.peer()
         outcome = "cancelled"
+        try:
+            until = self._readers.authorize(context)
+        except (Unauthenticated, PermissionDenied) as refused:
+            log.info("revocation.watch_refused", peer=peer, code=refused.code.value)
+            code = (
+                grpc.StatusCode.UNAUTHENTICATED
+                if isinstance(refused, Unauthenticated)
+                else grpc.StatusCode.PERMISSION_DENIED
+            )
+            await context.abort(code, str(refused))
+            return
         try:
             with self._feed.subscribe(request.resume_token) as subscription:
                 log.info("revocation.watch_started", peer=peer, resumed=subscription.resumed)
                 async with contextlib.aclosing(self._events(subscription)) as events:
                     async for message in events:
                         yield message
+                        if self._clock.timestamp() >= until:
+                            raise CredentialExpired
+        except CredentialExpired:
+            outcome = "credential_expired"
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the credential of this stream expired: reconnect with a fresh token",
+            )
         except SubscriberLagged as ended:
             outcome = "lagged"
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(ended))

@@ -112,7 +112,10 @@ async def _watch(target: str, revocations: int) -> WatchResult:
             )
         )
         issued = [(await tokens.Issue(grant)).tokens.access_token for _ in range(revocations)]
-        watcher = WatchedRevocations(target)
+        # Reading revocations needs a credential: the bench's admin credential is one.
+        watcher = WatchedRevocations(
+            target, metadata=(("authorization", f"Bearer {BENCH_ADMIN_TOKEN}"),)
+        )
         reader = LocalVerifier.for_authority(
             target, issuer=ISSUER, audience="default", revocations="none"
         )

@@ -120,6 +120,19 @@ REVOCATION_LAG = PromHistogram(
     buckets=DEFAULT_LAG_BUCKETS,
     registry=REGISTRY,
 )
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "authority_http_connections_closed",
+    "HTTP connections the server closed to bound what peers hold, by listener and reason"
+    " (header_timeout, idle_timeout, evicted, refused).",
+    ["listener", "reason"],
+    registry=REGISTRY,
+)
+
+
+def http_connection_closed(listener: str) -> Callable[[str], None]:
+    """The ConnectionGuard callback for one listener."""
+    return lambda reason: HTTP_CONNECTIONS_CLOSED.labels(listener, reason).inc()
+
 
 RpcObserver = Callable[[grpc.StatusCode, float, Any], None]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -31,6 +32,18 @@ def backend(
     authority = start_server()
     # Until the authority serves RevocationService, the backend would (rightly) fail closed.
     revocations = "watch" if REVOCATION_SERVICE else "none"
+    # The backend reads revocations with its own client credentials (as the docstring says).
+    with authority.client() as admin:
+        secret = admin.create_client(
+            admin_pb2.Client(
+                id="orders-backend",
+                confidential=True,
+                grant_types=[admin_pb2.GRANT_TYPE_CLIENT_CREDENTIALS],
+                audiences=["default"],
+                scopes=["authority:revocations.read"],
+                default_scopes=["authority:revocations.read"],
+            )
+        ).client_secret
     process = subprocess.Popen(
         [
             sys.executable,
@@ -43,7 +56,10 @@ def backend(
             "127.0.0.1:0",
             "--revocations",
             revocations,
+            "--client-id",
+            "orders-backend",
         ],
+        env={**os.environ, "ORDERS_CLIENT_SECRET": secret},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

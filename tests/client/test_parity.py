@@ -30,7 +30,10 @@ from tests.client.support import (
     server_signing_keys,
     sign_raw,
 )
-from tests.integration.server import ServerProcess
+from tests.integration.server import ADMIN_TOKEN, ServerProcess
+
+# Reading revocations needs a credential; the admin credential is one.
+READER = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 pytestmark = pytest.mark.integration
 
@@ -239,7 +242,7 @@ async def test_revocation_by_callback_matches_the_server(
     authority: tuple[ServerProcess, SigningKey],
 ) -> None:
     server, _ = authority
-    await _revocation_parity(server, lambda: CallbackRevocations(server.target))
+    await _revocation_parity(server, lambda: CallbackRevocations(server.target, metadata=READER))
 
 
 @needs_revocation_service
@@ -247,4 +250,4 @@ async def test_revocation_by_watch_matches_the_server(
     authority: tuple[ServerProcess, SigningKey],
 ) -> None:
     server, _ = authority
-    await _revocation_parity(server, lambda: WatchedRevocations(server.target))
+    await _revocation_parity(server, lambda: WatchedRevocations(server.target, metadata=READER))

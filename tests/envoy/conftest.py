@@ -205,7 +205,13 @@ def envoy_config(
         transport_api_version="V3",
         failure_mode_allow=False,
         status_on_error={"code": 503},
-        allowed_headers={"patterns": [{"exact": "authorization"}, {"prefix": "x-authority-"}]},
+        allowed_headers={
+            "patterns": [
+                {"exact": "authorization"},
+                {"prefix": "x-authority-"},
+                {"safe_regex": {"regex": "x[-_]authority[-_].*"}},
+            ]
+        },
     )
     routes = [
         _route("/jwt/", jwt=True, authz=None),
@@ -216,6 +222,8 @@ def envoy_config(
     manager = _typed(
         _HCM,
         stat_prefix="ingress",
+        # As the shipped configs: header names with "_" are refused (deploy/envoy/README.md).
+        common_http_protocol_options={"headers_with_underscores_action": "REJECT_REQUEST"},
         route_config={
             "name": "local",
             "virtual_hosts": [{"name": "local", "domains": ["*"], "routes": routes}],

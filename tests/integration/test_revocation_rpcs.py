@@ -25,12 +25,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from authority.v1 import revocation_pb2, revocation_pb2_grpc, token_pb2
 from tests import services
-from tests.integration.server import ServerProcess
+from tests.integration.server import ADMIN_TOKEN, ServerProcess
 
 SERVICE = "authority.v1.RevocationService"
 HEARTBEAT = 0.2
 PASSWORD = "correct horse battery staple"
 Response = revocation_pb2.WatchRevocationsResponse
+# Reading revocations needs a credential (tests/adversarial/test_read_access.py covers who
+# may read); the admin credential is one.
+READER = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 
 class Watch:
@@ -40,7 +43,7 @@ class Watch:
         self.channel = server.channel()
         stub = revocation_pb2_grpc.RevocationServiceStub(self.channel)
         self.call = stub.WatchRevocations(
-            revocation_pb2.WatchRevocationsRequest(resume_token=resume_token)
+            revocation_pb2.WatchRevocationsRequest(resume_token=resume_token), metadata=READER
         )
         self._messages: queue.Queue[tuple[float, Response]] = queue.Queue()
         self.error: grpc.RpcError | None = None
@@ -128,7 +131,7 @@ def check(server: ServerProcess, *tokens: revocation_pb2.TokenIdentity) -> list[
     with server.channel() as channel:
         stub = revocation_pb2_grpc.RevocationServiceStub(channel)
         request = revocation_pb2.CheckRevocationsRequest(tokens=list(tokens))
-        return list(stub.CheckRevocations(request, timeout=10).revoked)
+        return list(stub.CheckRevocations(request, timeout=10, metadata=READER).revoked)
 
 
 def revoke(server: ServerProcess, **target: str) -> float:
@@ -198,6 +201,7 @@ def test_check_answers_each_kind_in_the_order_asked(server: ServerProcess) -> No
         answer = stub.CheckRevocations(
             revocation_pb2.CheckRevocationsRequest(tokens=[token for token, _ in asked]),
             timeout=10,
+            metadata=READER,
         )
     assert list(answer.revoked) == [expected for _, expected in asked]
     assert before - 1 <= seconds(answer.as_of) <= time.time() + 1

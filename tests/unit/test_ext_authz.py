@@ -121,6 +121,11 @@ def test_client_supplied_identity_headers_are_overwritten_or_removed(fx: Fixture
         "x-authority-role": "superuser",
         "X-Authority-Tenant": "other",
         "x-authorityish": "kept",
+        # CGI/WSGI upstreams fold "_" into "-": these would read as identity headers.
+        "x_authority_scope": "admin",
+        "X_Authority_Subject": "p_forged",
+        "x-authority_client-id": "svc",
+        "x_authorityish": "kept",
     }
     response = fx.check(headers)
     set_headers = _set_headers(response)
@@ -130,6 +135,9 @@ def test_client_supplied_identity_headers_are_overwritten_or_removed(fx: Fixture
         "x-authority-role",
         "x-authority-session-id",
         "x-authority-tenant",
+        "x-authority_client-id",
+        "x_authority_scope",
+        "x_authority_subject",
     ]
 
 

@@ -4,16 +4,19 @@ overflow ends the subscriber (never skips a change), and only real changes publi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, cast
 
 import grpc
 import pytest
 
+from authority.api.reader_auth import RevocationReaders
 from authority.api.revocation_service import RevocationServicer
 from authority.domain.clock import ManualClock
 from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
-from authority.domain.tokens import AccessClaims
+from authority.domain.tokens import AccessClaims, Verification, VerifyReason
+from authority.services.admin_credential import AdminCredential
 from authority.services.revocation_feed import (
     FeedClosed,
     FeedEnded,
@@ -242,6 +245,16 @@ async def test_closing_ends_every_subscriber_and_refuses_new_ones() -> None:
         feed.subscribe()
 
 
+_READER_SECRET = "adm_unit_" + "r" * 40
+
+
+class _NoTokens:
+    """These streams are opened with the admin credential: no token is ever valid."""
+
+    def verify(self, token: str, audiences: Iterable[str] = ()) -> Verification:
+        return Verification(VerifyReason.MALFORMED, "not a token")
+
+
 class _Aborted(Exception):
     pass
 
@@ -255,14 +268,22 @@ class _Context:
     def peer(self) -> str:
         return "ipv4:127.0.0.1:1"
 
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {_READER_SECRET}"),)
+
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         self.status = (code, details)
         raise _Aborted
 
 
 def _watch(feed: RevocationFeed, view: RevocationSet, context: _Context) -> Any:
+    readers = RevocationReaders(verifier=_NoTokens(), admin=AdminCredential(_READER_SECRET))
     servicer = RevocationServicer(
-        view=view, feed=feed, clock=ManualClock(), heartbeat=timedelta(seconds=30)
+        view=view,
+        feed=feed,
+        clock=ManualClock(),
+        heartbeat=timedelta(seconds=30),
+        readers=readers,
     )
     return servicer.WatchRevocations(revocation_pb2.WatchRevocationsRequest(), context)
 

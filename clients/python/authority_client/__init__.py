@@ -6,6 +6,7 @@ server with them, and handlers read ``current_claims()``.
 """
 
 from authority_client.client import AuthorityClient
+from authority_client.credentials import REVOCATIONS_READ_SCOPE, ClientCredentialsTokens
 from authority_client.interceptors import (
     AuthorityInterceptor,
     Require,
@@ -28,10 +29,12 @@ from authority_client.revocation import (
 from authority_client.verifier import Claims, LocalVerifier, SyncLocalVerifier, Verification
 
 __all__ = [
+    "REVOCATIONS_READ_SCOPE",
     "AuthorityClient",
     "AuthorityInterceptor",
     "CallbackRevocations",
     "Claims",
+    "ClientCredentialsTokens",
     "GrpcJwksSource",
     "HttpJwksSource",
     "JwksCache",

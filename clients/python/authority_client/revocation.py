@@ -13,6 +13,10 @@ knows whether it was revoked since. Two ways to learn that, behind one interface
   once it has been silent or broken for longer than ``max_staleness`` it fails closed
   (or asks a fallback ``CallbackRevocations``), and it reconnects with exponential backoff
   and jitter, resuming from the last ``resume_token``.
+
+Both RPCs need a caller credential (``credential=``, e.g. ``ClientCredentialsTokens``, whose
+token carries the scope ``authority:revocations.read``); without one the authority answers
+UNAUTHENTICATED, which counts as unreachable (fail closed).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from authority.v1 import revocation_pb2, revocation_pb2_grpc
+from authority_client.credentials import TokenProvider, call_metadata, refused
 
 if TYPE_CHECKING:
     from authority_client.verifier import Claims
@@ -123,6 +128,7 @@ class CallbackRevocations:
         negative_ttl: float = 1.0,
         fail_open: bool = False,
         timeout: float = 2.0,
+        credential: TokenProvider | None = None,
         metadata: Metadata = (),
         credentials: grpc.ChannelCredentials | None = None,
         cache_size: int = 100_000,
@@ -139,6 +145,7 @@ class CallbackRevocations:
         self.negative_ttl = negative_ttl
         self.fail_open = fail_open
         self.timeout = timeout
+        self.credential = credential
         self.metadata = tuple(metadata)
         self.cache_size = max(1, cache_size)
         self._clock = clock
@@ -224,12 +231,15 @@ class CallbackRevocations:
         )
         self.rpcs += 1
         try:
+            metadata = await call_metadata(self.credential, self.metadata)
             response = await self._stub().CheckRevocations(
-                request, timeout=self.timeout, metadata=self.metadata or None
+                request, timeout=self.timeout, metadata=metadata
             )
             if len(response.revoked) != len(keys):
                 raise ValueError(f"{len(response.revoked)} answers for {len(keys)} tokens")
         except (grpc.aio.AioRpcError, ValueError) as exc:
+            if isinstance(exc, grpc.aio.AioRpcError):
+                refused(exc, self.credential)
             reason = (
                 f"CheckRevocations failed: {exc.code().name}"
                 if isinstance(exc, grpc.aio.AioRpcError)
@@ -338,6 +348,7 @@ class WatchedRevocations:
         fail_open: bool = False,
         backoff_initial: float = 0.1,
         backoff_max: float = 10.0,
+        credential: TokenProvider | None = None,
         metadata: Metadata = (),
         credentials: grpc.ChannelCredentials | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -352,6 +363,7 @@ class WatchedRevocations:
         self.fail_open = fail_open
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.credential = credential
         self.metadata = tuple(metadata)
         self._clock = clock
         self._wall_clock = wall_clock
@@ -455,6 +467,7 @@ class WatchedRevocations:
                 raise
             except grpc.aio.AioRpcError as error:
                 heard = False
+                refused(error, self.credential)
                 log.warning("revocation stream broke: %s %s", error.code().name, error.details())
             except TimeoutError:
                 heard = True
@@ -477,7 +490,8 @@ class WatchedRevocations:
         """One stream, until it ends or breaks. True if it delivered anything."""
         self.connects += 1
         request = revocation_pb2.WatchRevocationsRequest(resume_token=self.resume_token)
-        call = self._stub().WatchRevocations(request, metadata=self.metadata or None)
+        metadata = await call_metadata(self.credential, self.metadata)
+        call = self._stub().WatchRevocations(request, metadata=metadata)
         self._call = call
         heard = False
         while True:

@@ -30,6 +30,7 @@ from jwt.algorithms import Algorithm as JwtAlgorithm
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authority.v1 import token_pb2
+from authority_client.credentials import TokenProvider
 from authority_client.jwks import (
     SUPPORTED_ALGORITHMS,
     GrpcJwksSource,
@@ -260,18 +261,28 @@ class LocalVerifier:
         audience: str | Iterable[str],
         jwks_url: str | None = None,
         revocations: Literal["callback", "watch", "none"] = "callback",
+        credential: TokenProvider | None = None,
         fail_open: bool = False,
         **options: Any,
     ) -> LocalVerifier:
         """The usual wiring: keys over HTTP (or gRPC ``GetJwks`` without ``jwks_url``) and
-        revocations from the authority at gRPC ``authority``."""
+        revocations from the authority at gRPC ``authority``, read with ``credential`` (a
+        ``ClientCredentialsTokens`` whose client may have the scope
+        ``authority:revocations.read``); required unless ``revocations="none"``."""
         source: JwksSource | str = jwks_url if jwks_url else GrpcJwksSource(authority)
         checker: RevocationChecker | None
+        if revocations != "none" and credential is None:
+            raise ValueError(
+                "the revocation API needs a credential: pass credential=ClientCredentialsTokens("
+                "authority, client_id, client_secret) (scope authority:revocations.read)"
+            )
         if revocations == "callback":
-            checker = CallbackRevocations(authority, fail_open=fail_open)
+            checker = CallbackRevocations(authority, fail_open=fail_open, credential=credential)
         elif revocations == "watch":
             checker = WatchedRevocations(
-                authority, fallback=CallbackRevocations(authority, fail_open=fail_open)
+                authority,
+                credential=credential,
+                fallback=CallbackRevocations(authority, fail_open=fail_open, credential=credential),
             )
         else:
             checker = None

@@ -1,7 +1,14 @@
 """An example backend protected by the authority in one line.
 
-    python clients/python/examples/orders_backend.py \\
-        --authority 127.0.0.1:50051 --jwks-url http://127.0.0.1:8080/.well-known/jwks.json
+    ORDERS_CLIENT_SECRET=cs_... python clients/python/examples/orders_backend.py \\
+        --authority 127.0.0.1:50051 --jwks-url http://127.0.0.1:8080/.well-known/jwks.json \\
+        --client-id orders-backend
+
+Following revocations needs a credential: the backend's own client at the authority
+(client credentials, scope ``authority:revocations.read``), created once with
+``authority clients create orders-backend --grant client_credentials
+--scope authority:revocations.read --default-scope authority:revocations.read``; its secret
+comes from the environment, never the command line.
 
 A tiny ``example.orders.v1.Orders`` service with no .proto of its own: generic handlers
 whose messages are ``google.protobuf.Struct`` (a well-known type every gRPC client has).
@@ -21,16 +28,24 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import os
 import signal
 import sys
 import urllib.parse
 from typing import Any
 
 import grpc
-from authority_client import AuthorityInterceptor, LocalVerifier, Require, current_claims
+from authority_client import (
+    AuthorityInterceptor,
+    ClientCredentialsTokens,
+    LocalVerifier,
+    Require,
+    current_claims,
+)
 from google.protobuf.struct_pb2 import Struct
 
 SERVICE = "example.orders.v1.Orders"
+SECRET_ENV = "ORDERS_CLIENT_SECRET"
 
 
 class Orders:
@@ -86,12 +101,19 @@ def default_issuer(jwks_url: str) -> str:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    credential = None
+    if args.revocations != "none":
+        secret = os.environ.get(SECRET_ENV, "")
+        if not args.client_id or not secret:
+            raise SystemExit(f"--client-id and ${SECRET_ENV} are needed to read revocations")
+        credential = ClientCredentialsTokens(args.authority, args.client_id, secret)
     verifier = LocalVerifier.for_authority(
         args.authority,
         jwks_url=args.jwks_url,
         issuer=args.issuer or default_issuer(args.jwks_url),
         audience=args.audience,
         revocations=args.revocations,
+        credential=credential,
     )
     await verifier.start()
     # The one line that protects the server:
@@ -120,6 +142,8 @@ async def serve(args: argparse.Namespace) -> None:
     await stop.wait()
     await server.stop(grace=2)
     await verifier.aclose()
+    if credential is not None:
+        await credential.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--issuer", default="", help="default: the JWKS URL's origin")
     parser.add_argument("--audience", default="orders", help="the audience tokens must name")
     parser.add_argument("--listen", default="127.0.0.1:50052", help="host:port (port 0: any)")
+    parser.add_argument(
+        "--client-id",
+        default="",
+        help=f"this backend's client id, to read revocations (its secret: ${SECRET_ENV})",
+    )
     parser.add_argument(
         "--revocations",
         choices=("callback", "watch", "none"),
