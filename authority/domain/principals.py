@@ -58,10 +58,20 @@ def _casefold_normalizer() -> Any:
 
 @cache
 def _spoof_checker() -> Any:
-    """ICU's default checks: restriction level "highly restrictive" (one script, or
-    Latin with the Han-based combinations of CJK writing), invisible characters, mixed
-    digit systems and hidden overlays (``i`` + combining dot)."""
-    return icu.SpoofChecker()
+    """ICU's checks: restriction level "highly restrictive" (one script, or Latin with
+    the Han-based combinations of CJK writing), invisible characters, mixed digit systems,
+    hidden overlays (``i`` + combining dot), and characters limited to the UTS #39
+    General Security Profile for identifiers (Identifier_Status=Allowed: no small
+    capitals, click letters, symbols or emoji) plus printable ASCII, so e-mail addresses
+    and names with spaces or apostrophes remain possible."""
+    checker = icu.SpoofChecker()
+    allowed = icu.UnicodeSet()
+    allowed.addAll(checker.getRecommendedUnicodeSet())
+    allowed.addAll(checker.getInclusionUnicodeSet())
+    allowed.add(" ", "~")
+    allowed.freeze()
+    checker.setAllowedUnicodeSet(allowed)
+    return checker
 
 
 def canonical_name(name: str) -> str:
@@ -74,14 +84,18 @@ def canonical_name(name: str) -> str:
 
 
 def name_skeleton(name: str) -> str:
-    """What a name looks like: the UTS #39 skeleton of its canonical form with
-    non-spacing marks removed, so names differing only by look-alike characters or by
-    accents share a skeleton. Used to refuse confusable new names, never for lookup."""
-    decomposed = str(icu.Normalizer2.getNFDInstance().normalize(canonical_name(name)))
+    """What a name looks like, for refusing confusable new names (never for lookup): the
+    UTS #39 skeleton of the name with non-spacing marks removed, then case-folded.
+
+    The skeleton is taken before case folding because confusability depends on case
+    (``I`` looks like ``l``, ``0`` like ``O``); folding afterwards makes the comparison
+    ignore case like every other comparison of names. Names differing only by accents,
+    by look-alike letters or digits, or by case share a skeleton."""
+    decomposed = str(icu.Normalizer2.getNFDInstance().normalize(name))
     bare = "".join(
         c for c in decomposed if icu.Char.charType(c) != icu.UCharCategory.NON_SPACING_MARK
     )
-    return str(_spoof_checker().getSkeleton(0, bare))
+    return canonical_name(str(_spoof_checker().getSkeleton(0, bare)))
 
 
 def validate_name(name: str) -> str:
@@ -121,8 +135,9 @@ def validate_new_name(name: str) -> str:
         raise InvalidArgument("the principal name has leading, trailing or repeated spaces")
     if _spoof_checker().check(canonical) != 0:
         raise InvalidArgument(
-            "the principal name mixes scripts, digit systems or invisible marks in a way "
-            "that makes it look like another name; use characters of one script"
+            "the principal name mixes scripts or digit systems, or has characters that are "
+            "not allowed in identifiers (symbols, invisible or look-alike letters); use "
+            "letters and digits of one script"
         )
     return normalized
 
