@@ -75,12 +75,18 @@ def _spoof_checker() -> Any:
 
 
 def canonical_name(name: str) -> str:
-    """The identity of a name: Unicode NFKC_Casefold, as computed by ICU.
+    """The identity of a name: Unicode NFKC_Casefold (as computed by ICU) of the name's
+    upper case.
 
     Total (never raises) and idempotent, so it serves stored names, lookups and the
     migration alike. Width, compatibility forms (ligatures, mathematical letters), case
     and default-ignorable characters all fold away."""
-    return str(_casefold_normalizer().normalize(name))
+    folded = str(_casefold_normalizer().normalize(name))
+    # Case folding keeps a few letters whose upper case folds to another letter (dotless
+    # ``ı`` folds to itself, its upper case ``I`` to ``i``): fold the upper case too, so
+    # any change of case, in either direction, is the same name.
+    upper = str(icu.UnicodeString(folded).toUpper(icu.Locale.getRoot()))
+    return str(_casefold_normalizer().normalize(upper))
 
 
 def name_skeleton(name: str) -> str:
