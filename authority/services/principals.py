@@ -10,7 +10,7 @@ import secrets
 
 from authority.domain.clients import PRINCIPAL_ID_PREFIX
 from authority.domain.clock import Clock
-from authority.domain.errors import NotFound
+from authority.domain.errors import AlreadyExists, NotFound
 from authority.domain.events import PRINCIPAL, Event, new_event
 from authority.domain.password_policy import PasswordPolicy
 from authority.domain.principals import Principal, principal_key, validate_new_name
@@ -43,6 +43,9 @@ class PrincipalService:
     async def create(self, name: str, password: str) -> Principal:
         normalized = validate_new_name(name)
         password = self._policy.check(password, context=(normalized,))
+        if await self._store.get_principal_by_name(normalized) is not None:
+            # Before hashing; the store's unique indexes still decide races.
+            raise AlreadyExists(f"a principal named {normalized!r} already exists")
         principal = Principal(
             id=new_principal_id(),
             name=normalized,

@@ -43,8 +43,8 @@ def taken_messages(name: str) -> dict[str, str]:
         "principals.name": exists,
         "principals.canonical_name": f"{exists} (names are compared ignoring case and width)",
         "principals.name_skeleton": (
-            f"the name {name!r} looks like the name of an existing principal; choose a "
-            "name that cannot be mistaken for it"
+            f"a principal whose name looks like {name!r} already exists; choose a name "
+            "that cannot be mistaken for it"
         ),
     }
 
