@@ -101,7 +101,10 @@ class CreatePrincipalRequest(_message.Message):
     PASSWORD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name: 1 to 256 characters, no control characters or whitespace
-    at either end.
+    at either end. Names are compared after Unicode NFKC_Casefold (case and
+    width do not make another name); a name in mixed scripts, or that looks
+    like an existing one (UTS #39 skeleton), is refused. Every RPC that takes
+    a principal name accepts any spelling of it.
     """
     password: _builtins.str
     """The initial password; hashed with argon2id, never stored or logged."""
