@@ -243,12 +243,20 @@ def cmd_clients(args: argparse.Namespace, settings: Settings) -> int:
                 audiences=args.audience,
                 scopes=args.scope,
                 default_scopes=args.default_scope,
+                allowed_claims=args.allow_claim,
+                allowed_sensitive_claims=args.allow_sensitive_claim,
             )
             if args.access_token_ttl:
                 policy.access_token_ttl.FromTimedelta(parse_duration(args.access_token_ttl))
             _print(client.create_client(policy))
         elif command == "get":
             _print(client.get_client(args.id))
+        elif command == "set-claims":
+            _print(
+                client.set_client_allowed_claims(
+                    args.id, args.allow_claim, args.allow_sensitive_claim
+                )
+            )
         elif command == "rotate-secret":
             print(client.rotate_client_secret(args.id))
         elif command in {"disable", "enable"}:
@@ -407,6 +415,26 @@ def _add_clients(commands: Commands) -> None:
     create.add_argument("--scope", action="append", default=[])
     create.add_argument("--default-scope", action="append", default=[])
     create.add_argument("--access-token-ttl", help="e.g. 5m (at most the server's)")
+    set_claims = client_commands.add_parser(
+        "set-claims", help="replace the claim names the client may set in token exchange"
+    )
+    set_claims.add_argument("id")
+    for parser in (create, set_claims):
+        parser.add_argument(
+            "--allow-claim",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="a claim name the client may set in token exchange (repeatable)",
+        )
+        parser.add_argument(
+            "--allow-sensitive-claim",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="a security-sensitive claim name (roles, groups, act, cnf, acr, ...) the "
+            "client may set: relying parties may trust it, so only for trusted clients",
+        )
     for name, text in (
         ("get", "show a client's policy"),
         ("rotate-secret", "replace a confidential client's secret (printed once)"),

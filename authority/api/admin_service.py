@@ -121,6 +121,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.SetClientDisabledResponse(client=client_message(client))
 
     @rpc
+    async def SetClientAllowedClaims(
+        self, request: admin_pb2.SetClientAllowedClaimsRequest, context: Context
+    ) -> admin_pb2.SetClientAllowedClaimsResponse:
+        require_admin(context, self._admin)
+        client = await self._clients.set_allowed_claims(
+            request.id, request.allowed_claims, request.allowed_sensitive_claims
+        )
+        return admin_pb2.SetClientAllowedClaimsResponse(client=client_message(client))
+
+    @rpc
     async def DeleteClient(
         self, request: admin_pb2.DeleteClientRequest, context: Context
     ) -> admin_pb2.DeleteClientResponse:

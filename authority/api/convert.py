@@ -149,6 +149,8 @@ def client_message(client: Client) -> admin_pb2.Client:
         session_absolute_ttl=duration(client.session_absolute_ttl),
         disabled=client.disabled,
         created_at=timestamp(client.created_at),
+        allowed_claims=sorted(client.allowed_claims),
+        allowed_sensitive_claims=sorted(client.sensitive_claims),
     )
 
 
@@ -177,4 +179,6 @@ def client_template(message: admin_pb2.Client, defaults: Client) -> Client:
         access_token_ttl=pick("access_token_ttl", defaults.access_token_ttl),
         session_idle_ttl=pick("session_idle_ttl", defaults.session_idle_ttl),
         session_absolute_ttl=pick("session_absolute_ttl", defaults.session_absolute_ttl),
+        allowed_claims=frozenset(message.allowed_claims),
+        sensitive_claims=frozenset(message.allowed_sensitive_claims),
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from authority.domain.claims import validate_allowed_claims
 from authority.domain.errors import InvalidArgument, PermissionDenied
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -38,6 +39,10 @@ class Client:
     session_absolute_ttl: timedelta
     disabled: bool
     created_at: datetime
+    # Claim names the client may set in token exchange (authority.domain.claims); the
+    # security-sensitive ones only in ``sensitive_claims``, registered on purpose.
+    allowed_claims: frozenset[str] = frozenset()
+    sensitive_claims: frozenset[str] = frozenset()
 
     @property
     def confidential(self) -> bool:
@@ -85,6 +90,7 @@ def validate_client(client: Client, *, max_access_ttl: timedelta) -> None:
         raise InvalidArgument("session TTLs must be positive")
     if client.session_idle_ttl > client.session_absolute_ttl:
         raise InvalidArgument("the idle session TTL must not exceed the absolute one")
+    validate_allowed_claims(client.allowed_claims, client.sensitive_claims)
     needs_secret = {GrantType.CLIENT_CREDENTIALS, GrantType.TOKEN_EXCHANGE}
     if client.grant_types & needs_secret and not client.confidential:
         raise InvalidArgument("client_credentials and token_exchange need a confidential client")

@@ -15,6 +15,7 @@ from functools import cache
 from importlib import resources
 
 from authority.domain.errors import InvalidArgument
+from authority.domain.principals import normalize_password
 
 DEFAULT_MIN_LENGTH = 8
 DEFAULT_MAX_LENGTH = 1024
@@ -50,8 +51,9 @@ def parse_password_list(lines: Iterable[str]) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class PasswordPolicy:
-    """Lengths count Unicode code points after NFC, so ``é`` is one character however it
-    was typed, and eight emoji are eight characters, not 32 bytes."""
+    """Lengths count Unicode code points after NFKC (``normalize_password``), so ``é``
+    is one character however it was typed, and eight emoji are eight characters, not 32
+    bytes. The form measured is the form hashed, at creation, change and login alike."""
 
     min_length: int = DEFAULT_MIN_LENGTH
     max_length: int = DEFAULT_MAX_LENGTH
@@ -78,11 +80,12 @@ class PasswordPolicy:
             return _default_policy(min_length)
         return cls(min_length=min_length, common=load_common_passwords())
 
-    def check(self, password: str, *, context: Sequence[str] = ()) -> None:
-        """Raise InvalidArgument if the password is unacceptable. ``context`` holds words
-        specific to the account (its name, the service's name) that must not be the
-        password. Messages say what to change and never repeat the password."""
-        normalized = unicodedata.normalize("NFC", password)
+    def check(self, password: str, *, context: Sequence[str] = ()) -> str:
+        """Raise InvalidArgument if the password is unacceptable, else return the
+        normalised password (the form to hash). ``context`` holds words specific to the
+        account (its name, the service's name) that must not be the password. Messages
+        say what to change and never repeat the password."""
+        normalized = normalize_password(password)
         length = len(normalized)
         if length < self.min_length:
             raise InvalidArgument(f"the password must have at least {self.min_length} characters")
@@ -97,6 +100,7 @@ class PasswordPolicy:
             raise InvalidArgument(
                 "the password must not be the same as the account name or other account details"
             )
+        return normalized
 
 
 @cache

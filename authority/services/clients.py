@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import structlog
+
+from authority.domain.claims import validate_allowed_claims
 from authority.domain.clients import Client, GrantType, validate_client
 from authority.domain.clock import Clock
 from authority.domain.errors import InvalidArgument, NotFound, Unauthenticated
@@ -20,6 +24,8 @@ from authority.domain.events import CLIENT, Event, new_event
 from authority.domain.revocation import RevocationKind
 from authority.services.revocations import RevocationService
 from authority.store.base import Store
+
+log = structlog.get_logger(__name__)
 
 _SECRET_PREFIX = "cs_"
 _BAD_CLIENT = "invalid client credentials"
@@ -98,8 +104,16 @@ class ClientService:
             grant_types=sorted(g.value for g in client.grant_types),
             audiences=list(client.audiences),
             scopes=sorted(client.scopes),
+            allowed_claims=sorted(client.allowed_claims),
+            allowed_sensitive_claims=sorted(client.sensitive_claims),
         )
         await self._store.create_client(client, events=(event,))
+        if client.sensitive_claims:
+            log.warning(
+                "security.sensitive_claims_allowed",
+                client_id=client.id,
+                claims=sorted(client.sensitive_claims),
+            )
         return client, secret
 
     def _event(self, type_: str, client_id: str, **data: object) -> Event:
@@ -123,6 +137,31 @@ class ClientService:
             events=(self._event("client.secret_rotated", client_id),),
         )
         return secret
+
+    async def set_allowed_claims(
+        self, client_id: str, allowed: Sequence[str], sensitive: Sequence[str]
+    ) -> Client:
+        """Replace the claim names the client may set in token exchange (both lists)."""
+        ordinary, chosen = validate_allowed_claims(allowed, sensitive)
+        await self.get(client_id)
+        event = self._event(
+            "client.claims_changed",
+            client_id,
+            allowed_claims=sorted(ordinary),
+            allowed_sensitive_claims=sorted(chosen),
+        )
+        updated = await self._store.update_client(
+            client_id, allowed_claims=ordinary, sensitive_claims=chosen, events=(event,)
+        )
+        if updated is None:
+            raise NotFound(f"no client with id {client_id!r}")
+        if chosen:
+            log.warning(
+                "security.sensitive_claims_allowed",
+                client_id=client_id,
+                claims=sorted(chosen),
+            )
+        return updated
 
     async def set_disabled(self, client_id: str, disabled: bool) -> Client:
         await self.get(client_id)

@@ -10,10 +10,10 @@ import secrets
 
 from authority.domain.clients import PRINCIPAL_ID_PREFIX
 from authority.domain.clock import Clock
-from authority.domain.errors import NotFound
+from authority.domain.errors import AlreadyExists, NotFound
 from authority.domain.events import PRINCIPAL, Event, new_event
 from authority.domain.password_policy import PasswordPolicy
-from authority.domain.principals import Principal, validate_name
+from authority.domain.principals import Principal, principal_key, validate_new_name
 from authority.domain.revocation import RevocationKind
 from authority.services.passwords import PasswordHasher
 from authority.services.revocations import RevocationService
@@ -41,8 +41,11 @@ class PrincipalService:
         self._revocations = revocations
 
     async def create(self, name: str, password: str) -> Principal:
-        normalized = validate_name(name)
-        self._policy.check(password, context=(normalized,))
+        normalized = validate_new_name(name)
+        password = self._policy.check(password, context=(normalized,))
+        if await self._store.get_principal_by_name(normalized) is not None:
+            # Before hashing; the store's unique indexes still decide races.
+            raise AlreadyExists(f"a principal named {normalized!r} already exists")
         principal = Principal(
             id=new_principal_id(),
             name=normalized,
@@ -59,7 +62,7 @@ class PrincipalService:
         return new_event(type_, PRINCIPAL, principal.id, at=self._clock.now(), data=data)
 
     async def get(self, name: str) -> Principal:
-        principal = await self._store.get_principal_by_name(validate_name(name))
+        principal = await self._store.get_principal_by_name(principal_key(name))
         if principal is None:
             raise NotFound(f"no principal named {name!r}")
         return principal
@@ -74,7 +77,7 @@ class PrincipalService:
 
     async def set_password(self, name: str, password: str, *, revoke_sessions: bool) -> Principal:
         principal = await self.get(name)
-        self._policy.check(password, context=(principal.name,))
+        password = self._policy.check(password, context=(principal.name,))
         password_hash = await self._hasher.hash(password)
         if revoke_sessions:
             await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
@@ -87,7 +90,7 @@ class PrincipalService:
         return await self._updated(principal.id, password_hash=password_hash, events=(event,))
 
     async def delete(self, name: str) -> bool:
-        principal = await self._store.get_principal_by_name(validate_name(name))
+        principal = await self._store.get_principal_by_name(principal_key(name))
         if principal is None:
             return False
         await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from authority.crypto import SealError, open_with_token, seal_for_token
+from authority.domain.claims import authorize_claims, check_exchange_claims
 from authority.domain.clients import Client, Grant, GrantType, authorize
 from authority.domain.clock import Clock
 from authority.domain.errors import (
@@ -28,7 +29,7 @@ from authority.domain.errors import (
     Unavailable,
 )
 from authority.domain.events import PRINCIPAL, SESSION, TOKEN, Event, new_event
-from authority.domain.principals import MAX_PASSWORD_LENGTH, validate_name
+from authority.domain.principals import principal_key, validate_password
 from authority.domain.revocation import RevocationKind
 from authority.domain.sessions import (
     Outcome,
@@ -38,7 +39,7 @@ from authority.domain.sessions import (
     successor_expiry,
 )
 from authority.domain.throttle import Throttled
-from authority.domain.tokens import REGISTERED_CLAIMS, Verification
+from authority.domain.tokens import Verification
 from authority.keys.manager import KeyManager
 from authority.ports.attempts import AttemptGate
 from authority.services.clients import ClientService
@@ -52,7 +53,6 @@ log = structlog.get_logger(__name__)
 _BAD_CREDENTIALS = "invalid principal or password"
 _BAD_REFRESH = "invalid refresh token"
 _REFRESH_PREFIX = "rt_"
-MAX_EXTRA_CLAIMS_BYTES = 4096
 
 
 def new_refresh_token() -> str:
@@ -103,13 +103,12 @@ class TokenPair:
         )
 
 
-def _extra_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
-    reserved = sorted(REGISTERED_CLAIMS & set(claims))
-    if reserved:
-        raise InvalidArgument(f"claims may not set registered claims: {', '.join(reserved)}")
-    if len(json.dumps(claims)) > MAX_EXTRA_CLAIMS_BYTES:
-        raise InvalidArgument(f"claims are larger than {MAX_EXTRA_CLAIMS_BYTES} bytes of JSON")
-    return dict(claims)
+def _login_password(password: str) -> str:
+    """The normalised password, or "" (never matches) when creation would refuse it."""
+    try:
+        return validate_password(password, min_length=1)
+    except InvalidArgument:
+        return ""
 
 
 class TokenService:
@@ -156,8 +155,9 @@ class TokenService:
         if not name or not password:
             raise InvalidArgument("principal and password are required")
         # A malformed name cannot exist, so refusing it early reveals nothing, and it
-        # keeps oversized keys out of the limiter.
-        normalized = validate_name(name)
+        # keeps oversized keys out of the limiter. Limits, lockout and lookup all use the
+        # canonical name, so no spelling of a name is a different key.
+        normalized = principal_key(name)
         try:
             await self._gate.admit(normalized, source, self._clock.timestamp())
         except Throttled:
@@ -168,9 +168,18 @@ class TokenService:
         client = await self._clients.authenticate(client_id, client_secret, require_secret=False)
         grant = authorize(client, GrantType.PASSWORD, audience=audience, scope=scope)
         principal = await self._store.get_principal_by_name(normalized)
-        # Over-long passwords are refused, but only after the same work as any other.
-        candidate = password if len(password) <= MAX_PASSWORD_LENGTH else ""
-        check = await self._hasher.verify(principal.password_hash if principal else None, candidate)
+        # Over-long passwords are refused, but only after the same work as any other. The
+        # length is judged on the normalised form, as at creation.
+        candidate = _login_password(password)
+        stored = principal.password_hash if principal else None
+        check = await self._hasher.verify(stored, candidate)
+        legacy = False
+        if not check.ok and candidate and candidate != password:
+            # Hashes made before passwords were normalised hold the raw form: try it once,
+            # and rehash with the normalised form below. Whether this second check runs
+            # depends on the input only, so unknown names cost the same as known ones.
+            check = await self._hasher.verify(stored, password)
+            legacy = check.ok
         if principal is None or not check.ok or not candidate or principal.disabled:
             await self._gate.failed(normalized, self._clock.timestamp())
             # The name, never the password tried; the id when the principal exists.
@@ -189,9 +198,9 @@ class TokenService:
             )
             raise Unauthenticated(_BAD_CREDENTIALS)
         await self._gate.succeeded(normalized)
-        if check.needs_rehash:
+        if check.needs_rehash or legacy:
             await self._store.update_principal(
-                principal.id, password_hash=await self._hasher.hash(password)
+                principal.id, password_hash=await self._hasher.hash(candidate)
             )
         login = self._event(
             "login.succeeded",
@@ -269,10 +278,13 @@ class TokenService:
     ) -> TokenPair:
         if not subject:
             raise InvalidArgument("token exchange needs the subject's principal name")
-        extra = _extra_claims(claims or {})
+        extra = check_exchange_claims(claims or {})
         client = await self._authenticate_client(client_id, client_secret, source)
         grant = authorize(client, GrantType.TOKEN_EXCHANGE, audience=audience, scope=scope)
-        principal = await self._store.get_principal_by_name(validate_name(subject))
+        authorize_claims(
+            client.id, extra, allowed=client.allowed_claims, sensitive=client.sensitive_claims
+        )
+        principal = await self._store.get_principal_by_name(principal_key(subject))
         if principal is None or principal.disabled:
             raise PermissionDenied("the subject does not exist or is disabled")
         await self._past_not_before(principal.id, client.id)

@@ -98,14 +98,17 @@ class Store(Protocol):
     # -- principals ---------------------------------------------------------
 
     async def create_principal(self, principal: Principal, *, events: Sequence[Event] = ()) -> None:
-        """Store a new principal. AlreadyExists if the id or the name is taken.
+        """Store a new principal. AlreadyExists if the id or the name is taken, or if the
+        name looks like an existing one: the store derives ``canonical_name`` and
+        ``name_skeleton`` from ``principal.name`` and both are unique.
 
         ``events`` (here and in every other writing method) go to the outbox in the same
         transaction as the change, and only if something changed."""
         ...
 
     async def get_principal_by_name(self, name: str) -> Principal | None:
-        """The principal with this exact (NFC-normalised) name, or None."""
+        """The principal whose canonical name (``canonical_name``) is that of ``name``,
+        or None: every spelling of a name finds the same principal."""
         ...
 
     async def get_principal(self, principal_id: str) -> Principal | None:
@@ -141,6 +144,8 @@ class Store(Protocol):
         *,
         secret_hash: bytes | None = None,
         disabled: bool | None = None,
+        allowed_claims: frozenset[str] | None = None,
+        sensitive_claims: frozenset[str] | None = None,
         events: Sequence[Event] = (),
     ) -> Client | None:
         """Change the given fields; the client after the change, or None if unknown."""

@@ -43,12 +43,17 @@ from authority.domain.errors import (
 )
 from authority.domain.events import Event, OutboxEntry
 from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
-from authority.domain.principals import Principal
+from authority.domain.principals import Principal, canonical_name, name_skeleton
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.domain.sessions import RefreshRecord, Session
 from authority.domain.webhooks import DeadLetter, Webhook
 from authority.store.base import KeyRingTransaction
 from authority.store.migrations import Migration, load_migrations, migrate
+from authority.store.principal_names import (
+    PRINCIPAL_NAMES_VERSION,
+    backfill_principal_names,
+    taken_messages,
+)
 
 if TYPE_CHECKING:
     from authority.store.base import Store
@@ -67,6 +72,8 @@ _UNIQUE_COLUMNS = {
     "signing_keys_pkey": "signing_keys.kid",
     "principals_pkey": "principals.id",
     "principals_name_key": "principals.name",
+    "principals_canonical_name_key": "principals.canonical_name",
+    "principals_name_skeleton_key": "principals.name_skeleton",
     "clients_pkey": "clients.id",
     "sessions_pkey": "sessions.id",
     "refresh_tokens_pkey": "refresh_tokens.token_hash",
@@ -102,7 +109,8 @@ _KEY_COLUMNS = (
 _PRINCIPAL_COLUMNS = "id, name, password_hash, disabled, created_at"
 _CLIENT_COLUMNS = (
     "id, secret_hash, grant_types, audiences, scopes, default_scopes,"
-    " access_token_ttl, session_idle_ttl, session_absolute_ttl, disabled, created_at"
+    " access_token_ttl, session_idle_ttl, session_absolute_ttl, disabled, created_at,"
+    " allowed_claims, allowed_sensitive_claims"
 )
 _SESSION_COLUMNS = (
     "id, subject, client_id, audience, scope, created_at, idle_ttl, absolute_expires_at, revoked_at"
@@ -260,12 +268,14 @@ def _client_params(client: Client) -> tuple[Any, ...]:
         client.session_absolute_ttl,
         client.disabled,
         _instant(client.created_at),
+        sorted(client.allowed_claims),
+        sorted(client.sensitive_claims),
     )
 
 
 def _client_from_row(row: Sequence[Any]) -> Client:
     (client_id, secret_hash, grants, audiences, scopes, defaults, access, idle, absolute,
-     disabled, created) = row  # fmt: skip
+     disabled, created, allowed_claims, sensitive_claims) = row  # fmt: skip
     return Client(
         id=client_id,
         secret_hash=bytes(secret_hash),
@@ -278,6 +288,8 @@ def _client_from_row(row: Sequence[Any]) -> Client:
         session_absolute_ttl=absolute,
         disabled=bool(disabled),
         created_at=created,
+        allowed_claims=frozenset(allowed_claims),
+        sensitive_claims=frozenset(sensitive_claims),
     )
 
 
@@ -457,12 +469,23 @@ class _PostgresMigrationTarget:
         rows = await self._conn.fetch("SELECT version FROM schema_migrations")
         return {int(row[0]) for row in rows}
 
+    async def _backfill_principal_names(self) -> None:
+        rows = await self._conn.fetch("SELECT id, name FROM principals ORDER BY created_at, id")
+        keys = backfill_principal_names([(row[0], row[1]) for row in rows])
+        await self._conn.executemany(
+            "UPDATE principals SET canonical_name = $2, name_skeleton = $3 WHERE id = $1",
+            [(k.principal_id, k.canonical_name, k.name_skeleton) for k in keys],
+        )
+        await self._conn.execute("ALTER TABLE principals ALTER COLUMN canonical_name SET NOT NULL")
+
     async def apply(self, migration: Migration) -> None:
         async with self._conn.transaction():
             await self._conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
             if migration.version in await self.applied_versions():
                 return  # another process applied it while we waited for the lock
             await self._conn.execute(migration.sql)  # no arguments: several statements may run
+            if migration.version == PRINCIPAL_NAMES_VERSION:
+                await self._backfill_principal_names()
             await self._conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                 migration.version,
@@ -777,7 +800,7 @@ class PostgresStore:
 
     async def create_principal(self, principal: Principal, *, events: Sequence[Event] = ()) -> None:
         taken = {
-            "principals.name": f"a principal named {principal.name!r} already exists",
+            **taken_messages(principal.name),
             "principals.id": f"a principal with id {principal.id!r} already exists",
             **_EVENT_TAKEN,
         }
@@ -787,21 +810,26 @@ class PostgresStore:
             principal.password_hash,
             principal.disabled,
             _instant(principal.created_at),
+            canonical_name(principal.name),
+            name_skeleton(principal.name),
         )
         async with self._session(taken) as conn, conn.transaction():
             await conn.execute(
-                f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",  # noqa: S608
+                f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}, canonical_name, name_skeleton)"  # noqa: S608
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 *params,
             )
             await _insert_events(conn, events)
 
     async def get_principal_by_name(self, name: str) -> Principal | None:
-        return await self._get_principal("name", name)
+        return await self._get_principal("canonical_name", canonical_name(name))
 
     async def get_principal(self, principal_id: str) -> Principal | None:
         return await self._get_principal("id", principal_id)
 
-    async def _get_principal(self, column: Literal["id", "name"], value: str) -> Principal | None:
+    async def _get_principal(
+        self, column: Literal["id", "canonical_name"], value: str
+    ) -> Principal | None:
         """``column`` is one of two literals, never caller input."""
         async with self._session() as conn:
             row = await conn.fetchrow(
@@ -845,7 +873,7 @@ class PostgresStore:
         async with self._session(taken) as conn, conn.transaction():
             await conn.execute(
                 f"INSERT INTO clients ({_CLIENT_COLUMNS})"  # noqa: S608
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 *params,
             )
             await _insert_events(conn, events)
@@ -864,15 +892,22 @@ class PostgresStore:
         *,
         secret_hash: bytes | None = None,
         disabled: bool | None = None,
+        allowed_claims: frozenset[str] | None = None,
+        sensitive_claims: frozenset[str] | None = None,
         events: Sequence[Event] = (),
     ) -> Client | None:
         async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE clients SET secret_hash = COALESCE($2, secret_hash),"  # noqa: S608
-                f" disabled = COALESCE($3, disabled) WHERE id = $1 RETURNING {_CLIENT_COLUMNS}",
+                " disabled = COALESCE($3, disabled),"
+                " allowed_claims = COALESCE($4, allowed_claims),"
+                " allowed_sensitive_claims = COALESCE($5, allowed_sensitive_claims)"
+                f" WHERE id = $1 RETURNING {_CLIENT_COLUMNS}",
                 client_id,
                 None if secret_hash is None else bytes(secret_hash),
                 disabled,
+                None if allowed_claims is None else sorted(allowed_claims),
+                None if sensitive_claims is None else sorted(sensitive_claims),
             )
             if row is not None:
                 await _insert_events(conn, events)

@@ -35,12 +35,17 @@ from authority.domain.errors import (
 )
 from authority.domain.events import Event, OutboxEntry
 from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
-from authority.domain.principals import Principal
+from authority.domain.principals import Principal, canonical_name, name_skeleton
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.domain.sessions import RefreshRecord, Session
 from authority.domain.webhooks import DeadLetter, Webhook
 from authority.store.base import KeyRingTransaction
 from authority.store.migrations import Migration, load_migrations, migrate
+from authority.store.principal_names import (
+    PRINCIPAL_NAMES_VERSION,
+    backfill_principal_names,
+    taken_messages,
+)
 
 if TYPE_CHECKING:
     from authority.store.base import Store
@@ -183,7 +188,8 @@ def _principal_from_row(row: Sequence[Any]) -> Principal:
 
 _CLIENT_COLUMNS = (
     "id, secret_hash, grant_types, audiences, scopes, default_scopes,"
-    " access_token_ttl, session_idle_ttl, session_absolute_ttl, disabled, created_at"
+    " access_token_ttl, session_idle_ttl, session_absolute_ttl, disabled, created_at,"
+    " allowed_claims, allowed_sensitive_claims"
 )
 _SESSION_COLUMNS = (
     "id, subject, client_id, audience, scope, created_at, idle_ttl, absolute_expires_at, revoked_at"
@@ -225,12 +231,14 @@ def _client_params(client: Client) -> tuple[Any, ...]:
         _duration_micros(client.session_absolute_ttl),
         int(client.disabled),
         _to_micros(client.created_at),
+        _json_list(sorted(client.allowed_claims)),
+        _json_list(sorted(client.sensitive_claims)),
     )
 
 
 def _client_from_row(row: Sequence[Any]) -> Client:
     (client_id, secret_hash, grants, audiences, scopes, defaults, access, idle, absolute,
-     disabled, created) = row  # fmt: skip
+     disabled, created, allowed_claims, sensitive_claims) = row  # fmt: skip
     return Client(
         id=client_id,
         secret_hash=bytes(secret_hash),
@@ -243,6 +251,8 @@ def _client_from_row(row: Sequence[Any]) -> Client:
         session_absolute_ttl=absolute * _MICROSECOND,
         disabled=bool(disabled),
         created_at=_from_micros(created),
+        allowed_claims=frozenset(json.loads(allowed_claims)),
+        sensitive_claims=frozenset(json.loads(sensitive_claims)),
     )
 
 
@@ -429,12 +439,24 @@ class _SqliteMigrationTarget:
         rows = await self._db.execute_fetchall("SELECT version FROM schema_migrations")
         return {int(row[0]) for row in rows}
 
+    async def _backfill_principal_names(self) -> None:
+        rows = await self._db.execute_fetchall(
+            "SELECT id, name FROM principals ORDER BY created_at, id"
+        )
+        keys = backfill_principal_names([(row[0], row[1]) for row in rows])
+        await self._db.executemany(
+            "UPDATE principals SET canonical_name = ?, name_skeleton = ? WHERE id = ?",
+            [(k.canonical_name, k.name_skeleton, k.principal_id) for k in keys],
+        )
+
     async def apply(self, migration: Migration) -> None:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             if migration.version not in await self.applied_versions():
                 for statement in _statements(migration.sql):
                     await self._db.execute(statement)
+                if migration.version == PRINCIPAL_NAMES_VERSION:
+                    await self._backfill_principal_names()
                 await self._db.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, datetime.now(UTC).isoformat()),
@@ -629,30 +651,35 @@ class SqliteStore:
 
     async def create_principal(self, principal: Principal, *, events: Sequence[Event] = ()) -> None:
         taken = {
-            "principals.name": f"a principal named {principal.name!r} already exists",
+            **taken_messages(principal.name),
             "principals.id": f"a principal with id {principal.id!r} already exists",
             **_EVENT_TAKEN,
         }
         async with self._session(taken) as db, _atomic(db):
             await _insert_events(db, events)
             await db.execute(
-                f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
+                f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}, canonical_name, name_skeleton)"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     principal.id,
                     principal.name,
                     principal.password_hash,
                     int(principal.disabled),
                     _to_micros(principal.created_at),
+                    canonical_name(principal.name),
+                    name_skeleton(principal.name),
                 ),
             )
 
     async def get_principal_by_name(self, name: str) -> Principal | None:
-        return await self._get_principal("name", name)
+        return await self._get_principal("canonical_name", canonical_name(name))
 
     async def get_principal(self, principal_id: str) -> Principal | None:
         return await self._get_principal("id", principal_id)
 
-    async def _get_principal(self, column: Literal["id", "name"], value: str) -> Principal | None:
+    async def _get_principal(
+        self, column: Literal["id", "canonical_name"], value: str
+    ) -> Principal | None:
         """``column`` is one of two literals, never caller input."""
         async with self._session() as db:
             rows = list(
@@ -703,7 +730,7 @@ class SqliteStore:
             await _insert_events(db, events)
             await db.execute(
                 f"INSERT INTO clients ({_CLIENT_COLUMNS})"  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _client_params(client),
             )
 
@@ -723,14 +750,24 @@ class SqliteStore:
         *,
         secret_hash: bytes | None = None,
         disabled: bool | None = None,
+        allowed_claims: frozenset[str] | None = None,
+        sensitive_claims: frozenset[str] | None = None,
         events: Sequence[Event] = (),
     ) -> Client | None:
         # Update and read back under one lock, in one transaction with the events.
         async with self._session(_EVENT_TAKEN) as db, _atomic(db):
             cursor = await db.execute(
                 "UPDATE clients SET secret_hash = COALESCE(?, secret_hash),"
-                " disabled = COALESCE(?, disabled) WHERE id = ?",
-                (secret_hash, None if disabled is None else int(disabled), client_id),
+                " disabled = COALESCE(?, disabled),"
+                " allowed_claims = COALESCE(?, allowed_claims),"
+                " allowed_sensitive_claims = COALESCE(?, allowed_sensitive_claims) WHERE id = ?",
+                (
+                    secret_hash,
+                    None if disabled is None else int(disabled),
+                    None if allowed_claims is None else _json_list(sorted(allowed_claims)),
+                    None if sensitive_claims is None else _json_list(sorted(sensitive_claims)),
+                    client_id,
+                ),
             )
             if cursor.rowcount > 0:
                 await _insert_events(db, events)

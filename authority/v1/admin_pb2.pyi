@@ -101,7 +101,10 @@ class CreatePrincipalRequest(_message.Message):
     PASSWORD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name: 1 to 256 characters, no control characters or whitespace
-    at either end.
+    at either end. Names are compared after Unicode NFKC_Casefold (case and
+    width do not make another name); a name in mixed scripts, or that looks
+    like an existing one (UTS #39 skeleton), is refused. Every RPC that takes
+    a principal name accepts any spelling of it.
     """
     password: _builtins.str
     """The initial password; hashed with argon2id, never stored or logged."""
@@ -354,6 +357,8 @@ class Client(_message.Message):
     SESSION_ABSOLUTE_TTL_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    ALLOWED_CLAIMS_FIELD_NUMBER: _builtins.int
+    ALLOWED_SENSITIVE_CLAIMS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id chosen at creation: 1 to 128 characters of [A-Za-z0-9._-]."""
     confidential: _builtins.bool
@@ -396,6 +401,22 @@ class Client(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
 
+    @_builtins.property
+    def allowed_claims(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Extra claim names the client may set in token exchange (every other name
+        is refused). Registered JWT claims (iss sub aud exp nbf iat jti sid
+        client_id scope) can never be listed; security-sensitive names (cnf, act,
+        roles, groups, acr, amr, email_verified, ...) only in
+        `allowed_sensitive_claims`.
+        """
+
+    @_builtins.property
+    def allowed_sensitive_claims(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Security-sensitive claim names the client may set, registered on purpose:
+        relying parties may trust them for authorization or identity, so only a
+        client trusted to assert them should have any.
+        """
+
     def __init__(
         self,
         *,
@@ -410,10 +431,12 @@ class Client(_message.Message):
         session_absolute_ttl: _duration_pb2.Duration | None = ...,
         disabled: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        allowed_claims: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_sensitive_claims: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_ttl", b"access_token_ttl", "created_at", b"created_at", "session_absolute_ttl", b"session_absolute_ttl", "session_idle_ttl", b"session_idle_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token_ttl", b"access_token_ttl", "audiences", b"audiences", "confidential", b"confidential", "created_at", b"created_at", "default_scopes", b"default_scopes", "disabled", b"disabled", "grant_types", b"grant_types", "id", b"id", "scopes", b"scopes", "session_absolute_ttl", b"session_absolute_ttl", "session_idle_ttl", b"session_idle_ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token_ttl", b"access_token_ttl", "allowed_claims", b"allowed_claims", "allowed_sensitive_claims", b"allowed_sensitive_claims", "audiences", b"audiences", "confidential", b"confidential", "created_at", b"created_at", "default_scopes", b"default_scopes", "disabled", b"disabled", "grant_types", b"grant_types", "id", b"id", "scopes", b"scopes", "session_absolute_ttl", b"session_absolute_ttl", "session_idle_ttl", b"session_idle_ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -614,6 +637,64 @@ class SetClientDisabledResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetClientDisabledResponse: _TypeAlias = SetClientDisabledResponse  # noqa: Y015
+
+@_typing.final
+class SetClientAllowedClaimsRequest(_message.Message):
+    """SetClientAllowedClaimsRequest names the client and its new claim lists."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_CLAIMS_FIELD_NUMBER: _builtins.int
+    ALLOWED_SENSITIVE_CLAIMS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The client's id."""
+    @_builtins.property
+    def allowed_claims(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The new ordinary claim names (replaces the old list)."""
+
+    @_builtins.property
+    def allowed_sensitive_claims(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The new security-sensitive claim names (replaces the old list)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        allowed_claims: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_sensitive_claims: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_claims", b"allowed_claims", "allowed_sensitive_claims", b"allowed_sensitive_claims", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetClientAllowedClaimsRequest: _TypeAlias = SetClientAllowedClaimsRequest  # noqa: Y015
+
+@_typing.final
+class SetClientAllowedClaimsResponse(_message.Message):
+    """SetClientAllowedClaimsResponse returns the client after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def client(self) -> Global___Client:
+        """The client as stored."""
+
+    def __init__(
+        self,
+        *,
+        client: Global___Client | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetClientAllowedClaimsResponse: _TypeAlias = SetClientAllowedClaimsResponse  # noqa: Y015
 
 @_typing.final
 class DeleteClientRequest(_message.Message):

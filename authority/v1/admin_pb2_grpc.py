@@ -82,6 +82,11 @@ class AdminServiceStub:
                 request_serializer=authority_dot_v1_dot_admin__pb2.SetClientDisabledRequest.SerializeToString,
                 response_deserializer=authority_dot_v1_dot_admin__pb2.SetClientDisabledResponse.FromString,
                 _registered_method=True)
+        self.SetClientAllowedClaims = channel.unary_unary(
+                '/authority.v1.AdminService/SetClientAllowedClaims',
+                request_serializer=authority_dot_v1_dot_admin__pb2.SetClientAllowedClaimsRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_admin__pb2.SetClientAllowedClaimsResponse.FromString,
+                _registered_method=True)
         self.DeleteClient = channel.unary_unary(
                 '/authority.v1.AdminService/DeleteClient',
                 request_serializer=authority_dot_v1_dot_admin__pb2.DeleteClientRequest.SerializeToString,
@@ -196,6 +201,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetClientAllowedClaims(self, request, context):
+        """SetClientAllowedClaims replaces the claim names a client may set in token
+        exchange (both lists). INVALID_ARGUMENT for a registered JWT claim, or a
+        security-sensitive name in the ordinary list; NOT_FOUND for an unknown
+        client.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteClient(self, request, context):
         """DeleteClient deletes a client and revokes every token issued to it.
         Idempotent.
@@ -304,6 +319,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetClientDisabled,
                     request_deserializer=authority_dot_v1_dot_admin__pb2.SetClientDisabledRequest.FromString,
                     response_serializer=authority_dot_v1_dot_admin__pb2.SetClientDisabledResponse.SerializeToString,
+            ),
+            'SetClientAllowedClaims': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetClientAllowedClaims,
+                    request_deserializer=authority_dot_v1_dot_admin__pb2.SetClientAllowedClaimsRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_admin__pb2.SetClientAllowedClaimsResponse.SerializeToString,
             ),
             'DeleteClient': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteClient,
@@ -587,6 +607,33 @@ class AdminService:
             '/authority.v1.AdminService/SetClientDisabled',
             authority_dot_v1_dot_admin__pb2.SetClientDisabledRequest.SerializeToString,
             authority_dot_v1_dot_admin__pb2.SetClientDisabledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetClientAllowedClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.AdminService/SetClientAllowedClaims',
+            authority_dot_v1_dot_admin__pb2.SetClientAllowedClaimsRequest.SerializeToString,
+            authority_dot_v1_dot_admin__pb2.SetClientAllowedClaimsResponse.FromString,
             options,
             channel_credentials,
             insecure,

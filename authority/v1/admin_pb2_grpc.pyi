@@ -69,6 +69,12 @@ class AdminServiceStub:
     """SetClientDisabled disables or re-enables a client. Disabling revokes
     every session and access token issued to it.
     """
+    SetClientAllowedClaims: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetClientAllowedClaimsRequest, _admin_pb2.SetClientAllowedClaimsResponse]
+    """SetClientAllowedClaims replaces the claim names a client may set in token
+    exchange (both lists). INVALID_ARGUMENT for a registered JWT claim, or a
+    security-sensitive name in the ordinary list; NOT_FOUND for an unknown
+    client.
+    """
     DeleteClient: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteClientRequest, _admin_pb2.DeleteClientResponse]
     """DeleteClient deletes a client and revokes every token issued to it.
     Idempotent.
@@ -141,6 +147,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     SetClientDisabled: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetClientDisabledRequest, _admin_pb2.SetClientDisabledResponse]  # type: ignore[assignment]
     """SetClientDisabled disables or re-enables a client. Disabling revokes
     every session and access token issued to it.
+    """
+    SetClientAllowedClaims: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetClientAllowedClaimsRequest, _admin_pb2.SetClientAllowedClaimsResponse]  # type: ignore[assignment]
+    """SetClientAllowedClaims replaces the claim names a client may set in token
+    exchange (both lists). INVALID_ARGUMENT for a registered JWT claim, or a
+    security-sensitive name in the ordinary list; NOT_FOUND for an unknown
+    client.
     """
     DeleteClient: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteClientRequest, _admin_pb2.DeleteClientResponse]  # type: ignore[assignment]
     """DeleteClient deletes a client and revokes every token issued to it.
@@ -265,6 +277,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.SetClientDisabledResponse, _abc.Awaitable[_admin_pb2.SetClientDisabledResponse]]:
         """SetClientDisabled disables or re-enables a client. Disabling revokes
         every session and access token issued to it.
+        """
+
+    @_abc_1.abstractmethod
+    def SetClientAllowedClaims(
+        self,
+        request: _admin_pb2.SetClientAllowedClaimsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetClientAllowedClaimsResponse, _abc.Awaitable[_admin_pb2.SetClientAllowedClaimsResponse]]:
+        """SetClientAllowedClaims replaces the claim names a client may set in token
+        exchange (both lists). INVALID_ARGUMENT for a registered JWT claim, or a
+        security-sensitive name in the ordinary list; NOT_FOUND for an unknown
+        client.
         """
 
     @_abc_1.abstractmethod

@@ -241,7 +241,10 @@ class TokenExchangeGrant(_message.Message):
     @_builtins.property
     def claims(self) -> _struct_pb2.Struct:
         """Extra claims to embed in the access token. Registered claim names (iss,
-        sub, aud, exp, iat, nbf, jti, sid, client_id, scope) are rejected.
+        sub, aud, exp, iat, nbf, jti, sid, client_id, scope) are rejected
+        (INVALID_ARGUMENT); any other name must be registered on the client
+        (Client.allowed_claims or allowed_sensitive_claims), else
+        PERMISSION_DENIED.
         """
 
     def __init__(

@@ -438,6 +438,7 @@ def test_token_exchange(start_server: Callable[..., ServerProcess]) -> None:
         gateway = _register(admin, "gateway", admin_pb2.GRANT_TYPE_TOKEN_EXCHANGE)
         svc = _register(admin, "svc", admin_pb2.GRANT_TYPE_CLIENT_CREDENTIALS)
 
+        admin.set_client_allowed_claims("gateway", ["level"], ["tenant", "roles"])
         extra = {"tenant": "acme", "roles": ["reader", "auditor"], "level": 3}
         pair = admin.exchange_token("gateway", gateway, "alice", claims=extra)
         assert pair.refresh_token == ""

@@ -240,6 +240,23 @@ class AuthorityClient:
             timeout=self._timeout,
         ).client
 
+    def set_client_allowed_claims(
+        self,
+        client_id: str,
+        allowed_claims: Sequence[str] = (),
+        allowed_sensitive_claims: Sequence[str] = (),
+    ) -> admin_pb2.Client:
+        """Replace the claim names the client may set in token exchange."""
+        return self.admin.SetClientAllowedClaims(
+            admin_pb2.SetClientAllowedClaimsRequest(
+                id=client_id,
+                allowed_claims=list(allowed_claims),
+                allowed_sensitive_claims=list(allowed_sensitive_claims),
+            ),
+            metadata=self._admin_metadata(),
+            timeout=self._timeout,
+        ).client
+
     def delete_client(self, client_id: str) -> bool:
         return self.admin.DeleteClient(
             admin_pb2.DeleteClientRequest(id=client_id),
