@@ -36,6 +36,7 @@ class Limits(TypedDict):
     source_per_minute: float
     source_burst: int
     lockout_threshold: int
+    lockout_base_delay: float
     lockout_max_delay: float
 
 
@@ -47,6 +48,7 @@ def limits(settings: Settings) -> Limits:
         "source_per_minute": settings.source_attempts_per_minute,
         "source_burst": max(1, settings.source_attempts_per_minute // 2),
         "lockout_threshold": settings.lockout_threshold,
+        "lockout_base_delay": settings.lockout_base.total_seconds(),
         "lockout_max_delay": settings.lockout_max.total_seconds(),
     }
 
@@ -62,6 +64,7 @@ def build_backends(settings: Settings) -> Backends:
         gate: AttemptGate = FallbackAttemptGate(
             RedisAttemptGate(settings.redis_url, prefix=prefix, **limits(settings)),
             LocalAttemptGate(AttemptGuard(**limits(settings))),
+            ledger=store,
         )
     else:
         fanout = LocalFanout()

@@ -94,6 +94,7 @@ class Settings:
     login_attempts_per_minute: int = 10
     source_attempts_per_minute: int = 60
     lockout_threshold: int = 5
+    lockout_base: timedelta = timedelta(seconds=1)  # the first lock; each further one doubles
     lockout_max: timedelta = timedelta(minutes=15)
     max_token_bytes: int = 8192
     verify_cache_size: int = 65536
@@ -173,6 +174,10 @@ class Settings:
             problems.append("AUTHORITY_REFRESH_GRACE must be between 0 and 5m")
         if self.access_token_ttl <= timedelta(0):
             problems.append("AUTHORITY_ACCESS_TOKEN_TTL must be positive")
+        if not timedelta(0) < self.lockout_base <= self.lockout_max:
+            problems.append(
+                "AUTHORITY_LOCKOUT_BASE must be positive and at most AUTHORITY_LOCKOUT_MAX"
+            )
         if self.watch_heartbeat <= timedelta(0):
             problems.append("AUTHORITY_WATCH_HEARTBEAT must be positive")
         if self.kek and self.kek_file:
@@ -309,6 +314,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "login_attempts_per_minute": _positive_int,
     "source_attempts_per_minute": _positive_int,
     "lockout_threshold": _positive_int,
+    "lockout_base": parse_duration,
     "lockout_max": parse_duration,
     "max_token_bytes": _positive_int,
     "verify_cache_size": _positive_int,

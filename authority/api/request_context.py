@@ -15,16 +15,16 @@ import grpc
 import structlog
 
 from authority.domain.events import RequestContext, bind_request
+from authority.domain.sources import peer_address
 
 ANONYMOUS = "anonymous"
 _MAX_REQUEST_ID = 128
 
 
-def _peer_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    peer = context.peer() or ""
-    if peer.startswith(("ipv4:", "ipv6:")):
-        return peer.partition(":")[2].rpartition(":")[0]
-    return peer
+def source_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's address without its port (``peer_address``): what audit events
+    record and what per-source limits key on, so the two always agree."""
+    return peer_address(context.peer() or "")
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -41,6 +41,6 @@ def bind_rpc(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     """Called at the start of every RPC (each runs in its own task, so nothing leaks)."""
     bind_request(
         RequestContext(
-            actor=ANONYMOUS, source_address=_peer_address(context), request_id=_request_id(context)
+            actor=ANONYMOUS, source_address=source_address(context), request_id=_request_id(context)
         )
     )

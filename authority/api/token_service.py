@@ -10,6 +10,7 @@ from google.protobuf.json_format import MessageToDict
 from authority.api.admin_auth import require_admin
 from authority.api.convert import epoch, timestamp, verify_response
 from authority.api.errors import rpc
+from authority.api.request_context import source_address
 from authority.domain.errors import InvalidArgument
 from authority.domain.revocation import RevocationKind
 from authority.services.admin_credential import AdminCredential
@@ -26,14 +27,6 @@ _ADMIN_TARGETS = {
     "client_id": RevocationKind.CLIENT,
     "token_id": RevocationKind.TOKEN,
 }
-
-
-def source_address(context: Context) -> str:
-    """The caller's address without its port, the key for per-source limits."""
-    peer = context.peer() or ""
-    if peer.startswith(("ipv4:", "ipv6:")):
-        return peer.rpartition(":")[0]
-    return peer
 
 
 def pair_message(pair: TokenPair) -> token_pb2.TokenPair:

@@ -8,11 +8,11 @@ clock, so tests drive time explicitly. Nothing here locks: call it from one thre
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from authority.domain.errors import InvalidArgument, ResourceExhausted
+from authority.domain.sources import source_key
 
 # Slack for float rounding, so that retrying at exactly ``now + hint`` is admitted:
 # a microsecond, plus one unit in the last place of ``now`` (0.24 us for epoch seconds),
@@ -172,6 +172,11 @@ class Lockout:
             record.locked_until = max(record.locked_until, now + lock)
         return lock
 
+    def locked_until(self, key: str) -> float | None:
+        """When the lock on ``key`` ends (None if it has no streak)."""
+        record = self._records.get(key)
+        return None if record is None else record.locked_until
+
     def record_success(self, key: str) -> None:
         """A success ends the streak and any lock."""
         self._records.pop(key, None)
@@ -196,6 +201,48 @@ class Lockout:
             self._records.popitem(last=False)
 
 
+class KnownSources:
+    """The (principal, source) pairs that logged in successfully within ``ttl`` seconds.
+
+    The per-principal limit does not apply to them (see ``AttemptGuard``). Memory is
+    bounded like RateLimiter's; an evicted pair is merely unknown again, which charges
+    it to the per-principal limit: the safe direction.
+    """
+
+    def __init__(self, ttl: float, *, max_keys: int = 100_000) -> None:
+        _require(_positive(ttl), "the known-source lifetime must be a positive number")
+        _require(max_keys >= 1, "max_keys must be at least 1")
+        self.ttl = ttl
+        self.max_keys = max_keys
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._until
+
+    def known(self, key: str, now: float) -> bool:
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if until <= now:
+            del self._until[key]
+            return False
+        return True
+
+    def remember(self, key: str, now: float) -> None:
+        self._until[key] = now + self.ttl
+        self._until.move_to_end(key)
+        while self._until:
+            oldest = next(iter(self._until))
+            if self._until[oldest] > now:
+                break
+            del self._until[oldest]
+        while len(self._until) > self.max_keys:
+            self._until.popitem(last=False)
+
+
 class Throttled(ResourceExhausted):
     """Refused by a rate limit or a lockout; ``retry_after`` is in seconds."""
 
@@ -205,19 +252,42 @@ class Throttled(ResourceExhausted):
         super().__init__(f"too many attempts; retry in {max(1, math.ceil(retry_after))} s")
 
 
-def principal_key(name: str) -> str:
-    """NFC then case-fold, so "Alice" and "ALICE" share limits and lockout."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A lockout a failure imposed: ``key`` (see ``pair_key``) refused until ``until``."""
+
+    key: str
+    until: float
+
+
+# Names cannot contain control characters (``validate_name``), so the first one splits a
+# pair key unambiguously whatever the source looks like.
+_PAIR_SEPARATOR = "\x1f"
+
+
+def pair_key(principal: str, source: str) -> str:
+    """The lockout key of ``principal`` tried from ``source``: the name exactly as the
+    service passes it (it canonicalises names once, at its entry, for lookups and limits
+    alike) and the source's limit key (an IPv6 address counts by its /64)."""
+    return f"{principal}{_PAIR_SEPARATOR}{source_key(source)}"
 
 
 class AttemptGuard:
-    """The gate in front of password checks: a per-principal limit, a per-source limit
-    and the per-principal lockout.
+    """The gate in front of password checks.
+
+    - A progressive lockout per (principal, source): failures from one source lock that
+      principal for that source only, so nobody can lock an owner out from elsewhere.
+    - A limit per source across principals (password spraying from one address).
+    - A slower limit per principal across sources, which bounds guessing distributed
+      over many sources. Sources from which the principal logged in successfully within
+      ``known_source_ttl`` are exempt from it (OWASP's "device cookie" idea, keyed by
+      source address), so a distributed attack cannot shut the owner out of their usual
+      networks either; a new source waits for the principal's budget while one lasts.
 
     Call ``admit`` before checking the password: it counts the attempt, so many
     concurrent guesses cannot all pass before the first failure is recorded. Then call
-    ``failed`` or ``succeeded`` with the outcome. ``source`` should identify the client
-    (an IP address without the port; for IPv6 perhaps its /64).
+    ``failed`` or ``succeeded`` with the outcome. ``source`` is the client's address
+    (``authority.domain.sources.peer_address``); limits key it with ``source_key``.
     """
 
     def __init__(
@@ -231,6 +301,7 @@ class AttemptGuard:
         lockout_base_delay: float = 1.0,
         lockout_max_delay: float = 900.0,
         lockout_forget_after: float = 86_400.0,
+        known_source_ttl: float = 30 * 86_400.0,
         max_keys: int = 100_000,
     ) -> None:
         self._principals = RateLimiter(
@@ -244,33 +315,43 @@ class AttemptGuard:
             forget_after=lockout_forget_after,
             max_keys=max_keys,
         )
+        self._known = KnownSources(known_source_ttl, max_keys=max_keys)
 
     def admit(self, principal: str, source: str, now: float) -> None:
         """Count an attempt or raise Throttled.
 
-        A locked principal is refused without consuming anything. The source is charged
-        next and the principal only if the source was admitted: a source over its limit
-        cannot drain other people's principal buckets, while a source that hits a
-        throttled principal still pays for the attempt.
+        A locked (principal, source) is refused without consuming anything. The source
+        is charged next, and the principal only if the source was admitted and is not
+        known to the principal: a source over its limit cannot drain other people's
+        principal budgets, while one that hits a throttled principal still pays.
         """
-        key = principal_key(principal)
-        locked = self._lockout.retry_after(key, now)
+        pair = pair_key(principal, source)
+        locked = self._lockout.retry_after(pair, now)
         if locked is not None:
             raise Throttled(locked)
-        wait = self._sources.try_acquire(source, now)
+        wait = self._sources.try_acquire(source_key(source), now)
         if wait is not None:
             raise Throttled(wait)
-        wait = self._principals.try_acquire(key, now)
+        if self._known.known(pair, now):
+            return
+        wait = self._principals.try_acquire(principal, now)
         if wait is not None:
             raise Throttled(wait)
 
-    def failed(self, principal: str, now: float) -> float | None:
-        """Record a wrong password; return the lock duration if this one locks."""
-        return self._lockout.record_failure(principal_key(principal), now)
+    def failed(self, principal: str, source: str, now: float) -> Lock | None:
+        """Record a wrong password from ``source``; return the lock if this one locks."""
+        pair = pair_key(principal, source)
+        if self._lockout.record_failure(pair, now) is None:
+            return None
+        until = self._lockout.locked_until(pair)
+        return None if until is None else Lock(pair, until)
 
-    def succeeded(self, principal: str) -> None:
-        """Record a right password: the failure streak and any lock end."""
-        self._lockout.record_success(principal_key(principal))
+    def succeeded(self, principal: str, source: str, now: float) -> None:
+        """Record a right password: the source's failure streak and lock end, and the
+        source is known to the principal from now on."""
+        pair = pair_key(principal, source)
+        self._lockout.record_success(pair)
+        self._known.remember(pair, now)
 
     def client_failed(self, source: str, now: float) -> None:
         """Charge a wrong client secret to its source address.
@@ -281,4 +362,4 @@ class AttemptGuard:
         anyone lock a service out. A source spraying wrong secrets still spends the
         budget its password attempts draw on.
         """
-        self._sources.try_acquire(source, now)
+        self._sources.try_acquire(source_key(source), now)

@@ -7,6 +7,7 @@ process rebuild its revocation view without reading the whole store.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -20,6 +21,12 @@ class Fanout(Protocol):
     @property
     def healthy(self) -> bool:
         """False while the bus is unreachable (readiness reports degraded)."""
+        ...
+
+    async def dropped(self) -> None:
+        """Return as soon as ``healthy`` is False (at once if it is now), so that the store
+        poll, which sleeps long while the fan-out carries everything, steps in without
+        waiting out its sleep."""
         ...
 
     async def start(self) -> None:
@@ -63,6 +70,10 @@ class LocalFanout:
     @property
     def healthy(self) -> bool:
         return True
+
+    async def dropped(self) -> None:
+        """Never: there is nothing to lose."""
+        await asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
         return None

@@ -13,10 +13,12 @@ as slightly emptier, one that runs ahead as slightly fuller. TTLs are relative
 durations derived from ``now``, so Redis's own clock does not matter; they only let
 Redis drop state that has stopped mattering (a full bucket, a forgotten streak).
 
-Keys (one Redis; not cluster-safe, since ``admit`` touches three keys):
-``{prefix}:attempt:src:{source}``, ``{prefix}:attempt:user:{principal_key}`` (bucket
-"full at" instants) and ``{prefix}:attempt:lock:{principal_key}`` (a hash: count, last,
-locked_until).
+Keys (one Redis; not cluster-safe, since ``admit`` touches four keys):
+``{prefix}:attempt:src:{source_key}``, ``{prefix}:attempt:user:{principal}`` (bucket
+"full at" instants), ``{prefix}:attempt:lock:{pair_key}`` (a hash: count, last,
+locked_until) and ``{prefix}:attempt:known:{pair_key}`` (present while the source is
+known to the principal: the instant it stops being known, compared with ``now``
+like every other time here).
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from authority.domain.errors import Unavailable
-from authority.domain.throttle import Lockout, RateLimiter, Throttled, principal_key
+from authority.domain.sources import source_key
+from authority.domain.throttle import (
+    KnownSources,
+    Lock,
+    Lockout,
+    RateLimiter,
+    Throttled,
+    pair_key,
+)
 from authority.redis import REDIS_FAILURES, make_client, unavailable
 
 # As in throttle.py: a microsecond plus one unit in the last place of ``now``, so that
@@ -37,6 +47,8 @@ _EPSILON = 1e-6
 # Buckets are kept this long past the instant they are full again, so a replica whose
 # clock lags a little still finds them; absent and full mean the same.
 _BUCKET_MARGIN_MS = 1000
+# Ten years, as in the scripts: a bound that keeps PX an integer Redis accepts.
+_MAX_PX = 315_360_000_000
 
 # Shared Lua: a GCRA bucket stored as the instant it is full again (seconds, %.17g so
 # nothing is lost to Lua's 14-digit tostring). Returns nil if a token was taken, else
@@ -57,8 +69,9 @@ local function acquire(key, now, slack, interval, tolerance, margin_ms)
 end
 """
 
-# admit: lockout first (consumes nothing), then the source bucket, then the principal's.
-#   KEYS  lock, source bucket, principal bucket
+# admit: the pair's lockout first (consumes nothing), then the source bucket, then the
+# principal's unless the source is known to the principal.
+#   KEYS  pair lock, source bucket, principal bucket, known pair
 #   ARGV  now, slack, forget_after, source interval, source tolerance,
 #         principal interval, principal tolerance, bucket margin (ms)
 #   returns nil if admitted, else the retry-after in seconds as a %.17g string
@@ -80,6 +93,8 @@ if record[1] then
 end
 local wait = acquire(KEYS[2], now, slack, tonumber(ARGV[4]), tonumber(ARGV[5]), margin)
 if wait then return fmt(wait) end
+local known = tonumber(redis.call('GET', KEYS[4]))
+if known and known > now then return nil end
 wait = acquire(KEYS[3], now, slack, tonumber(ARGV[6]), tonumber(ARGV[7]), margin)
 if wait then return fmt(wait) end
 return nil
@@ -101,8 +116,8 @@ return nil
 # forget_after old); from the threshold on, lock for base * 2^(count - threshold),
 # capped, never shortening a lock already in place. The hash lives as long as the
 # streak is remembered, and a lock never outlives it (forget_after >= max_delay).
-#   KEYS  lock;  ARGV  now, threshold, base, max, forget_after
-#   returns nil, or the lock this failure imposes in seconds as a %.17g string
+#   KEYS  pair lock;  ARGV  now, threshold, base, max, forget_after
+#   returns nil, or the end of the lock this failure imposes as a %.17g string
 _FAILED = """
 local function fmt(x) return string.format('%.17g', x) end
 local function ms(seconds) return math.min(math.max(1, math.ceil(seconds * 1000)), 315360000000) end
@@ -122,7 +137,7 @@ if count >= threshold then
 end
 redis.call('HSET', KEYS[1], 'count', count, 'last', fmt(last), 'locked_until', fmt(locked_until))
 redis.call('PEXPIRE', KEYS[1], ms(last + forget_after - now))
-if lock then return fmt(lock) end
+if lock then return fmt(locked_until) end
 return nil
 """
 
@@ -153,6 +168,7 @@ class RedisAttemptGate:
         lockout_base_delay: float = 1.0,
         lockout_max_delay: float = 900.0,
         lockout_forget_after: float = 86_400.0,
+        known_source_ttl: float = 30 * 86_400.0,
         max_keys: int = 100_000,
     ) -> None:
         # The local classes validate the configuration and derive the same parameters.
@@ -165,6 +181,7 @@ class RedisAttemptGate:
             forget_after=lockout_forget_after,
             max_keys=max_keys,
         )
+        self._known_ttl = KnownSources(known_source_ttl).ttl
         self._principal_interval = 1.0 / principals.rate_per_second
         self._principal_tolerance = (principals.burst - 1) * self._principal_interval
         self._source_interval = 1.0 / sources.rate_per_second
@@ -183,10 +200,15 @@ class RedisAttemptGate:
 
     async def admit(self, principal: str, source: str, now: float) -> None:
         """Count an attempt or raise ``Throttled`` (see ``AttemptGuard.admit``)."""
-        key = principal_key(principal)
+        pair = pair_key(principal, source)
         wait = await self._run(
             self._admit,
-            [self._lock_key(key), self._source_key(source), self._principal_key(key)],
+            [
+                self._lock_key(pair),
+                self._source_key(source),
+                self._principal_key(principal),
+                self._known_key(pair),
+            ],
             [
                 now,
                 _slack(now),
@@ -201,20 +223,32 @@ class RedisAttemptGate:
         if wait is not None:
             raise Throttled(float(wait))
 
-    async def failed(self, principal: str, now: float) -> None:
-        """Record a wrong password; from the threshold on, this locks the principal."""
+    async def failed(self, principal: str, source: str, now: float) -> Lock | None:
+        """Record a wrong password from ``source``; from the threshold on, this locks the
+        principal for that source. Returns the lock it imposes, if any."""
         lockout = self._lockout
-        await self._run(
+        pair = pair_key(principal, source)
+        until = await self._run(
             self._failed,
-            [self._lock_key(principal_key(principal))],
+            [self._lock_key(pair)],
             [now, lockout.threshold, lockout.base_delay, lockout.max_delay, lockout.forget_after],
         )
+        return None if until is None else Lock(pair, float(until))
 
-    async def succeeded(self, principal: str) -> None:
-        """Record a right password: the failure streak and any lock end."""
+    async def succeeded(self, principal: str, source: str, now: float) -> None:
+        """Record a right password: the source's failure streak and any lock end, and the
+        source is known to the principal for ``known_source_ttl``."""
         client = self._require_open()
+        pair = pair_key(principal, source)
         try:
-            await client.delete(self._lock_key(principal_key(principal)))
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.delete(self._lock_key(pair))
+                pipe.set(
+                    self._known_key(pair),
+                    repr(now + self._known_ttl),
+                    px=min(math.ceil(self._known_ttl * 1000), _MAX_PX) + _BUCKET_MARGIN_MS,
+                )
+                await pipe.execute()
         except REDIS_FAILURES as exc:
             raise unavailable(exc) from exc
 
@@ -242,7 +276,10 @@ class RedisAttemptGate:
         return f"{self._prefix}:lock:{key}"
 
     def _source_key(self, source: str) -> str:
-        return f"{self._prefix}:src:{source}"
+        return f"{self._prefix}:src:{source_key(source)}"
 
-    def _principal_key(self, key: str) -> str:
-        return f"{self._prefix}:user:{key}"
+    def _principal_key(self, principal: str) -> str:
+        return f"{self._prefix}:user:{principal}"
+
+    def _known_key(self, pair: str) -> str:
+        return f"{self._prefix}:known:{pair}"

@@ -131,10 +131,28 @@ class RedisFanout:
         # One token per running ``listen`` that is not subscribed right now.
         self._disconnected: set[object] = set()
         self._revoke: AsyncScript | None = None
+        # Futures of ``dropped`` callers, resolved whenever health may have been lost.
+        self._watchers: set[asyncio.Future[None]] = set()
 
     @property
     def healthy(self) -> bool:
         return self._client is not None and not self._command_failed and not self._disconnected
+
+    async def dropped(self) -> None:
+        """Return once ``healthy`` is False; woken by every change that can make it so."""
+        while self.healthy:
+            waiter = asyncio.get_running_loop().create_future()
+            self._watchers.add(waiter)
+            try:
+                await waiter
+            finally:
+                self._watchers.discard(waiter)
+
+    def _maybe_dropped(self) -> None:
+        """Wake the ``dropped`` callers (they check ``healthy`` again themselves)."""
+        for waiter in self._watchers:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def start(self) -> None:
         """Create the client; no I/O, so an unreachable Redis does not stop the process."""
@@ -148,6 +166,7 @@ class RedisFanout:
         notices and returns within a poll interval (or a backoff delay)."""
         self._closed = True
         client, self._client = self._client, None
+        self._maybe_dropped()
         if client is not None:
             await client.aclose()
 
@@ -259,6 +278,7 @@ class RedisFanout:
                     log.exception("fanout.resync_failed")
                 finally:
                     self._disconnected.add(token)
+                    self._maybe_dropped()
                     await self._quietly_close(pubsub)
                 if self._closed:
                     break
@@ -368,6 +388,7 @@ class RedisFanout:
 
     def _failed(self, exc: BaseException) -> Unavailable:
         self._command_failed = True
+        self._maybe_dropped()
         log.warning("fanout.redis_failed", error=type(exc).__name__)
         return unavailable(exc)
 

@@ -11,6 +11,7 @@ stays bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -161,10 +162,18 @@ class RevocationService:
         return len(found)
 
     async def run_poll(self) -> None:
-        """The safety net: poll the store, often while the fan-out is down, else rarely."""
+        """The safety net: poll the store every ``poll_interval`` while the fan-out is down
+        (or absent); while it carries everything, every five intervals only, but at once
+        when it drops: what was published while it was failing may be lost, and from
+        then on the poll interval alone bounds how late another process's revocation
+        arrives here."""
         while True:
-            healthy = self._fanout.healthy and not isinstance(self._fanout, LocalFanout)
-            await asyncio.sleep(self._poll_interval * (5 if healthy else 1))
+            if self._fanout.healthy and not isinstance(self._fanout, LocalFanout):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval * 5):
+                        await self._fanout.dropped()
+            else:
+                await asyncio.sleep(self._poll_interval)
             try:
                 await self.poll()
             except Unavailable:

@@ -181,7 +181,7 @@ class TokenService:
             check = await self._hasher.verify(stored, password)
             legacy = check.ok
         if principal is None or not check.ok or not candidate or principal.disabled:
-            await self._gate.failed(normalized, self._clock.timestamp())
+            await self._gate.failed(normalized, source, self._clock.timestamp())
             # The name, never the password tried; the id when the principal exists.
             target = principal.id if principal is not None else normalized
             await self._store.append_events(
@@ -197,7 +197,7 @@ class TokenService:
                 )
             )
             raise Unauthenticated(_BAD_CREDENTIALS)
-        await self._gate.succeeded(normalized)
+        await self._gate.succeeded(normalized, source, self._clock.timestamp())
         if check.needs_rehash or legacy:
             await self._store.update_principal(
                 principal.id, password_hash=await self._hasher.hash(candidate)

@@ -205,6 +205,15 @@ class Store(Protocol):
         overlap their windows; adding a revocation twice is harmless."""
         ...
 
+    async def record_lockout(self, key: str, locked_until: float) -> None:
+        """Record that the attempt key ``key`` is locked until ``locked_until`` (epoch
+        seconds); an existing lock is only ever extended. Pruned once it has ended."""
+        ...
+
+    async def lockout_until(self, key: str, now: float) -> float | None:
+        """When the recorded lock on ``key`` ends, or None if none is in force at ``now``."""
+        ...
+
     async def prune(self, now: datetime, *, sealed_before: datetime) -> int:
         """Delete expired revocations and sessions past their absolute expiry, and wipe
         sealed successors consumed before ``sealed_before``. Returns rows deleted."""

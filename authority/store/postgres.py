@@ -1042,6 +1042,25 @@ class PostgresStore:
             )
         return [_revocation_from_row(tuple(row)) for row in rows]
 
+    async def record_lockout(self, key: str, locked_until: float) -> None:
+        async with self._session() as conn:
+            await conn.execute(
+                "INSERT INTO attempt_lockouts (key, locked_until) VALUES ($1, $2)"
+                " ON CONFLICT (key) DO UPDATE SET locked_until ="
+                " greatest(attempt_lockouts.locked_until, excluded.locked_until)",
+                key,
+                _from_seconds(locked_until),
+            )
+
+    async def lockout_until(self, key: str, now: float) -> float | None:
+        async with self._session() as conn:
+            until = await conn.fetchval(
+                "SELECT locked_until FROM attempt_lockouts WHERE key = $1 AND locked_until > $2",
+                key,
+                _from_seconds(now),
+            )
+        return None if until is None else _to_seconds(until)
+
     async def prune(self, now: datetime, *, sealed_before: datetime) -> int:
         now, sealed_before = _instant(now), _instant(sealed_before)
         async with self._session() as conn, conn.transaction():
@@ -1054,6 +1073,7 @@ class PostgresStore:
                 " WHERE consumed_at < $1 AND sealed_successor IS NOT NULL",
                 sealed_before,
             )
+            await conn.execute("DELETE FROM attempt_lockouts WHERE locked_until <= $1", now)
         return _count(revocations) + _count(sessions)
 
     # -- outbox -----------------------------------------------------------------------

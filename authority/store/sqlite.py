@@ -929,6 +929,25 @@ class SqliteStore:
             for kind, value, before, expires in rows
         ]
 
+    async def record_lockout(self, key: str, locked_until: float) -> None:
+        async with self._session() as db, _atomic(db):
+            await db.execute(
+                "INSERT INTO attempt_lockouts (key, locked_until) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE"
+                " SET locked_until = max(locked_until, excluded.locked_until)",
+                (key, _seconds_to_micros(locked_until)),
+            )
+
+    async def lockout_until(self, key: str, now: float) -> float | None:
+        async with self._session() as db:
+            rows = await db.execute_fetchall(
+                "SELECT locked_until FROM attempt_lockouts WHERE key = ? AND locked_until > ?",
+                (key, _seconds_to_micros(now)),
+            )
+        for (until,) in rows:
+            return int(until) / 1e6
+        return None
+
     async def prune(self, now: datetime, *, sealed_before: datetime) -> int:
         async with self._session() as db:
             try:
@@ -943,6 +962,9 @@ class SqliteStore:
                     "UPDATE refresh_tokens SET sealed_successor = NULL"
                     " WHERE consumed_at < ? AND sealed_successor IS NOT NULL",
                     (_to_micros(sealed_before),),
+                )
+                await db.execute(
+                    "DELETE FROM attempt_lockouts WHERE locked_until <= ?", (_to_micros(now),)
                 )
                 await db.execute("COMMIT")
                 return revocations.rowcount + sessions.rowcount

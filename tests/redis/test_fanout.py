@@ -405,9 +405,15 @@ async def test_a_real_outage_is_reported_and_recovered_from() -> None:
                 before = revocation("before")
                 await publisher.publish_revocation(before)
                 await eventually(lambda: before in recorder.events)
+                dropped = asyncio.create_task(listener.dropped())
+                await asyncio.sleep(0.1)
+                assert not dropped.done()  # healthy: a poll waiting on it sleeps on
 
                 server.stop()
-                await eventually(lambda: not listener.healthy, within=3.0)
+                # The listener's own connection failing wakes whoever waits, at once.
+                await asyncio.wait_for(dropped, timeout=3.0)
+                assert not listener.healthy
+                await asyncio.wait_for(listener.dropped(), timeout=0.1)  # down: no wait
                 started = time.monotonic()
                 with pytest.raises(Unavailable):
                     await publisher.publish_revocation(revocation("lost"))

@@ -53,6 +53,10 @@ def test_cross_field_rules() -> None:
         Settings.load({"AUTHORITY_KEY_ROTATION_PERIOD": "30m"})
     with pytest.raises(ConfigError, match="not both"):
         Settings.load({"AUTHORITY_KEK": "a", "AUTHORITY_KEK_FILE": "/x"})
+    with pytest.raises(ConfigError, match="LOCKOUT_BASE must be positive and at most"):
+        Settings.load({"AUTHORITY_LOCKOUT_BASE": "20m"})  # beyond the 15m maximum
+    with pytest.raises(ConfigError, match="LOCKOUT_BASE must be positive"):
+        Settings.load({"AUTHORITY_LOCKOUT_BASE": "0s"})
     short = Settings.load({"AUTHORITY_KEY_PREPUBLISH": "5m", "AUTHORITY_JWKS_MAX_AGE": "1m"})
     assert short.short_prepublish  # allowed, but warned about at start
 

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from authority.domain.errors import ErrorCode, InvalidArgument, ResourceExhausted
 from authority.domain.throttle import (
     AttemptGuard,
+    KnownSources,
+    Lock,
     Lockout,
     RateLimiter,
     Throttled,
-    principal_key,
+    pair_key,
 )
 
 T0 = 1_893_456_000.0  # 2030-01-01T00:00:00Z, an epoch timestamp like Clock.timestamp()
@@ -260,31 +262,80 @@ def test_a_refused_source_does_not_drain_the_principal() -> None:
     guard.admit("alice", "home", T0)
 
 
-@pytest.mark.parametrize("variant", ["Alice", "ALICE", "alice", "A\u0301lice", "\u00c1lice"])
-def test_case_folded_principals_share_a_bucket(variant: str) -> None:
+def test_limits_key_on_the_name_as_given() -> None:
+    """The service canonicalises names at its entry; the guard adds no folding of its own,
+    so its keys are exactly the names lookups use."""
     guard = AttemptGuard(principal_burst=1)
-    base = "alice" if variant.lower() == "alice" else "\u00e1lice"
-    guard.admit(base, "one", T0)
+    guard.admit("alice", "one", T0)
     with pytest.raises(Throttled):
-        guard.admit(variant, "two", T0)
+        guard.admit("alice", "two", T0)
+    guard.admit("ALICE", "two", T0)  # another name (no principal, unless it exists)
+    assert pair_key("alice", "10.0.0.1") != pair_key("ALICE", "10.0.0.1")
 
 
-def test_principal_keys_are_nfc_and_case_folded() -> None:
-    assert principal_key("Stra\u00dfe") == principal_key("STRASSE") == "strasse"
-    assert principal_key("A\u0301") == principal_key("\u00e1") == "\u00e1"
+def test_pair_keys_cannot_collide_and_key_ipv6_by_its_64() -> None:
+    # Names contain no control characters, so the first one splits a pair key.
+    assert pair_key("a:b", "10.0.0.1") == "a:b\x1f10.0.0.1"
+    assert pair_key("alice", "2001:db8:1:2::1") == pair_key("alice", "2001:db8:1:2:ffff::9")
+    assert pair_key("alice", "2001:db8:1:3::1") != pair_key("alice", "2001:db8:1:2::1")
+    assert pair_key("alice", "::ffff:192.0.2.7") == pair_key("alice", "192.0.2.7")
 
 
-def test_a_locked_principal_is_refused_from_a_fresh_source_without_consuming() -> None:
+def test_failures_from_one_source_lock_only_that_source() -> None:
     guard = AttemptGuard(source_burst=1, source_per_minute=1.0)
-    for i in range(5):
-        guard.admit("bob", f"s{i}", T0)
-        lock = guard.failed("Bob", T0)
-    assert lock == 1.0
+    for _ in range(4):
+        assert guard.failed("bob", "attacker", T0) is None
+    lock = guard.failed("bob", "attacker", T0)
+    assert lock == Lock(pair_key("bob", "attacker"), T0 + 1.0)
     with pytest.raises(Throttled) as caught:
-        guard.admit("BOB", "fresh", T0 + 0.25)
+        guard.admit("bob", "attacker", T0 + 0.25)
     assert caught.value.retry_after == pytest.approx(0.75)
-    guard.admit("carol", "fresh", T0 + 0.25)  # the refusal did not use fresh's only token
-    guard.admit("bob", "s5", T0 + 1)  # the lock has expired
+    guard.admit("bob", "home", T0 + 0.25)  # the owner elsewhere: not locked
+    guard.admit("carol", "fresh", T0 + 0.25)  # the refusal consumed nothing
+    guard.admit("bob", "attacker", T0 + 61)  # the lock has expired (and the bucket refilled)
+
+
+def test_ipv6_sources_in_one_64_share_a_lock_and_a_source_limit() -> None:
+    guard = AttemptGuard(source_burst=2)
+    for i in range(5):
+        guard.failed("bob", f"2001:db8:0:1::{i + 1}", T0)
+    with pytest.raises(Throttled):
+        guard.admit("bob", "2001:db8:0:1:abcd::1", T0)  # same /64: locked
+    guard.admit("bob", "2001:db8:0:2::1", T0)  # next /64: free
+    guard.admit("x", "2001:db8:0:3::1", T0)
+    guard.admit("y", "2001:db8:0:3::2", T0)
+    with pytest.raises(Throttled):
+        guard.admit("z", "2001:db8:0:3::3", T0)  # one source bucket for the /64
+
+
+def test_a_source_known_to_the_principal_skips_the_principal_limit_only() -> None:
+    guard = AttemptGuard(principal_burst=1, known_source_ttl=100.0)
+    guard.admit("alice", "home", T0)
+    guard.succeeded("alice", "home", T0)
+    for i in range(3):  # a distributed attack has spent alice's budget
+        with pytest.raises(Throttled):
+            guard.admit("alice", f"bot{i}", T0)
+    guard.admit("alice", "home", T0 + 1)  # the owner at home is still admitted
+    with pytest.raises(Throttled):
+        guard.admit("alice", "cafe", T0 + 1)  # a new place waits like the bots
+    for _ in range(5):  # home's own lockout still applies to home
+        guard.failed("alice", "home", T0 + 2)
+    with pytest.raises(Throttled):
+        guard.admit("alice", "home", T0 + 2)
+    guard.admit("alice", "bot9", T0 + 100)  # spends the refilled budget
+    with pytest.raises(Throttled):  # known no longer, once ttl has passed since the login
+        guard.admit("alice", "home", T0 + 100)
+
+
+def test_known_sources_expire_and_stay_bounded() -> None:
+    known = KnownSources(10.0, max_keys=2)
+    known.remember("a", T0)
+    known.remember("b", T0)
+    known.remember("c", T0)
+    assert len(known) == 2 and "a" not in known
+    assert known.known("b", T0 + 9.9) and not known.known("b", T0 + 10)
+    with pytest.raises(InvalidArgument):
+        KnownSources(0.0)
 
 
 def test_lockout_grows_through_the_guard_and_success_resets_it() -> None:
@@ -297,13 +348,14 @@ def test_lockout_grows_through_the_guard_and_success_resets_it() -> None:
         except Throttled as exc:  # locked by the previous failure: wait it out
             now += exc.retry_after
             guard.admit("dave", "src", now)
-        locks.append(guard.failed("dave", now))
+        lock = guard.failed("dave", "src", now)
+        locks.append(None if lock is None else round(lock.until - now, 6))
     assert locks == [None, None, None, None, 1.0, 2.0, 4.0, 8.0]
     now += 8.0
     guard.admit("dave", "src", now)
-    guard.succeeded("DAVE")
+    guard.succeeded("dave", "src", now)
     guard.admit("dave", "src", now)
-    assert guard.failed("dave", now) is None
+    assert guard.failed("dave", "src", now) is None
 
 
 @pytest.mark.parametrize(
