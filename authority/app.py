@@ -192,6 +192,7 @@ class Authority:
             kek=KekRing(kek, previous_keks),
             clock=self.clock,
             on_outcome=metrics.count_webhook,
+            allowed=s.webhook_allowed_networks,
         )
         await self._start_http()
         # Derived after binding, so that port 0 (tests) still yields a reachable issuer URL.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from authority.domain.keys import Algorithm
+from authority.domain.webhook_targets import PUBLIC_ONLY, AllowList, parse_allow_list
 
 ENV_PREFIX = "AUTHORITY_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -111,6 +112,9 @@ class Settings:
     tls_key_file: Path | None = None
     admin_address: str | None = None  # a separate gRPC listener for the admin RPCs
     tls_client_ca_file: Path | None = None  # clients of the admin listener need a cert from it
+    # Internal networks (CIDRs) and host names webhooks may be delivered to; by default only
+    # public addresses are (no loopback, private, link-local or metadata destinations).
+    webhook_allowed_networks: AllowList = PUBLIC_ONLY
 
     @property
     def short_prepublish(self) -> bool:
@@ -306,4 +310,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tls_key_file": Path,
     "admin_address": _text,
     "tls_client_ca_file": Path,
+    "webhook_allowed_networks": parse_allow_list,
 }

@@ -17,10 +17,6 @@ from hypothesis import strategies as st
 
 from authority.api.errors import rpc
 from authority.domain.throttle import Throttled
-from authority.services.admin_credential import new_admin_secret
-from authority.services.clients import new_client_secret
-from authority.services.tokens import new_refresh_token
-from authority.services.webhooks import new_webhook_secret
 from authority.observability.logging import (
     REDACTED,
     RpcInterceptor,
@@ -28,6 +24,10 @@ from authority.observability.logging import (
     redact,
     scrub,
 )
+from authority.services.admin_credential import new_admin_secret
+from authority.services.clients import new_client_secret
+from authority.services.tokens import new_refresh_token
+from authority.services.webhooks import new_webhook_secret
 from authority.v1 import admin_pb2
 from tests.integration.conftest import start_server  # noqa: F401 - the fixture
 from tests.integration.server import ADMIN_TOKEN, ServerProcess

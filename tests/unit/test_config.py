@@ -76,3 +76,14 @@ def test_bad_durations_are_rejected() -> None:
     for text in ("", "1w", "-5s", "ten minutes"):
         with pytest.raises(ValueError):
             parse_duration(text)
+
+
+def test_the_webhook_allow_list_takes_cidrs_addresses_and_names() -> None:
+    settings = Settings.load(
+        {"AUTHORITY_WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8, 127.0.0.1, ::1, hooks.internal."}
+    )
+    allowed = settings.webhook_allowed_networks
+    assert [str(n) for n in allowed.networks] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+    assert allowed.allows_host("HOOKS.internal")
+    with pytest.raises(ConfigError, match="AUTHORITY_WEBHOOK_ALLOWED_NETWORKS: 'a b'"):
+        Settings.load({"AUTHORITY_WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8, a b"})
