@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from authority.domain.bounds import MAX_SESSION_TTL
 from authority.domain.keys import Algorithm
 from authority.domain.webhook_targets import PUBLIC_ONLY, AllowList, parse_allow_list
 
@@ -156,6 +157,10 @@ class Settings:
             problems.append(
                 "AUTHORITY_SESSION_IDLE_TTL must be positive and at most"
                 " AUTHORITY_SESSION_ABSOLUTE_TTL"
+            )
+        if self.session_absolute_ttl > MAX_SESSION_TTL:
+            problems.append(
+                f"AUTHORITY_SESSION_ABSOLUTE_TTL must be at most {MAX_SESSION_TTL.days}d"
             )
         if not timedelta(0) <= self.refresh_grace <= timedelta(minutes=5):
             problems.append("AUTHORITY_REFRESH_GRACE must be between 0 and 5m")
