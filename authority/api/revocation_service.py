@@ -40,7 +40,7 @@ MAX_CHECK_TOKENS = 500  # a full batch of real identities fits the 64 KiB messag
 # Snapshot messages are cut by size, far below the 1 MiB send limit (app.GRPC_OPTIONS):
 # a count would let a few large values (stored before values were bounded) make one
 # message too large to send, and every follower's stream fail on it.
-SNAPSHOT_CHUNK_BYTES = 256 * 1024
+SNAPSHOT_CHUNK_BYTES = 32 * 1024
 
 log = structlog.get_logger(__name__)
 
