@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from authority.domain.bounds import MAX_SESSION_TTL
+from authority.domain.bounds import MAX_DURATION_SECONDS, MAX_SESSION_TTL
 from authority.domain.keys import Algorithm
 from authority.domain.webhook_targets import PUBLIC_ONLY, AllowList, parse_allow_list
 
@@ -34,7 +34,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 15m, 1h, 7d)")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION_SECONDS:  # also keeps timedelta and datetime from overflowing
+        raise ValueError(f"{text!r} is longer than {MAX_SESSION_TTL.days}d")
+    return timedelta(seconds=seconds)
 
 
 def parse_address(text: str) -> tuple[str, int]:
