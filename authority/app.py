@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from authority.api import ext_authz
 from authority.api.admin_service import AdminServicer
+from authority.api.decoding import DecodeGuard
 from authority.api.key_service import KeyServicer
 from authority.api.reader_auth import RevocationReaders
 from authority.api.revocation_service import RevocationServicer
@@ -209,6 +210,7 @@ class Authority:
             kek=KekRing(kek, previous_keks),
             clock=self.clock,
             on_outcome=metrics.count_webhook,
+            allowed=s.webhook_allowed_networks,
         )
         await self._start_http()
         # Derived after binding, so that port 0 (tests) still yields a reachable issuer URL.
@@ -416,7 +418,10 @@ class Authority:
         server = grpc.aio.server(
             # One log line and the RPC metrics per call. One interceptor per server: it
             # caches the wrapped handlers of *this* server's servicers.
-            interceptors=[observability_logging.RpcInterceptor(is_admin=self._is_admin)],
+            interceptors=[
+                observability_logging.RpcInterceptor(is_admin=self._is_admin),
+                DecodeGuard(),  # inside the logging one: undecodable calls are logged too
+            ],
             options=[*GRPC_OPTIONS, *bounds, ("grpc.so_reuseport", int(s.reuse_port))],
         )
         token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)

@@ -16,7 +16,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from authority.domain.bounds import MAX_DURATION_SECONDS, MAX_SESSION_TTL
 from authority.domain.keys import Algorithm
+from authority.domain.webhook_targets import PUBLIC_ONLY, AllowList, parse_allow_list
 
 ENV_PREFIX = "AUTHORITY_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -32,7 +34,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 15m, 1h, 7d)")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION_SECONDS:  # also keeps timedelta and datetime from overflowing
+        raise ValueError(f"{text!r} is longer than {MAX_SESSION_TTL.days}d")
+    return timedelta(seconds=seconds)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -128,6 +133,9 @@ class Settings:
     max_connection_age_grace: timedelta = timedelta(minutes=1)  # for streams still open
     grpc_max_connections: int = 0  # per gRPC listener; 0: derived from RLIMIT_NOFILE
     http_max_connections: int = 0  # HTTP listener; 0: derived from RLIMIT_NOFILE
+    # Internal networks (CIDRs) and host names webhooks may be delivered to; by default only
+    # public addresses are (no loopback, private, link-local or metadata destinations).
+    webhook_allowed_networks: AllowList = PUBLIC_ONLY
 
     @property
     def short_prepublish(self) -> bool:
@@ -151,11 +159,7 @@ class Settings:
     def validate(self) -> None:
         """Raise ConfigError listing every inconsistency between settings."""
         problems: list[str] = []
-        for name in ("grpc_address", "http_address"):
-            try:
-                parse_address(getattr(self, name))
-            except ValueError as exc:
-                problems.append(f"AUTHORITY_{name.upper()}: {exc}")
+        problems.extend(self._listener_problems())
         if self.jwks_max_age > self.key_prepublish:
             problems.append(
                 "AUTHORITY_JWKS_MAX_AGE must not exceed AUTHORITY_KEY_PREPUBLISH, or a verifier "
@@ -169,6 +173,10 @@ class Settings:
             problems.append(
                 "AUTHORITY_SESSION_IDLE_TTL must be positive and at most"
                 " AUTHORITY_SESSION_ABSOLUTE_TTL"
+            )
+        if self.session_absolute_ttl > MAX_SESSION_TTL:
+            problems.append(
+                f"AUTHORITY_SESSION_ABSOLUTE_TTL must be at most {MAX_SESSION_TTL.days}d"
             )
         if not timedelta(0) <= self.refresh_grace <= timedelta(minutes=5):
             problems.append("AUTHORITY_REFRESH_GRACE must be between 0 and 5m")
@@ -195,8 +203,20 @@ class Settings:
                 "AUTHORITY_TLS_CLIENT_CA_FILE (mTLS) needs AUTHORITY_ADMIN_ADDRESS and"
                 " AUTHORITY_TLS_CERT_FILE/_KEY_FILE"
             )
-        for name in ("admin_address", "metrics_address"):
-            if getattr(self, name):
+        if self.log_format not in {"json", "console"}:
+            problems.append("AUTHORITY_LOG_FORMAT must be json or console")
+        if self.log_level not in {"debug", "info", "warning", "error"}:
+            problems.append("AUTHORITY_LOG_LEVEL must be debug, info, warning or error")
+        if not self.audience:
+            problems.append("AUTHORITY_AUDIENCE must not be empty")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+    def _listener_problems(self) -> list[str]:
+        """Addresses, timeouts and connection caps of the listeners."""
+        problems: list[str] = []
+        for name in ("grpc_address", "http_address", "admin_address", "metrics_address"):
+            if name in ("grpc_address", "http_address") or getattr(self, name):
                 try:
                     parse_address(getattr(self, name))
                 except ValueError as exc:
@@ -209,14 +229,7 @@ class Settings:
         for name in ("grpc_max_connections", "http_max_connections"):
             if getattr(self, name) < 0:
                 problems.append(f"AUTHORITY_{name.upper()} must be 0 (derived) or positive")
-        if self.log_format not in {"json", "console"}:
-            problems.append("AUTHORITY_LOG_FORMAT must be json or console")
-        if self.log_level not in {"debug", "info", "warning", "error"}:
-            problems.append("AUTHORITY_LOG_LEVEL must be debug, info, warning or error")
-        if not self.audience:
-            problems.append("AUTHORITY_AUDIENCE must not be empty")
-        if problems:
-            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        return problems
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -344,4 +357,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_connection_age_grace": parse_duration,
     "grpc_max_connections": _non_negative_int,
     "http_max_connections": _non_negative_int,
+    "webhook_allowed_networks": parse_allow_list,
 }

@@ -4,15 +4,21 @@ credential."""
 from __future__ import annotations
 
 import json
-from datetime import UTC
 from typing import Any
 
 import grpc
 
 from authority.api.admin_auth import require_admin
-from authority.api.convert import client_message, client_template, principal_message, timestamp
+from authority.api.convert import (
+    client_message,
+    client_template,
+    principal_message,
+    time_of,
+    timestamp,
+)
 from authority.api.errors import rpc
 from authority.domain.audit import MAX_PAGE_SIZE, AuditRecord
+from authority.domain.bounds import check_text
 from authority.domain.errors import InvalidArgument, Unavailable
 from authority.domain.webhooks import DeadLetter, Webhook
 from authority.services.admin_credential import AdminCredential
@@ -145,10 +151,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if self._audit is None:
             raise Unavailable("the audit log is not served here")
         page = await self._audit.list(
-            target=request.target,
-            action=request.action,
-            since=request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
-            until=request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
+            target=check_text(request.target, "target"),
+            action=check_text(request.action, "action"),
+            since=time_of(request.start_time, "start_time")
+            if request.HasField("start_time")
+            else None,
+            until=time_of(request.end_time, "end_time") if request.HasField("end_time") else None,
             page_size=request.page_size,
             page_token=request.page_token,
         )

@@ -10,6 +10,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from authority.domain import bounds
 from authority.domain.clients import Client, GrantType, clean_values
 from authority.domain.errors import InvalidArgument
 from authority.domain.keys import Algorithm, KeyPolicy, KeyRecord, KeyState
@@ -55,6 +56,17 @@ def timestamp(instant: datetime | None) -> Timestamp | None:
     message = Timestamp()
     message.FromDatetime(instant)
     return message
+
+
+def time_of(message: Timestamp, what: str) -> datetime:
+    """A request's Timestamp, checked before conversion (protobuf raises on some values
+    and datetime on others)."""
+    return bounds.instant(message.seconds, message.nanos, what)
+
+
+def duration_of(message: Duration, what: str) -> timedelta:
+    """A request's Duration, checked before conversion."""
+    return bounds.duration(message.seconds, message.nanos, what)
 
 
 def epoch(seconds: int) -> Timestamp:
@@ -167,7 +179,7 @@ def client_template(message: admin_pb2.Client, defaults: Client) -> Client:
         field: Literal["access_token_ttl", "session_idle_ttl", "session_absolute_ttl"],
         fallback: timedelta,
     ) -> timedelta:
-        return getattr(message, field).ToTimedelta() if message.HasField(field) else fallback
+        return duration_of(getattr(message, field), field) if message.HasField(field) else fallback
 
     return replace(
         defaults,

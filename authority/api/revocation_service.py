@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -39,7 +38,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Response = revocation_pb2.WatchRevocationsResponse
 
 MAX_CHECK_TOKENS = 500  # a full batch of real identities fits the 64 KiB message limit
-SNAPSHOT_CHUNK = 500
+# Snapshot messages are cut by size, far below the 1 MiB send limit (app.GRPC_OPTIONS):
+# a count would let a few large values (stored before values were bounded) make one
+# message too large to send, and every follower's stream fail on it.
+SNAPSHOT_CHUNK_BYTES = 32 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +75,23 @@ def revocation_message(revocation: Revocation) -> revocation_pb2.Revocation:
 
 class CredentialExpired(Exception):
     """The token a stream was opened with has expired."""
+def snapshot_chunks(
+    entries: Sequence[Revocation], budget: int = SNAPSHOT_CHUNK_BYTES
+) -> list[list[revocation_pb2.Revocation]]:
+    """The snapshot's messages, each at most ``budget`` bytes of entries (an entry larger
+    than the budget alone goes alone: the receive limit keeps it far below 1 MiB).
+    Always at least one chunk, so an empty snapshot is still sent, complete."""
+    chunks: list[list[revocation_pb2.Revocation]] = [[]]
+    size = 0
+    for entry in entries:
+        message = revocation_message(entry)
+        cost = message.ByteSize() + 8  # the field's tag and length
+        if chunks[-1] and size + cost > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(message)
+        size += cost
+    return chunks
 
 
 class RevocationServicer(revocation_pb2_grpc.RevocationServiceServicer):
@@ -169,18 +188,15 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServiceServicer):
         entries = subscription.take_snapshot()
         if entries is not None:
             position = subscription.position
-            count = max(1, math.ceil(len(entries) / SNAPSHOT_CHUNK))
-            for index in range(count):
-                chunk = entries[index * SNAPSHOT_CHUNK : (index + 1) * SNAPSHOT_CHUNK]
-                complete = index == count - 1
+            chunks = snapshot_chunks(entries)
+            for index, chunk in enumerate(chunks):
+                complete = index == len(chunks) - 1
                 yield Response(
-                    snapshot=revocation_pb2.Snapshot(
-                        revocations=[revocation_message(r) for r in chunk], complete=complete
-                    ),
+                    snapshot=revocation_pb2.Snapshot(revocations=chunk, complete=complete),
                     resume_token=feed.token(position, resumable=complete),
                     heartbeat_interval=interval,
                 )
-            del entries
+            del entries, chunks
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
         while True:

@@ -11,6 +11,7 @@ from authority.api.admin_auth import require_admin
 from authority.api.convert import epoch, timestamp, verify_response
 from authority.api.errors import rpc
 from authority.api.request_context import source_address
+from authority.domain.bounds import check_revocation_value
 from authority.domain.errors import InvalidArgument
 from authority.domain.revocation import RevocationKind
 from authority.services.admin_credential import AdminCredential
@@ -131,6 +132,7 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
             revoked_at = await self._tokens.revoke_refresh_token(value)
         else:
             require_admin(context, self._admin)
+            check_revocation_value(value, target)
             revoked_at = await self._revocations.revoke(_ADMIN_TARGETS[target], value)
         return token_pb2.RevokeResponse(revoked_at=timestamp(revoked_at))
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from authority.domain.bounds import MAX_SESSION_TTL, check_duration
 from authority.domain.claims import validate_allowed_claims
 from authority.domain.errors import InvalidArgument, PermissionDenied
 
@@ -86,8 +87,11 @@ def validate_client(client: Client, *, max_access_ttl: timedelta) -> None:
         raise InvalidArgument(
             f"the access-token TTL must be between 1 s and {int(max_access_ttl.total_seconds())} s"
         )
-    if client.session_idle_ttl <= timedelta(0) or client.session_absolute_ttl <= timedelta(0):
-        raise InvalidArgument("session TTLs must be positive")
+    for what, ttl in (
+        ("session_idle_ttl", client.session_idle_ttl),
+        ("session_absolute_ttl", client.session_absolute_ttl),
+    ):
+        check_duration(ttl, what, minimum=timedelta(seconds=1), maximum=MAX_SESSION_TTL)
     if client.session_idle_ttl > client.session_absolute_ttl:
         raise InvalidArgument("the idle session TTL must not exceed the absolute one")
     validate_allowed_claims(client.allowed_claims, client.sensitive_claims)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -49,11 +50,43 @@ class DeadLetter:
     failed_at: datetime
 
 
+MAX_EVENT_TYPES = 64
+MAX_EVENT_TYPE_LENGTH = 128
+_URL_SHAPE = "a webhook url is an absolute http(s) URL of at most 2048 bytes"
+
+
 def validate_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname or len(url) > MAX_URL_LENGTH:
-        raise InvalidArgument("a webhook url is an absolute http(s) URL of at most 2048 bytes")
+    """The URL's form (where it may point is ``webhook_targets``' business)."""
+    if len(url.encode("utf-8", "surrogatepass")) > MAX_URL_LENGTH or any(
+        c.isspace() or not c.isprintable() for c in url
+    ):
+        raise InvalidArgument(_URL_SHAPE + ", without spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidArgument(f"{_URL_SHAPE}: {exc}") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise InvalidArgument(_URL_SHAPE)
+    if port == 0:
+        raise InvalidArgument("a webhook url needs a port between 1 and 65535")
+    if parts.username is not None or parts.password is not None:
+        # It would be stored and listed in clear; the signature authenticates us instead.
+        raise InvalidArgument("a webhook url must not carry credentials (user:password@)")
     return url
+
+
+def validate_event_types(event_types: Sequence[str]) -> tuple[str, ...]:
+    """Sorted, de-duplicated event type names (empty: every type)."""
+    types = sorted({t.strip() for t in event_types if t.strip()})
+    if len(types) > MAX_EVENT_TYPES:
+        raise InvalidArgument(f"at most {MAX_EVENT_TYPES} event types per webhook")
+    for name in types:
+        if len(name) > MAX_EVENT_TYPE_LENGTH or not name.isprintable():
+            raise InvalidArgument(
+                f"event types are printable names of at most {MAX_EVENT_TYPE_LENGTH} characters"
+            )
+    return tuple(types)
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:

@@ -70,7 +70,19 @@ _METADATA_SUFFIXES = (
 )
 
 _JWT = r"eyJ[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)+"
-_PREFIXED = r"(?:rt|cs|adm|whsec)_[A-Za-z0-9_-]{8,}"
+# Our secrets are a prefix and a random base64url body (``secrets.token_urlsafe(32)``: 43
+# characters). Recognised two ways, so that identifiers which merely contain a prefix
+# (``config.short_prepublish``, ``import_signing_keys``) stay readable:
+# - where a secret starts: the prefix not glued to a preceding letter, digit or ``_``;
+# - anywhere (glued to a word, too): a body of at least 32 characters that has an upper-
+#   case letter, which a random body has (all but 2e-10 of them) and a snake_case name has
+#   not.
+_PREFIXES = r"(?:rt|cs|adm|whsec)_"
+_B64URL = r"[A-Za-z0-9_-]"
+_PREFIXED = (
+    rf"(?<![A-Za-z0-9_]){_PREFIXES}{_B64URL}{{8,}}"
+    rf"|{_PREFIXES}(?={_B64URL}*[A-Z]){_B64URL}{{32,}}"
+)
 _PEM = r"-----BEGIN[^-\n]*-----[\s\S]*?(?:-----END[^-\n]*-----|\Z)"
 _SECRET_SHAPES = re.compile(f"(?P<jwt>{_JWT})|(?P<prefixed>{_PREFIXED})|(?P<pem>{_PEM})")
 

@@ -15,6 +15,10 @@ ADMIN_TOKEN_FILENAME = "admin-token"
 _PREFIX = "adm_"
 
 
+def new_admin_secret() -> str:
+    return _PREFIX + secrets.token_urlsafe(32)
+
+
 class AdminCredential:
     """Only the digest is kept in memory; the secret itself is never logged or stored here."""
 
@@ -58,7 +62,7 @@ def load_admin_secret(
     if path.exists():
         return _read_generated_file(path)
     generate_into.mkdir(mode=0o700, parents=True, exist_ok=True)
-    secret = _PREFIX + secrets.token_urlsafe(32)
+    secret = new_admin_secret()
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:  # another process won the race

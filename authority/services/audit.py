@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from authority.domain.audit import MAX_PAGE_SIZE, AuditQuery, AuditRecord
+from authority.domain.bounds import MAX_SEQUENCE
 from authority.domain.errors import InvalidArgument
 from authority.store.base import Store
 
@@ -33,9 +34,9 @@ def decode_page_token(token: str) -> int:
         if not text.startswith(_TOKEN_PREFIX):
             raise ValueError(text)
         sequence = int(text.removeprefix(_TOKEN_PREFIX))
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:  # int() of 5000 digits too
         raise InvalidArgument("page_token is not a token this service returned") from exc
-    if sequence < 0:
+    if not 0 <= sequence <= MAX_SEQUENCE:
         raise InvalidArgument("page_token is not a token this service returned")
     return sequence
 

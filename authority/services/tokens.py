@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from authority.crypto import SealError, open_with_token, seal_for_token
+from authority.domain.bounds import MAX_SESSION_TTL
 from authority.domain.claims import authorize_claims, check_exchange_claims
 from authority.domain.clients import Client, Grant, GrantType, authorize
 from authority.domain.clock import Clock
@@ -471,8 +472,9 @@ class TokenService:
             audience=grant.audience,
             scope=grant.scope,
             created_at=now,
-            idle_ttl=client.session_idle_ttl,
-            absolute_expires_at=now + client.session_absolute_ttl,
+            # Clamped: a client stored before the bound existed must not break its logins.
+            idle_ttl=min(client.session_idle_ttl, MAX_SESSION_TTL),
+            absolute_expires_at=now + min(client.session_absolute_ttl, MAX_SESSION_TTL),
         )
         pair, record = self._successor(session, client, now)
         started = self._event(

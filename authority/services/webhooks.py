@@ -32,8 +32,9 @@ import structlog
 
 from authority.crypto import KekRing
 from authority.domain.clock import Clock
-from authority.domain.errors import NotFound
+from authority.domain.errors import InvalidArgument, NotFound
 from authority.domain.events import Event, OutboxEntry, entry_to_json, new_event
+from authority.domain.webhook_targets import PUBLIC_ONLY, AllowList
 from authority.domain.webhooks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -42,7 +43,14 @@ from authority.domain.webhooks import (
     Webhook,
     backoff,
     sign,
+    validate_event_types,
     validate_url,
+)
+from authority.services.webhook_resolver import (
+    DestinationRefused,
+    GuardedResolver,
+    check_destination,
+    check_literal,
 )
 from authority.store.base import Store
 
@@ -51,11 +59,20 @@ log = structlog.get_logger(__name__)
 WEBHOOK_GROUP = "webhooks"
 WEBHOOK = "webhook"
 _SECRET_PREFIX = "whsec_"
+# What last_error and dead letters say: coarse on purpose. An admin must not be able to
+# use the delivery errors as a port scanner (open, closed and filtered ports, refused,
+# reset and timed-out connections all read the same).
+CONNECTION_FAILED = "connection failed"
+DESTINATION_REFUSED = "destination not allowed"
 
 
 def webhook_secret_aad(webhook_id: str) -> bytes:
     """Binds a wrapped secret to its webhook, so secrets cannot be swapped between rows."""
     return b"authority-webhook-secret:" + webhook_id.encode()
+
+
+def new_webhook_secret() -> str:
+    return _SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +96,12 @@ class WebhookDispatcher:
         timeout: timedelta = timedelta(seconds=10),
         queue_size: int = 10_000,
         on_outcome: Callable[[str], None] = lambda outcome: None,
+        allowed: AllowList = PUBLIC_ONLY,
     ) -> None:
-        """``on_outcome`` hears "delivered", "retried" and "dead_lettered" (for metrics)."""
+        """``on_outcome`` hears "delivered", "retried" and "dead_lettered" (for metrics).
+        ``allowed``: internal networks and hosts deliveries may go to besides public ones."""
         self._store = store
+        self._allowed = allowed
         self._on_outcome = on_outcome
         self._kek = kek
         self._clock = clock
@@ -100,12 +120,14 @@ class WebhookDispatcher:
 
     async def create(self, url: str, event_types: Sequence[str]) -> tuple[Webhook, str]:
         """A new subscription and its signing secret (returned once, never again)."""
-        secret = _SECRET_PREFIX + secrets.token_urlsafe(32)
+        url = validate_url(url)
+        types = validate_event_types(event_types)
+        await check_destination(url, self._allowed)
+        secret = new_webhook_secret()
         webhook_id = "wh_" + secrets.token_hex(8)
-        types = tuple(sorted({t.strip() for t in event_types if t.strip()}))
         webhook = Webhook(
             id=webhook_id,
-            url=validate_url(url),
+            url=url,
             event_types=types,
             wrapped_secret=self._kek.wrap(secret.encode(), aad=webhook_secret_aad(webhook_id)),
             created_at=self._clock.now(),
@@ -213,19 +235,24 @@ class WebhookDispatcher:
             EVENT_ID_HEADER: delivery.event_id,
         }
         try:
+            check_literal(webhook.url, self._allowed)  # names are checked as they resolve
             async with self._client().post(
                 webhook.url, data=delivery.body, headers=headers, allow_redirects=False
             ) as response:
                 if 200 <= response.status < 300:
                     return ""
                 return f"HTTP {response.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return type(exc).__name__
+        except InvalidArgument:
+            return DESTINATION_REFUSED
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            return DESTINATION_REFUSED if _refused(exc) else CONNECTION_FAILED
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout)
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                connector=aiohttp.TCPConnector(resolver=GuardedResolver(self._allowed)),
+                trust_env=False,  # no proxy from the environment: we connect where we check
             )
         return self._session
 
@@ -262,3 +289,15 @@ class WebhookDispatcher:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether the resolver refused the destination (aiohttp wraps its error)."""
+    seen: BaseException | None = error
+    for _ in range(8):  # a short chain; never follow a cycle
+        if seen is None:
+            break
+        if isinstance(seen, DestinationRefused):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -256,7 +256,8 @@ def test_webhooks_are_signed_and_retried(start_server: Callable[..., ServerProce
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
-        server = start_server(**GENEROUS)
+        # The receiver is local: only the operator's allow-list lets a webhook aim there.
+        server = start_server(**GENEROUS, AUTHORITY_WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32")
         with server.client() as client:
             created = client.admin.CreateWebhook(
                 admin_pb2.CreateWebhookRequest(

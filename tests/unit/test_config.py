@@ -80,3 +80,22 @@ def test_bad_durations_are_rejected() -> None:
     for text in ("", "1w", "-5s", "ten minutes"):
         with pytest.raises(ValueError):
             parse_duration(text)
+
+
+def test_the_webhook_allow_list_takes_cidrs_addresses_and_names() -> None:
+    settings = Settings.load(
+        {"AUTHORITY_WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8, 127.0.0.1, ::1, hooks.internal."}
+    )
+    allowed = settings.webhook_allowed_networks
+    assert [str(n) for n in allowed.networks] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+    assert allowed.allows_host("HOOKS.internal")
+    with pytest.raises(ConfigError, match="AUTHORITY_WEBHOOK_ALLOWED_NETWORKS: 'a b'"):
+        Settings.load({"AUTHORITY_WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8, a b"})
+
+
+def test_absurd_durations_are_refused_with_a_message_not_an_overflow() -> None:
+    for name in ("AUTHORITY_SESSION_ABSOLUTE_TTL", "AUTHORITY_ACCESS_TOKEN_TTL"):
+        with pytest.raises(ConfigError, match=f"{name}: '99999999999d' is longer than 3650d"):
+            Settings.load({name: "99999999999d"})
+    with pytest.raises(ConfigError, match="AUTHORITY_SESSION_ABSOLUTE_TTL must be at most"):
+        Settings.load({}, session_absolute_ttl=timedelta(days=3651))
