@@ -249,15 +249,15 @@ def test_token_holder_revocation_is_limited_per_source(
             try:
                 anonymous.revoke(refresh_token=pair.refresh_token)
                 outcomes.append(None)
-            except grpc.RpcError as error:
-                outcomes.append(error)
+            except grpc.RpcError as failure:
+                outcomes.append(failure)
 
-    refused = [error for error in outcomes if error is not None]
+    refused = [outcome for outcome in outcomes if outcome is not None]
     # The burst, plus one refill should the machine be very slow (one per 15 s).
     assert len(outcomes) - len(refused) <= 3, f"{len(outcomes) - len(refused)} admitted"
-    for error in refused:
-        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        trailers = dict(error.trailing_metadata() or ())
+    for rejection in refused:
+        assert rejection.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailers = {item.key: item.value for item in rejection.trailing_metadata() or ()}
         assert int(trailers["retry-after"]) >= 1
     report(deployment.backend, revokes=len(outcomes), refused=len(refused))
 

@@ -409,7 +409,7 @@ async def test_revocations_revoke_the_sessions_they_cover(store: Store) -> None:
         await start_session(store, session_id, subject=subject, client_id=client_id)
     now = epoch(T0)
 
-    async def revoke(kind: RevocationKind, value: str, seconds: int) -> int:
+    async def revoke(kind: RevocationKind, value: str, seconds: int) -> int | None:
         revocation = Revocation(kind, value, now + seconds, now + 3600)
         return await store.record_revocation(revocation, at=T0 + timedelta(seconds=seconds))
 
