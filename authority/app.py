@@ -280,6 +280,8 @@ class Authority:
                     verifier=self.verifier,
                     revocations=self.revocation_service,
                     admin=admin_allowed,
+                    revoke_limit=self.backends.revoke_limit,
+                    clock=self.clock,
                 ),
                 KeyServicer(keys=self.keys, admin=admin_allowed, clock=self.clock),
                 AdminServicer(

@@ -13,9 +13,10 @@ from typing import TypedDict
 import structlog
 
 from authority.config import Settings
-from authority.domain.throttle import AttemptGuard
+from authority.domain.throttle import AttemptGuard, RateLimiter
 from authority.ports.attempts import AttemptGate, FallbackAttemptGate, LocalAttemptGate
 from authority.ports.fanout import Fanout, LocalFanout
+from authority.ports.rate_limits import FallbackRateLimit, LocalRateLimit, RateLimit
 from authority.store.base import Store
 from authority.store.factory import make_store
 
@@ -28,6 +29,7 @@ class Backends:
     fanout: Fanout
     gate: AttemptGate
     mode: str
+    revoke_limit: RateLimit  # token-holder Revoke, per source address
 
 
 class Limits(TypedDict):
@@ -53,11 +55,18 @@ def limits(settings: Settings) -> Limits:
     }
 
 
+def revoke_limiter(settings: Settings) -> RateLimiter:
+    per_minute = settings.revoke_attempts_per_minute
+    return RateLimiter(per_minute / 60.0, max(1, per_minute // 2))
+
+
 def build_backends(settings: Settings) -> Backends:
     store = make_store(settings.database_url, settings.database_path)
+    revoke_limit: RateLimit = LocalRateLimit(revoke_limiter(settings))
     if settings.redis_url:
         from authority.redis.attempts import RedisAttemptGate  # noqa: PLC0415 - optional
         from authority.redis.fanout import RedisFanout  # noqa: PLC0415 - optional
+        from authority.redis.rate_limits import RedisRateLimit  # noqa: PLC0415 - optional
 
         prefix = settings.redis_prefix
         fanout: Fanout = RedisFanout(settings.redis_url, prefix=prefix)
@@ -65,6 +74,18 @@ def build_backends(settings: Settings) -> Backends:
             RedisAttemptGate(settings.redis_url, prefix=prefix, **limits(settings)),
             LocalAttemptGate(AttemptGuard(**limits(settings))),
             ledger=store,
+        )
+        limiter = revoke_limiter(settings)
+        revoke_limit = FallbackRateLimit(
+            RedisRateLimit(
+                settings.redis_url,
+                name="revoke",
+                per_minute=limiter.rate_per_second * 60.0,
+                burst=limiter.burst,
+                prefix=prefix,
+            ),
+            revoke_limit,
+            name="revoke",
         )
     else:
         fanout = LocalFanout()
@@ -78,4 +99,4 @@ def build_backends(settings: Settings) -> Backends:
     mode = ("postgresql" if settings.database_url else "sqlite") + (
         "+redis" if settings.redis_url else ""
     )
-    return Backends(store=store, fanout=fanout, gate=gate, mode=mode)
+    return Backends(store=store, fanout=fanout, gate=gate, mode=mode, revoke_limit=revoke_limit)

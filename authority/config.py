@@ -98,6 +98,8 @@ class Settings:
     min_password_length: int = 8
     login_attempts_per_minute: int = 10
     source_attempts_per_minute: int = 60
+    # Revoke by access or refresh token (no credential but the token), per source address.
+    revoke_attempts_per_minute: int = 60
     lockout_threshold: int = 5
     lockout_base: timedelta = timedelta(seconds=1)  # the first lock; each further one doubles
     lockout_max: timedelta = timedelta(minutes=15)
@@ -326,6 +328,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "min_password_length": _positive_int,
     "login_attempts_per_minute": _positive_int,
     "source_attempts_per_minute": _positive_int,
+    "revoke_attempts_per_minute": _positive_int,
     "lockout_threshold": _positive_int,
     "lockout_base": parse_duration,
     "lockout_max": parse_duration,

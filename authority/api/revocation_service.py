@@ -75,6 +75,8 @@ def revocation_message(revocation: Revocation) -> revocation_pb2.Revocation:
 
 class CredentialExpired(Exception):
     """The token a stream was opened with has expired."""
+
+
 def snapshot_chunks(
     entries: Sequence[Revocation], budget: int = SNAPSHOT_CHUNK_BYTES
 ) -> list[list[revocation_pb2.Revocation]]:

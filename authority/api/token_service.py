@@ -12,8 +12,11 @@ from authority.api.convert import epoch, timestamp, verify_response
 from authority.api.errors import rpc
 from authority.api.request_context import source_address
 from authority.domain.bounds import check_revocation_value
+from authority.domain.clock import Clock
 from authority.domain.errors import InvalidArgument
 from authority.domain.revocation import RevocationKind
+from authority.domain.sources import source_key
+from authority.ports.rate_limits import RateLimit
 from authority.services.admin_credential import AdminCredential
 from authority.services.revocations import RevocationService
 from authority.services.tokens import TokenPair, TokenService
@@ -28,6 +31,8 @@ _ADMIN_TARGETS = {
     "client_id": RevocationKind.CLIENT,
     "token_id": RevocationKind.TOKEN,
 }
+# RevokeRequest.reason goes into the audit log: a short note, not a document.
+MAX_REVOKE_REASON = 256
 
 
 def pair_message(pair: TokenPair) -> token_pb2.TokenPair:
@@ -51,11 +56,15 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
         verifier: TokenVerifier,
         revocations: RevocationService,
         admin: AdminCredential | None,
+        revoke_limit: RateLimit,
+        clock: Clock,
     ) -> None:
         self._tokens = tokens
         self._verifier = verifier
         self._revocations = revocations
         self._admin = admin
+        self._revoke_limit = revoke_limit
+        self._clock = clock
 
     @rpc
     async def Issue(
@@ -126,14 +135,27 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
         value: str = getattr(request, target)
         if not value:
             raise InvalidArgument(f"{target} must not be empty")
+        reason = request.reason
+        if len(reason) > MAX_REVOKE_REASON:
+            raise InvalidArgument(
+                f"reason must be at most {MAX_REVOKE_REASON} characters ({len(reason)} given)"
+            )
+        if target in ("access_token", "refresh_token"):
+            # Anyone may call these (the token is the credential): a per-source budget
+            # keeps one address from making the store do work without end.
+            await self._revoke_limit.acquire(
+                source_key(source_address(context)), self._clock.timestamp()
+            )
         if target == "access_token":
-            revoked_at = await self._tokens.revoke_access_token(value)
+            revoked_at = await self._tokens.revoke_access_token(value, reason=reason)
         elif target == "refresh_token":
-            revoked_at = await self._tokens.revoke_refresh_token(value)
+            revoked_at = await self._tokens.revoke_refresh_token(value, reason=reason)
         else:
             require_admin(context, self._admin)
             check_revocation_value(value, target)
-            revoked_at = await self._revocations.revoke(_ADMIN_TARGETS[target], value)
+            revoked_at = await self._revocations.revoke(
+                _ADMIN_TARGETS[target], value, reason=reason
+            )
         return token_pb2.RevokeResponse(revoked_at=timestamp(revoked_at))
 
     async def Verify(

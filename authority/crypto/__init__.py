@@ -6,6 +6,7 @@ this API, so algorithm choices and key checks live in one reviewed place.
 
 from authority.crypto.envelope import EnvelopeError, Kek, KekRing, envelope_kek_id
 from authority.crypto.kek_source import load_kek
+from authority.crypto.low_s import is_low_s, to_low_s
 from authority.crypto.signing_keys import (
     PrivateKey,
     PublicKey,
@@ -27,6 +28,7 @@ __all__ = [
     "SealError",
     "envelope_kek_id",
     "generate_private_key",
+    "is_low_s",
     "jwk_thumbprint",
     "load_kek",
     "open_with_token",
@@ -35,4 +37,5 @@ __all__ = [
     "public_jwk",
     "public_key_from_jwk",
     "seal_for_token",
+    "to_low_s",
 ]

@@ -17,6 +17,12 @@ class RevocationKind(StrEnum):
     CLIENT = "client_id"
 
 
+# A jti or a sid names tokens that are never issued again once revoked (a jti is one token;
+# a revoked session refreshes no more), so their first revocation is complete: a repeat
+# changes nothing and is not recorded again. Subject and client revocations are
+# not-before times that a later revocation moves forward.
+FINAL_KINDS = frozenset({RevocationKind.TOKEN, RevocationKind.SESSION})
+
 # Module constants: the lookups in is_revoked_identity run on every Verify.
 _TOKEN, _SESSION, _SUBJECT, _CLIENT = (
     RevocationKind.TOKEN,

@@ -73,6 +73,11 @@ class RevocationService:
         return self._view
 
     @property
+    def horizon(self) -> float:
+        """Seconds after its issue that an access token is surely dead (TTL plus leeway)."""
+        return self._horizon
+
+    @property
     def fanout_healthy(self) -> bool:
         return self._fanout.healthy
 
@@ -102,11 +107,14 @@ class RevocationService:
         *,
         expires_at: float | None = None,
         events: Sequence[Event] = (),
+        reason: str = "",
     ) -> datetime:
         """Reject every token of ``kind``=``value`` issued up to now. Idempotent.
 
-        Writes a ``revocation.<kind>`` event, and ``events`` (what led to it, such as a
-        detected refresh-token reuse), in the same transaction as the revocation."""
+        Writes a ``revocation.<kind>`` event (with ``reason``, when given), and ``events``
+        (what led to it, such as a detected refresh-token reuse), in the same transaction
+        as the revocation. A repeat that changes nothing (RFC 7009: revoking a revoked
+        token succeeds) writes, publishes and logs nothing."""
         now = self._clock.now()
         stamp = now.timestamp()
         revocation = Revocation(
@@ -120,9 +128,16 @@ class RevocationService:
             REVOCATION,
             value,
             at=now,
-            data={"kind": kind.value, "value": value, "expires_at": revocation.expires_at},
+            data={"kind": kind.value, "value": value, "expires_at": revocation.expires_at}
+            | ({"reason": reason} if reason else {}),
         )
         sessions = await self._store.record_revocation(revocation, at=now, events=(*events, event))
+        if sessions is None:  # already revoked at least as widely: nothing to tell anyone
+            if self._view.get(kind, value) is None:
+                # Recorded by another process and not here yet: Verify here must reject
+                # from now on, as for any acknowledged revocation.
+                self._add(revocation)
+            return now
         self._add(revocation)
         log.info("revocation.recorded", kind=kind.value, sessions_revoked=sessions)
         try:

@@ -426,25 +426,54 @@ class TokenService:
 
     # -- revocation -----------------------------------------------------------
 
-    async def revoke_access_token(self, token: str) -> datetime:
-        """Revoke one access token by its jti, if it is ours; anything else succeeds silently."""
+    async def revoke_access_token(self, token: str, *, reason: str = "") -> datetime:
+        """Revoke one access token by its jti, if it is ours; anything else succeeds silently.
+
+        A token that is expired, or already revoked (by its jti, session, subject or
+        client), is left alone: revoking it again would change nothing, so nothing is
+        written (RFC 7009 idempotence, at no cost)."""
+        now = self._clock.now()
         checked = verify_signature(
             token, self._verification_keys(), max_bytes=self._max_token_bytes
         )
         if isinstance(checked, Verification):  # not a token we signed: nothing to revoke
-            return self._clock.now()
+            return now
+        expires_at = checked.expires_at + self._leeway
+        if now.timestamp() >= expires_at or self._revocations.view.is_revoked(checked):
+            return now
         return await self._revocations.revoke(
-            RevocationKind.TOKEN, checked.token_id, expires_at=checked.expires_at + self._leeway
+            RevocationKind.TOKEN, checked.token_id, expires_at=expires_at, reason=reason
         )
 
-    async def revoke_refresh_token(self, token: str) -> datetime:
-        """Revoke the whole session of a refresh token; unknown tokens succeed silently."""
+    async def revoke_refresh_token(self, token: str, *, reason: str = "") -> datetime:
+        """Revoke the whole session of a refresh token; unknown tokens succeed silently, and
+        so does a session already revoked or long over (nothing is written for those)."""
+        now = self._clock.now()
         if not token.startswith(_REFRESH_PREFIX) or len(token) > 256:
-            return self._clock.now()
+            return now
         found = await self._store.find_refresh(refresh_token_hash(token))
-        if found is None:
-            return self._clock.now()
-        return await self._revocations.revoke(RevocationKind.SESSION, found[1].id)
+        if found is None or self._session_is_over(*found, now=now):
+            return now
+        return await self._revocations.revoke(RevocationKind.SESSION, found[1].id, reason=reason)
+
+    def _session_is_over(
+        self,
+        record: RefreshRecord,
+        session: Session,
+        successor: RefreshRecord | None,
+        *,
+        now: datetime,
+    ) -> bool:
+        """True when revoking the session could change nothing: it is revoked, or every
+        access token it can have issued has expired (its end, or its newest refresh token's
+        issue, lies more than an access token's life and the leeway behind)."""
+        if session.revoked_at is not None:
+            return True
+        horizon = timedelta(seconds=self._revocations.horizon)
+        last_issue = record.issued_at if successor is None and record.consumed_at is None else None
+        return now >= session.absolute_expires_at + horizon or (
+            last_issue is not None and now >= last_issue + horizon
+        )
 
     def _verification_keys(self) -> Mapping[str, VerificationKey]:
         return self._keys.snapshot().verification_keys

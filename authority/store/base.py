@@ -187,11 +187,14 @@ class Store(Protocol):
 
     async def record_revocation(
         self, revocation: Revocation, *, at: datetime, events: Sequence[Event] = ()
-    ) -> int:
+    ) -> int | None:
         """Durably record a revocation and revoke the sessions it covers, atomically.
 
-        A revocation already recorded for the same target is widened, never narrowed.
-        Returns how many sessions were revoked by this call.
+        A jti or sid revocation already recorded is complete (``FINAL_KINDS``); a subject
+        or client revocation already recorded is widened, never narrowed. A call that
+        would change nothing writes nothing (no row, no event) and returns None; the
+        decision is the insert's own, so of concurrent twins exactly one writes.
+        Otherwise returns how many sessions were revoked by this call.
         """
         ...
 

@@ -44,7 +44,7 @@ from authority.domain.errors import (
 from authority.domain.events import Event, OutboxEntry
 from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
 from authority.domain.principals import Principal, canonical_name, name_skeleton
-from authority.domain.revocation import Revocation, RevocationKind
+from authority.domain.revocation import FINAL_KINDS, Revocation, RevocationKind
 from authority.domain.sessions import RefreshRecord, Session
 from authority.domain.webhooks import DeadLetter, Webhook
 from authority.store.base import KeyRingTransaction
@@ -129,6 +129,22 @@ _SESSION_COLUMN_BY_KIND = {
     RevocationKind.SUBJECT: "subject",
     RevocationKind.CLIENT: "client_id",
 }
+_INSERT_REVOCATION = (
+    "INSERT INTO revocations (kind, value, issued_before, expires_at, recorded_at)"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, value)"
+)
+# A jti or sid revocation is complete once recorded (see FINAL_KINDS): a repeat inserts
+# nothing. Subject and client revocations are widened, and only when that changes them.
+_RECORD_FINAL_REVOCATION = _INSERT_REVOCATION + " DO NOTHING RETURNING true"
+_RECORD_REVOCATION = (
+    _INSERT_REVOCATION + " DO UPDATE SET"
+    " issued_before = GREATEST(revocations.issued_before, EXCLUDED.issued_before),"
+    " expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at),"
+    " recorded_at = GREATEST(revocations.recorded_at, EXCLUDED.recorded_at)"
+    " WHERE EXCLUDED.issued_before > revocations.issued_before"
+    " OR EXCLUDED.expires_at > revocations.expires_at"
+    " RETURNING true"
+)
 
 
 # -- connection settings ---------------------------------------------------------
@@ -995,22 +1011,23 @@ class PostgresStore:
 
     async def record_revocation(
         self, revocation: Revocation, *, at: datetime, events: Sequence[Event] = ()
-    ) -> int:
+    ) -> int | None:
         column = _SESSION_COLUMN_BY_KIND.get(revocation.kind)
         recorded_at = _instant(at)
         async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO revocations (kind, value, issued_before, expires_at, recorded_at)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, value) DO UPDATE SET"
-                " issued_before = GREATEST(revocations.issued_before, EXCLUDED.issued_before),"
-                " expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at),"
-                " recorded_at = GREATEST(revocations.recorded_at, EXCLUDED.recorded_at)",
+            # The conditional insert decides: a repeat changes no row, and then nothing
+            # else is written either (race-safe: a concurrent twin waits on the row's
+            # unique index, then sees it and inserts nothing).
+            changed = await conn.fetchval(
+                _RECORD_FINAL_REVOCATION if revocation.kind in FINAL_KINDS else _RECORD_REVOCATION,
                 revocation.kind.value,
                 revocation.value,
                 _from_seconds(revocation.issued_before),
                 _from_seconds(revocation.expires_at),
                 recorded_at,
             )
+            if changed is None:
+                return None  # nothing was changed; committing nothing is a rollback
             await _insert_events(conn, events)
             if column is None:
                 return 0

@@ -36,7 +36,7 @@ from authority.domain.errors import (
 from authority.domain.events import Event, OutboxEntry
 from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
 from authority.domain.principals import Principal, canonical_name, name_skeleton
-from authority.domain.revocation import Revocation, RevocationKind
+from authority.domain.revocation import FINAL_KINDS, Revocation, RevocationKind
 from authority.domain.sessions import RefreshRecord, Session
 from authority.domain.webhooks import DeadLetter, Webhook
 from authority.store.base import KeyRingTransaction
@@ -204,6 +204,21 @@ _SESSION_COLUMN_BY_KIND = {
     RevocationKind.SUBJECT: "subject",
     RevocationKind.CLIENT: "client_id",
 }
+_INSERT_REVOCATION = (
+    "INSERT INTO revocations (kind, value, issued_before, expires_at, recorded_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value)"
+)
+# A jti or sid revocation is complete once recorded (see FINAL_KINDS): a repeat inserts
+# nothing. Subject and client revocations are widened, and only when that changes them.
+_RECORD_FINAL_REVOCATION = _INSERT_REVOCATION + " DO NOTHING"
+_RECORD_REVOCATION = (
+    _INSERT_REVOCATION + " DO UPDATE SET"
+    " issued_before = MAX(issued_before, excluded.issued_before),"
+    " expires_at = MAX(expires_at, excluded.expires_at),"
+    " recorded_at = MAX(recorded_at, excluded.recorded_at)"
+    " WHERE excluded.issued_before > revocations.issued_before"
+    " OR excluded.expires_at > revocations.expires_at"
+)
 
 
 def _json_list(values: Iterable[str]) -> str:
@@ -871,17 +886,17 @@ class SqliteStore:
 
     async def record_revocation(
         self, revocation: Revocation, *, at: datetime, events: Sequence[Event] = ()
-    ) -> int:
+    ) -> int | None:
         column = _SESSION_COLUMN_BY_KIND.get(revocation.kind)
         async with self._session(_EVENT_TAKEN) as db:
             try:
                 await db.execute("BEGIN IMMEDIATE")
-                await db.execute(
-                    "INSERT INTO revocations (kind, value, issued_before, expires_at, recorded_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET"
-                    " issued_before = MAX(issued_before, excluded.issued_before),"
-                    " expires_at = MAX(expires_at, excluded.expires_at),"
-                    " recorded_at = MAX(recorded_at, excluded.recorded_at)",
+                # The conditional insert decides: a repeat changes no row, and then nothing
+                # else is written either (race-safe: the write lock orders the contenders).
+                cursor = await db.execute(
+                    _RECORD_FINAL_REVOCATION
+                    if revocation.kind in FINAL_KINDS
+                    else _RECORD_REVOCATION,
                     (
                         revocation.kind.value,
                         revocation.value,
@@ -890,6 +905,9 @@ class SqliteStore:
                         _to_micros(at),
                     ),
                 )
+                if cursor.rowcount == 0:
+                    await _rollback(db)
+                    return None
                 revoked = 0
                 if column is not None:
                     cursor = await db.execute(

@@ -23,6 +23,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from authority.crypto.envelope import Kek, KekRing
+from authority.crypto.low_s import to_low_s
 from authority.crypto.signing_keys import (
     generate_private_key,
     private_key_from_bytes,
@@ -67,9 +68,16 @@ class SigningKey:
         algorithm: str | None = None,
     ) -> str:
         headers = {"kid": self.kid, "typ": "at+jwt", **(header or {})}
-        return jwt.encode(
-            dict(claims), self.private_key, algorithm=algorithm or self.algorithm, headers=headers
-        )
+        algorithm = algorithm or self.algorithm
+        token = jwt.encode(dict(claims), self.private_key, algorithm=algorithm, headers=headers)
+        return low_s(token) if algorithm == "ES256" else token
+
+
+def low_s(token: str) -> str:
+    """The token with its ES256 signature normalised to low-S, as the authority signs."""
+    head, _, signature = token.rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    return f"{head}.{b64(to_low_s(raw))}"
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -103,6 +111,8 @@ def sign_raw(key: SigningKey, header: Any, payload_bytes: bytes) -> str:
     p = b64(payload_bytes)
     algorithm = jwt.get_algorithm_by_name(key.algorithm)
     signature = algorithm.sign(f"{h}.{p}".encode(), key.private_key)
+    if key.algorithm == "ES256":
+        signature = to_low_s(signature)
     return f"{h}.{p}.{b64(signature)}"
 
 

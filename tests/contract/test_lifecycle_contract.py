@@ -18,6 +18,7 @@ import pytest
 
 from authority.domain.clients import Client, GrantType
 from authority.domain.errors import AlreadyExists, InvalidArgument, Unavailable
+from authority.domain.events import REVOCATION, Event, new_event
 from authority.domain.principals import Principal
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.domain.sessions import RefreshRecord, Session
@@ -408,7 +409,7 @@ async def test_revocations_revoke_the_sessions_they_cover(store: Store) -> None:
         await start_session(store, session_id, subject=subject, client_id=client_id)
     now = epoch(T0)
 
-    async def revoke(kind: RevocationKind, value: str, seconds: int) -> int:
+    async def revoke(kind: RevocationKind, value: str, seconds: int) -> int | None:
         revocation = Revocation(kind, value, now + seconds, now + 3600)
         return await store.record_revocation(revocation, at=T0 + timedelta(seconds=seconds))
 
@@ -478,9 +479,78 @@ async def test_revocations_since_returns_what_was_recorded_or_widened_since(
     }  # overlapping windows see revocations again, which is harmless
     assert names(await store.revocations_since(T0, now + 20)) == {"first", "second"}  # expired
 
-    widened = replace(first, issued_before=now + 30)
+    widened = replace(second, issued_before=now + 30)
     await store.record_revocation(widened, at=T0 + timedelta(seconds=30))
     assert await store.revocations_since(T0 + timedelta(seconds=20), now) == [widened]
+
+
+def revocation_event(value: str) -> Event:
+    return new_event("revocation.session", REVOCATION, value, at=T0)
+
+
+@pytest.mark.parametrize("kind", [RevocationKind.TOKEN, RevocationKind.SESSION])
+async def test_a_repeated_jti_or_sid_revocation_writes_nothing(
+    store: Store, kind: RevocationKind
+) -> None:
+    await start_session(store)
+    now = epoch(T0)
+    first = Revocation(kind, "s-1", now, now + 600)
+    assert await store.record_revocation(first, at=T0, events=(revocation_event("s-1"),)) == (
+        1 if kind is RevocationKind.SESSION else 0
+    )
+    outbox = await store.read_outbox()
+
+    for seconds in (1, 30, 3600):  # later and wider: still the same target, already revoked
+        later = Revocation(kind, "s-1", now + seconds, now + 600 + seconds)
+        at = T0 + timedelta(seconds=seconds)
+        assert (
+            await store.record_revocation(later, at=at, events=(revocation_event("s-1"),)) is None
+        )
+
+    assert await store.list_revocations(now) == [first]
+    assert await store.revocations_since(T0 + US, now) == []
+    assert await store.read_outbox() == outbox
+
+
+async def test_a_subject_revocation_that_changes_nothing_writes_nothing(store: Store) -> None:
+    now = epoch(T0)
+    wide = Revocation(RevocationKind.SUBJECT, "p-1", now + 100, now + 200)
+    assert await store.record_revocation(wide, at=T0, events=(revocation_event("p-1"),)) == 0
+    outbox = await store.read_outbox()
+
+    for narrower in (wide, replace(wide, issued_before=now + 50, expires_at=now + 150)):
+        assert (
+            await store.record_revocation(narrower, at=T0, events=(revocation_event("p-1"),))
+            is None
+        )
+    assert await store.read_outbox() == outbox
+
+    widened = replace(wide, issued_before=now + 150)
+    assert await store.record_revocation(widened, at=T0, events=(revocation_event("p-1"),)) == 0
+    assert len(await store.read_outbox()) == len(outbox) + 1
+
+
+async def test_concurrent_identical_revocations_write_once(
+    store: Store, open_store: OpenStore
+) -> None:
+    replica = await open_store()
+    await start_session(store)
+    now = epoch(T0)
+
+    results = await asyncio.gather(
+        *(
+            (store, replica)[i % 2].record_revocation(
+                Revocation(RevocationKind.SESSION, "s-1", now + i, now + 600 + i),
+                at=T0 + timedelta(microseconds=i),
+                events=(revocation_event("s-1"),),
+            )
+            for i in range(20)
+        )
+    )
+
+    assert [r for r in results if r is not None] == [1]
+    assert len(await store.read_outbox()) == 1
+    assert len(await store.list_revocations(now)) == 1
 
 
 # -- pruning ---------------------------------------------------------------------------

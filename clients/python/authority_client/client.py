@@ -134,12 +134,13 @@ class AuthorityClient:
         )
         return self.tokens.Refresh(request, timeout=self._timeout).tokens
 
-    def revoke(self, **target: str) -> token_pb2.RevokeResponse:
+    def revoke(self, *, reason: str = "", **target: str) -> token_pb2.RevokeResponse:
         """Revoke one target: access_token=, refresh_token= (no credential needed), or
-        session_id=, subject=, client_id=, token_id= (admin)."""
+        session_id=, subject=, client_id=, token_id= (admin). ``reason`` goes into the
+        audit log."""
         if len(target) != 1:
             raise ValueError("name exactly one revocation target")
-        request = token_pb2.RevokeRequest(**target)
+        request = token_pb2.RevokeRequest(reason=reason, **target)
         admin_targets = {"session_id", "subject", "client_id", "token_id"}
         metadata = self._admin_metadata() if admin_targets & set(target) else None
         return self.tokens.Revoke(request, metadata=metadata, timeout=self._timeout)

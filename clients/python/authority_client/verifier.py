@@ -2,10 +2,11 @@
 
 The checks, their order and their reasons mirror the authority's ``Verify`` exactly, so a
 backend that verifies locally rejects the same tokens for the same reasons: size, three
-segments, strict base64url, a JSON header, ``alg`` in the allow-list, ``typ`` at+jwt, no
-``crit``, the key by ``kid`` from the published set (refetched at most once), the header's
-``alg`` equal to the key's (the header is never trusted to choose), the signature, the
-claims' shape, then time, issuer, audience and revocation.
+segments, strict and canonical base64url (one token, one string), a JSON header, ``alg``
+in the allow-list, ``typ`` at+jwt, no ``crit``, the key by ``kid`` from the published set
+(refetched at most once), the header's ``alg`` equal to the key's (the header is never
+trusted to choose), a low-S ES256 signature (the authority signs no other), the
+signature, the claims' shape, then time, issuer, audience and revocation.
 
 A bounded cache of signature-checked tokens skips only parsing and the signature: the key
 must still be published, and time, issuer, audience and revocation are checked on every
@@ -71,6 +72,12 @@ _SIGNERS: dict[str, JwtAlgorithm] = {
 # base64url -> standard alphabet; characters foreign to base64url become '!', which
 # strict mode rejects (as the authority does, in C rather than character by character).
 _TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
+# The last character of a canonical encoding, by length modulo 4: with 2 (3) characters
+# in the last group, its low 4 (2) bits are unused and must be zero (RFC 4648 3.5). One
+# token is one string, as for the authority (and the JWK parser).
+_CANONICAL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
+# Low-S ES256: (r, s) and (r, n - s) both verify; the authority signs only the low one.
+_P256_HALF_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551 // 2
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
@@ -122,13 +129,22 @@ class _ClaimsError(ValueError):
 
 
 def b64url_decode(segment: str) -> bytes:
-    """Strict base64url (no padding, no foreign characters). Raises ValueError."""
+    """Strict, canonical base64url: no padding, no foreign characters, no set bits in the
+    unused tail (so exactly one string decodes to given bytes). Raises ValueError."""
     data = segment.encode("ascii")  # UnicodeEncodeError is a ValueError
+    tail = _CANONICAL_LAST.get(len(data) % 4)
+    if tail is not None and segment[-1] not in tail:
+        raise ValueError("non-canonical base64url (unused trailing bits set)")
     padded = data.translate(_TO_STANDARD) + b"=" * (-len(data) % 4)
     try:
         return binascii.a2b_base64(padded, strict_mode=True)
     except binascii.Error as exc:
         raise ValueError("invalid base64url") from exc
+
+
+def _low_s(signature: bytes) -> bool:
+    """A 64-byte raw P-256 signature (r || s) with s at most n/2."""
+    return len(signature) == 64 and int.from_bytes(signature[32:], "big") <= _P256_HALF_ORDER
 
 
 def _string(payload: Mapping[str, Any], name: str, *, required: bool = True) -> str:
@@ -406,7 +422,9 @@ class LocalVerifier:
         except ValueError:
             # The authority's Verify fails with an internal error on a non-ASCII payload
             # segment; a token that is not base64url is malformed.
-            return Verification(MALFORMED, "the signature is not base64url")
+            return Verification(MALFORMED, "the signature is not canonical base64url")
+        if parsed.algorithm == "ES256" and not _low_s(signature):
+            return Verification(BAD_SIGNATURE, "the signature is not low-S")
         if not _SIGNERS[parsed.algorithm].verify(signing_input, key.key, signature):
             return Verification(BAD_SIGNATURE, "the signature does not match")
         try:
