@@ -37,6 +37,14 @@ class Revocation:
     expires_at: float
 
 
+def session_revocation(session_id: str, expires_at: float) -> Revocation:
+    """Every token carrying ``session_id``, whenever it was minted: a session ended by a
+    credential change can mint nothing after it (the store refuses its refreshes), so its
+    tokens are covered by identity rather than by comparing ``iat`` with a clock that
+    another replica read. Useless, and dropped, after ``expires_at``."""
+    return Revocation(RevocationKind.SESSION, session_id, expires_at, expires_at)
+
+
 class RevocationSet:
     """jti and sid revocations cover every token that carries them; subject and client
     revocations are not-before times that reject tokens issued before them."""
