@@ -22,7 +22,12 @@ from authority.domain.errors import Unavailable
 from authority.domain.events import REVOCATION, Event, new_event
 from authority.domain.histogram import Histogram
 from authority.domain.principals import Principal
-from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
+from authority.domain.revocation import (
+    Revocation,
+    RevocationKind,
+    RevocationSet,
+    whole_revocation,
+)
 from authority.ports.fanout import Fanout, LocalFanout
 from authority.services.revocation_feed import RevocationFeed
 from authority.store.base import CredentialChange, Store
@@ -126,12 +131,12 @@ class RevocationService:
             return change.at
         now = self._clock.now()
         stamp = now.timestamp()
-        revocation = Revocation(
-            kind=kind,
-            value=value,
-            issued_before=stamp,
-            expires_at=expires_at if expires_at is not None else stamp + self._horizon,
-        )
+        expires = expires_at if expires_at is not None else stamp + self._horizon
+        if kind in (RevocationKind.TOKEN, RevocationKind.SESSION):
+            # Every token carrying the jti or sid: no iat comparison, no clock to skew.
+            revocation = whole_revocation(kind, value, expires)
+        else:  # a client: a not-before time
+            revocation = Revocation(kind, value, stamp, expires)
         event = new_event(
             f"revocation.{_EVENT_KIND.get(kind, kind.value)}",
             REVOCATION,
