@@ -224,15 +224,6 @@ class Harness:
         self.view.expire(now.timestamp())
         await self.store.prune(now, sealed_before=now - GRACE)
 
-    def wait_out_subject_revocation(self) -> None:
-        """What ``_past_not_before`` sleeps for on a real clock: the next whole second
-        after the subject's revocation. A manual clock must be moved instead."""
-        not_before = self.view.not_before(PRINCIPAL_ID, "")
-        now = self.clock.timestamp()
-        if not_before is not None and int(now) <= not_before:
-            target = datetime.fromtimestamp(int(not_before) + 1, UTC)
-            self.clock.advance(target - self.clock.now())
-
 
 def check_pair(
     h: Harness, pair: TokenPair, *, minted_at: datetime, absolute_expires_at: datetime
