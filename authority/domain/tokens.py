@@ -92,16 +92,18 @@ def _fractional_date(payload: Mapping[str, Any], name: str) -> float:
     return float(payload[name])
 
 
-def issued_at(now: float, changed_at: float | None = None) -> float:
-    """The ``iat`` of a token minted at ``now``: to the microsecond, and strictly after
-    ``changed_at`` (the subject's last credential change, when known). A token minted by a
-    login ordered after the change is then never covered by the subject revocation the
-    change recorded, even when this replica's clock is behind the one that recorded it:
-    no token is born revoked, so nothing has to wait."""
-    micros = int(now * 1_000_000)
-    if changed_at is not None:
-        micros = max(micros, round(changed_at * 1_000_000) + 1)
-    return micros / 1_000_000
+def issued_at(now: float, after: float | None = None) -> float:
+    """The ``iat`` of a token minted at ``now``.
+
+    Whole seconds, as every JOSE library expects, unless a subject or client not-before
+    time (a revocation, a credential change) ``after`` falls in this very second: then the
+    token would be born revoked, so ``iat`` carries microseconds (RFC 7519 allows a
+    fraction) and is strictly after ``after``, even when this replica's clock is behind
+    the one that recorded it. Nothing has to wait out the second."""
+    whole = int(now)
+    if after is None or whole > after:
+        return whole
+    return max(int(now * 1_000_000), round(after * 1_000_000) + 1) / 1_000_000
 
 
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})

@@ -525,6 +525,17 @@ class TokenService:
         )
         return pair if stored else None
 
+    def _not_before(
+        self, subject: str, client_id: str, changed_at: datetime | None
+    ) -> float | None:
+        """The latest instant a new token of ``subject`` through ``client_id`` must be
+        issued after: the principal's last credential change (read with the generation the
+        session insert checks) and the subject and client revocations in the view."""
+        times = [self._revocations.view.not_before(subject, client_id)]
+        if changed_at is not None:
+            times.append(changed_at.timestamp())
+        return max((t for t in times if t is not None), default=None)
+
     def _access_only(
         self,
         subject: str,
@@ -557,8 +568,9 @@ class TokenService:
         extra: dict[str, Any],
         changed_at: datetime | None = None,
     ) -> tuple[str, int]:
-        """``iat`` carries microseconds and follows the subject's last credential change
-        (``issued_at``); ``nbf`` and ``exp`` stay whole seconds."""
+        """``iat`` follows the subject's last credential change and any subject or client
+        revocation this process knows of (``issued_at``); ``nbf`` and ``exp`` are whole
+        seconds."""
         signer = self._keys.snapshot().signer
         if signer is None:
             raise Unavailable("no signing key is active")
@@ -571,7 +583,7 @@ class TokenService:
             "sub": subject,
             "aud": audience[0] if len(audience) == 1 else list(audience),
             "exp": expires,
-            "iat": issued_at(stamp, changed_at.timestamp() if changed_at else None),
+            "iat": issued_at(stamp, self._not_before(subject, client.id, changed_at)),
             "nbf": now,
             "jti": secrets.token_urlsafe(16),
             "sid": session_id,

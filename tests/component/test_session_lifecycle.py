@@ -235,8 +235,10 @@ def check_pair(
     assert verdict.claims is not None
     assert verdict.claims.session_id == pair.session_id
     assert verdict.claims.subject == PRINCIPAL_ID
-    # To the microsecond, and after the last credential change (which may be this instant).
-    assert 0 <= verdict.claims.issued_at - minted_at.timestamp() <= 2e-6
+    # Whole seconds, or (after a change or revocation in this second, perhaps this very
+    # instant) to the microsecond and just after it.
+    assert int(minted_at.timestamp()) <= verdict.claims.issued_at
+    assert verdict.claims.issued_at <= minted_at.timestamp() + 2e-6
     assert pair.access_expires_at == verdict.claims.expires_at
     assert pair.access_expires_at == int(minted_at.timestamp()) + int(ACCESS_TTL.total_seconds())
     assert pair.audience == (AUDIENCE,)
