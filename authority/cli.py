@@ -223,7 +223,7 @@ def cmd_principals(args: argparse.Namespace, settings: Settings) -> int:
                 client.set_password(
                     args.name,
                     _secret(args, "new password: "),
-                    revoke_sessions=args.revoke_sessions,
+                    keep_sessions=args.keep_sessions,
                 )
             )
         else:
@@ -395,9 +395,14 @@ def _add_principals(commands: Commands) -> None:
         principal_commands.add_parser(name, help=text).add_argument("name")
     set_password = principal_commands.add_parser("set-password", help="replace a password")
     set_password.add_argument("name")
-    set_password.add_argument(
-        "--revoke-sessions", action="store_true", help="also log the principal out everywhere"
+    sessions = set_password.add_mutually_exclusive_group()
+    sessions.add_argument(
+        "--keep-sessions",
+        action="store_true",
+        help="keep the principal's existing sessions (by default every one is revoked)",
     )
+    # Deprecated: revoking is the default now; still accepted so existing scripts run.
+    sessions.add_argument("--revoke-sessions", action="store_true", help=argparse.SUPPRESS)
     _stdin_flag(set_password)
     principals.set_defaults(handler=cmd_principals)
 

@@ -76,8 +76,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.SetPasswordRequest, context: Context
     ) -> admin_pb2.SetPasswordResponse:
         require_admin(context, self._admin)
+        if request.keep_sessions and request.revoke_sessions:  # the deprecated field
+            raise InvalidArgument("keep_sessions and revoke_sessions contradict each other")
         principal = await self._principals.set_password(
-            request.name, request.password, revoke_sessions=request.revoke_sessions
+            request.name, request.password, keep_sessions=request.keep_sessions
         )
         return admin_pb2.SetPasswordResponse(principal=principal_message(principal))
 

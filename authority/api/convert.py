@@ -73,13 +73,21 @@ def epoch(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
 
+def instant(seconds: float) -> Timestamp:
+    """Seconds since the epoch, fractions included (``iat``, the revocation view's
+    instants), as a Timestamp, to the microsecond."""
+    micros = round(seconds * 1_000_000)
+    whole, rest = divmod(micros, 1_000_000)
+    return Timestamp(seconds=whole, nanos=rest * 1_000)
+
+
 def claims_message(claims: AccessClaims) -> token_pb2.Claims:
     message = token_pb2.Claims(
         issuer=claims.issuer,
         subject=claims.subject,
         audience=claims.audience,
         expires_at=epoch(claims.expires_at),
-        issued_at=epoch(claims.issued_at),
+        issued_at=instant(claims.issued_at),
         not_before=epoch(claims.not_before),
         token_id=claims.token_id,
         session_id=claims.session_id,

@@ -20,7 +20,7 @@ import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from authority.api.convert import duration, timestamp
+from authority.api.convert import duration, instant, timestamp
 from authority.api.errors import rpc
 from authority.api.reader_auth import RevocationReaders
 from authority.domain.clock import Clock
@@ -51,13 +51,6 @@ KIND_TO_PB: dict[RevocationKind, revocation_pb2.RevocationKind.ValueType] = {
     RevocationKind.SUBJECT: revocation_pb2.REVOCATION_KIND_SUBJECT,
     RevocationKind.CLIENT: revocation_pb2.REVOCATION_KIND_CLIENT,
 }
-
-
-def instant(seconds: float) -> Timestamp:
-    """Seconds since the epoch (the view's unit) as a Timestamp, to the microsecond."""
-    micros = round(seconds * 1_000_000)
-    whole, rest = divmod(micros, 1_000_000)
-    return Timestamp(seconds=whole, nanos=rest * 1_000)
 
 
 def seconds_of(message: Timestamp) -> float:

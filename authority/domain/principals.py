@@ -42,13 +42,21 @@ class Principal:
     """A principal as stored. ``password_hash`` is an argon2id PHC string, never a password.
 
     ``name`` is the display form; the store derives the canonical name and the skeleton
-    from it (``canonical_name``, ``name_skeleton``)."""
+    from it (``canonical_name``, ``name_skeleton``).
+
+    ``generation`` grows with every credential change (password, disabled, subject
+    revocation); a login starts its session only under the generation it checked the
+    password against. ``credentials_changed_at`` is when the last change happened: every
+    token minted after it says so in its ``iat``.
+    """
 
     id: str
     name: str
     password_hash: str
     disabled: bool
     created_at: datetime
+    generation: int = 0
+    credentials_changed_at: datetime | None = None
 
 
 @cache

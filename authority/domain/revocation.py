@@ -43,6 +43,20 @@ class Revocation:
     expires_at: float
 
 
+def whole_revocation(kind: RevocationKind, value: str, expires_at: float) -> Revocation:
+    """Every token carrying ``value`` (a ``jti`` or a ``sid``), whatever its ``iat``: a
+    revoked session can mint nothing more (the store refuses its refreshes), and a jti
+    names one token, so these are covered by identity rather than by comparing ``iat``
+    with a clock another replica read. ``issued_before`` is the entry's end of life, so
+    every verifier that compares ``iat <= issued_before`` reads it the same way."""
+    return Revocation(kind, value, expires_at, expires_at)
+
+
+def session_revocation(session_id: str, expires_at: float) -> Revocation:
+    """Every token of a session ended by a credential change (see ``whole_revocation``)."""
+    return whole_revocation(RevocationKind.SESSION, session_id, expires_at)
+
+
 class RevocationSet:
     """jti and sid revocations cover every token that carries them; subject and client
     revocations are not-before times that reject tokens issued before them."""

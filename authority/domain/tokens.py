@@ -39,7 +39,7 @@ class AccessClaims:
     subject: str
     audience: tuple[str, ...]
     expires_at: int
-    issued_at: int
+    issued_at: float  # to the microsecond: see ``issued_at``
     not_before: int
     token_id: str
     session_id: str
@@ -85,6 +85,27 @@ def _numeric_date(payload: Mapping[str, Any], name: str) -> int:
     return int(value)
 
 
+def _fractional_date(payload: Mapping[str, Any], name: str) -> float:
+    """A NumericDate kept with its fraction (RFC 7519 allows one): ``iat`` orders tokens
+    against revocations to the microsecond."""
+    _numeric_date(payload, name)
+    return float(payload[name])
+
+
+def issued_at(now: float, after: float | None = None) -> float:
+    """The ``iat`` of a token minted at ``now``.
+
+    Whole seconds, as every JOSE library expects, unless a subject or client not-before
+    time (a revocation, a credential change) ``after`` falls in this very second: then the
+    token would be born revoked, so ``iat`` carries microseconds (RFC 7519 allows a
+    fraction) and is strictly after ``after``, even when this replica's clock is behind
+    the one that recorded it. Nothing has to wait out the second."""
+    whole = int(now)
+    if after is None or whole > after:
+        return whole
+    return max(int(now * 1_000_000), round(after * 1_000_000) + 1) / 1_000_000
+
+
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -116,7 +137,7 @@ def parse_claims(payload: Any, key_id: str) -> AccessClaims:
         subject=_string(payload, "sub"),
         audience=audience,
         expires_at=_numeric_date(payload, "exp"),
-        issued_at=_numeric_date(payload, "iat"),
+        issued_at=_fractional_date(payload, "iat"),
         not_before=_numeric_date(payload, "nbf") if "nbf" in payload else 0,
         token_id=_string(payload, "jti"),
         session_id=_string(payload, "sid", required=False),

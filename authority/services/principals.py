@@ -1,7 +1,9 @@
 """Principals: create, look up, disable, change password, delete.
 
-Disabling, deleting or (on request) changing the password revokes every session
-and access token of the principal at once: those are security actions.
+Disabling, deleting or changing the password (unless asked to keep the sessions)
+revokes every session and access token of the principal at once, in the same
+transaction as the change: those are security actions, ordered with every login
+(see ``Store.change_credentials``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from authority.domain.errors import AlreadyExists, NotFound
 from authority.domain.events import PRINCIPAL, Event, new_event
 from authority.domain.password_policy import PasswordPolicy
 from authority.domain.principals import Principal, principal_key, validate_new_name
-from authority.domain.revocation import RevocationKind
 from authority.services.passwords import PasswordHasher
 from authority.services.revocations import RevocationService
 from authority.store.base import Store
@@ -68,46 +69,57 @@ class PrincipalService:
         return principal
 
     async def set_disabled(self, name: str, disabled: bool) -> Principal:
+        """Disabling ends every session and token of the principal; enabling ends none.
+        Both are credential changes: a login in flight that read the old state fails."""
         principal = await self.get(name)
-        if disabled:
-            await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
         action = "principal.disabled" if disabled else "principal.enabled"
         event = self._event(action, principal, name=principal.name)
-        return await self._updated(principal.id, disabled=disabled, events=(event,))
+        return await self._changed(principal, revoke=disabled, disabled=disabled, events=(event,))
 
-    async def set_password(self, name: str, password: str, *, revoke_sessions: bool) -> Principal:
+    async def set_password(self, name: str, password: str, *, keep_sessions: bool) -> Principal:
+        """Ends every other session and token of the principal unless ``keep_sessions``
+        (NIST SP 800-63B, OWASP: a changed password must end what the old one opened).
+        Either way, no login that checked the old password can start a session after this
+        returns."""
         principal = await self.get(name)
         password = self._policy.check(password, context=(principal.name,))
         password_hash = await self._hasher.hash(password)
-        if revoke_sessions:
-            await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
         event = self._event(
             "principal.password_set",
             principal,
             name=principal.name,
-            sessions_revoked=revoke_sessions,
+            sessions_revoked=not keep_sessions,
         )
-        return await self._updated(principal.id, password_hash=password_hash, events=(event,))
+        return await self._changed(
+            principal, revoke=not keep_sessions, password_hash=password_hash, events=(event,)
+        )
 
     async def delete(self, name: str) -> bool:
         principal = await self._store.get_principal_by_name(principal_key(name))
         if principal is None:
             return False
-        await self._revocations.revoke(RevocationKind.SUBJECT, principal.id)
         event = self._event("principal.deleted", principal, name=principal.name)
-        return await self._store.delete_principal(principal.id, events=(event,))
+        applied = await self._revocations.change_credentials(
+            principal.id, revoke=True, delete=True, events=(event,)
+        )
+        return applied.principal is not None
 
-    async def _updated(
+    async def _changed(
         self,
-        principal_id: str,
+        principal: Principal,
         *,
+        revoke: bool,
         password_hash: str | None = None,
         disabled: bool | None = None,
         events: tuple[Event, ...] = (),
     ) -> Principal:
-        updated = await self._store.update_principal(
-            principal_id, password_hash=password_hash, disabled=disabled, events=events
+        applied = await self._revocations.change_credentials(
+            principal.id,
+            revoke=revoke,
+            password_hash=password_hash,
+            disabled=disabled,
+            events=events,
         )
-        if updated is None:
+        if applied.principal is None:
             raise NotFound("the principal was deleted meanwhile")
-        return updated
+        return applied.principal

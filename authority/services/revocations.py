@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -21,10 +22,16 @@ from authority.domain.clock import Clock
 from authority.domain.errors import Unavailable
 from authority.domain.events import REVOCATION, Event, new_event
 from authority.domain.histogram import Histogram
-from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
+from authority.domain.principals import Principal
+from authority.domain.revocation import (
+    Revocation,
+    RevocationKind,
+    RevocationSet,
+    whole_revocation,
+)
 from authority.ports.fanout import Fanout, LocalFanout
 from authority.services.revocation_feed import RevocationFeed
-from authority.store.base import Store
+from authority.store.base import CredentialChange, Store
 
 # How far back each poll looks before the previous one: longer than any transaction.
 POLL_OVERLAP = timedelta(seconds=5)
@@ -39,6 +46,18 @@ _EVENT_KIND = {
     RevocationKind.SUBJECT: "subject",
     RevocationKind.CLIENT: "client",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """A credential change as applied: when, and what the store did."""
+
+    at: datetime
+    change: CredentialChange
+
+    @property
+    def principal(self) -> Principal | None:
+        return self.change.principal
 
 
 class RevocationService:
@@ -114,15 +133,19 @@ class RevocationService:
         Writes a ``revocation.<kind>`` event (with ``reason``, when given), and ``events``
         (what led to it, such as a detected refresh-token reuse), in the same transaction
         as the revocation. A repeat that changes nothing (RFC 7009: revoking a revoked
-        token succeeds) writes, publishes and logs nothing."""
+        token succeeds) writes, publishes and logs nothing. A subject revocation is a
+        credential change of the principal (``change_credentials``)."""
+        if kind is RevocationKind.SUBJECT:
+            change = await self.change_credentials(value, revoke=True, events=events, reason=reason)
+            return change.at
         now = self._clock.now()
         stamp = now.timestamp()
-        revocation = Revocation(
-            kind=kind,
-            value=value,
-            issued_before=stamp,
-            expires_at=expires_at if expires_at is not None else stamp + self._horizon,
-        )
+        expires = expires_at if expires_at is not None else stamp + self._horizon
+        if kind in (RevocationKind.TOKEN, RevocationKind.SESSION):
+            # Every token carrying the jti or sid: no iat comparison, no clock to skew.
+            revocation = whole_revocation(kind, value, expires)
+        else:  # a client: a not-before time
+            revocation = Revocation(kind, value, stamp, expires)
         event = new_event(
             f"revocation.{_EVENT_KIND.get(kind, kind.value)}",
             REVOCATION,
@@ -146,6 +169,70 @@ class RevocationService:
             # Durable already: other processes will find it when they poll the store.
             log.warning("revocation.fanout_unavailable", kind=kind.value)
         return now
+
+    async def change_credentials(
+        self,
+        principal_id: str,
+        *,
+        revoke: bool,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+        delete: bool = False,
+        events: Sequence[Event] = (),
+        reason: str = "",
+    ) -> AppliedChange:
+        """A credential change of ``principal_id`` and, with ``revoke``, the end of every
+        session and token of the subject, in one store transaction (see
+        ``Store.change_credentials`` for how it is ordered with logins); then the view here,
+        then the followers. When this returns, Verify here rejects every token the
+        principal held, and no login that checked the old credential can start a session."""
+        now = self._clock.now()
+        stamp = now.timestamp()
+        revocation = None
+        if revoke:
+            revocation = Revocation(
+                RevocationKind.SUBJECT, principal_id, stamp, stamp + self._horizon
+            )
+            events = (
+                *events,
+                new_event(
+                    "revocation.subject",
+                    REVOCATION,
+                    principal_id,
+                    at=now,
+                    data={
+                        "kind": RevocationKind.SUBJECT.value,
+                        "value": principal_id,
+                        "expires_at": revocation.expires_at,
+                    }
+                    | ({"reason": reason} if reason else {}),
+                ),
+            )
+        change = await self._store.change_credentials(
+            principal_id,
+            at=now,
+            password_hash=password_hash,
+            disabled=disabled,
+            delete=delete,
+            revocation=revocation,
+            events=events,
+        )
+        for recorded in change.revocations:
+            self._add(recorded)
+        if revocation is not None:
+            log.info(
+                "revocation.recorded",
+                kind=RevocationKind.SUBJECT.value,
+                sessions_revoked=len(change.revocations) - 1,
+            )
+        for recorded in change.revocations:
+            try:
+                await self._fanout.publish_revocation(recorded)
+            except Unavailable:
+                # Durable already: other processes will find it when they poll the store.
+                log.warning("revocation.fanout_unavailable", kind=recorded.kind.value)
+                break
+        return AppliedChange(now, change)
 
     def received(self, revocation: Revocation) -> None:
         """A revocation from another process, by the fan-out."""

@@ -7,13 +7,12 @@ UNAUTHENTICATED answer, and spends the same work on unknown names as on known on
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -30,7 +29,11 @@ from authority.domain.errors import (
     Unavailable,
 )
 from authority.domain.events import PRINCIPAL, SESSION, TOKEN, Event, new_event
-from authority.domain.principals import principal_key, validate_password
+from authority.domain.principals import (
+    Principal,
+    principal_key,
+    validate_password,
+)
 from authority.domain.revocation import RevocationKind
 from authority.domain.sessions import (
     Outcome,
@@ -40,7 +43,7 @@ from authority.domain.sessions import (
     successor_expiry,
 )
 from authority.domain.throttle import Throttled
-from authority.domain.tokens import Verification
+from authority.domain.tokens import Verification, issued_at
 from authority.keys.manager import KeyManager
 from authority.ports.attempts import AttemptGate
 from authority.services.clients import ClientService
@@ -200,8 +203,11 @@ class TokenService:
             raise Unauthenticated(_BAD_CREDENTIALS)
         await self._gate.succeeded(normalized, source, self._clock.timestamp())
         if check.needs_rehash or legacy:
-            await self._store.update_principal(
-                principal.id, password_hash=await self._hasher.hash(candidate)
+            # Only while the password checked is still the stored one.
+            await self._store.rehash_password(
+                principal.id,
+                generation=principal.generation,
+                password_hash=await self._hasher.hash(candidate),
             )
         login = self._event(
             "login.succeeded",
@@ -212,11 +218,29 @@ class TokenService:
             client_id=client.id,
         )
         if GrantType.REFRESH_TOKEN not in client.grant_types:
-            await self._past_not_before(principal.id, client.id)
-            pair = self._access_only(principal.id, client, grant, {})
-            await self._issued(pair, principal.id, client, GrantType.PASSWORD, login)
-            return pair
-        return await self._start_session(principal.id, client, grant, login)
+            pair = await self._access_session(
+                principal, client, grant, {}, GrantType.PASSWORD, login
+            )
+        else:
+            pair = await self._start_session(principal, client, grant, login)
+        if pair is None:
+            # A credential change committed after the password was checked: this login is
+            # ordered after it, where the password it checked no longer opens anything.
+            await self._store.append_events(
+                (
+                    self._event(
+                        "login.failed",
+                        PRINCIPAL,
+                        principal.id,
+                        actor=principal.id,
+                        name=normalized,
+                        client_id=client.id,
+                        reason="credentials_changed",
+                    ),
+                )
+            )
+            raise Unauthenticated(_BAD_CREDENTIALS)
+        return pair
 
     def _event(
         self,
@@ -232,11 +256,9 @@ class TokenService:
             type_, aggregate_type, aggregate_id, at=self._clock.now(), data=data, actor=actor
         )
 
-    async def _issued(
-        self, pair: TokenPair, subject: str, client: Client, grant: GrantType, *before: Event
-    ) -> None:
-        """Record an access-only issuance (no session: no state change, the event alone)."""
-        event = self._event(
+    def _issued(self, pair: TokenPair, subject: str, client: Client, grant: GrantType) -> Event:
+        """The event of an access-only issuance."""
+        return self._event(
             "token.issued",
             TOKEN,
             pair.session_id,
@@ -248,7 +270,6 @@ class TokenService:
             scope=list(pair.scope),
             expires_at=pair.access_expires_at,
         )
-        await self._store.append_events((*before, event))
 
     async def client_credentials_grant(
         self,
@@ -261,9 +282,10 @@ class TokenService:
     ) -> TokenPair:
         client = await self._authenticate_client(client_id, client_secret, source)
         grant = authorize(client, GrantType.CLIENT_CREDENTIALS, audience=audience, scope=scope)
-        await self._past_not_before(client.id, client.id)
         pair = self._access_only(client.id, client, grant, {})
-        await self._issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS)
+        await self._store.append_events(
+            (self._issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS),)
+        )
         return pair
 
     async def token_exchange_grant(
@@ -288,9 +310,11 @@ class TokenService:
         principal = await self._store.get_principal_by_name(principal_key(subject))
         if principal is None or principal.disabled:
             raise PermissionDenied("the subject does not exist or is disabled")
-        await self._past_not_before(principal.id, client.id)
-        pair = self._access_only(principal.id, client, grant, extra)
-        await self._issued(pair, principal.id, client, GrantType.TOKEN_EXCHANGE)
+        pair = await self._access_session(principal, client, grant, extra, GrantType.TOKEN_EXCHANGE)
+        if pair is None:
+            raise PermissionDenied(
+                "the subject was changed, disabled or deleted during the exchange; retry"
+            )
         return pair
 
     async def _authenticate_client(self, client_id: str, secret: str, source: str) -> Client:
@@ -371,7 +395,8 @@ class TokenService:
                     raise Unauthenticated(_BAD_REFRESH) from exc
                 return TokenPair.from_bytes(opened)
             assert client is not None
-            pair, next_record = self._successor(session, client, now)
+            changed_at = principal.credentials_changed_at if principal is not None else None
+            pair, next_record = self._successor(session, client, now, changed_at)
             sealed = seal_for_token(token, pair.to_bytes(), aad=token_hash)
             refreshed = self._event(
                 "session.refreshed",
@@ -402,7 +427,7 @@ class TokenService:
         return client
 
     def _successor(
-        self, session: Session, client: Client, now: datetime
+        self, session: Session, client: Client, now: datetime, changed_at: datetime | None
     ) -> tuple[TokenPair, RefreshRecord]:
         token = new_refresh_token()
         record = RefreshRecord(
@@ -418,6 +443,7 @@ class TokenService:
             client=client,
             session_id=session.id,
             extra={},
+            changed_at=changed_at,
         )
         pair = TokenPair(
             access, expires, session.id, session.audience, session.scope, token, record.expires_at
@@ -480,23 +506,15 @@ class TokenService:
 
     # -- minting --------------------------------------------------------------
 
-    async def _past_not_before(self, subject: str, client_id: str) -> None:
-        """``iat`` has one-second resolution, and a token whose ``iat`` equals a subject's
-        or client's revocation second counts as revoked (the safe reading). A token minted
-        in that same second, after the revocation, would be born dead: wait it out."""
-        not_before = self._revocations.view.not_before(subject, client_id)
-        now = self._clock.timestamp()
-        if not_before is not None and int(now) <= not_before:
-            await asyncio.sleep(int(not_before) + 1 - now)
-
     async def _start_session(
-        self, subject: str, client: Client, grant: Grant, *before: Event
-    ) -> TokenPair:
-        await self._past_not_before(subject, client.id)
+        self, principal: Principal, client: Client, grant: Grant, *before: Event
+    ) -> TokenPair | None:
+        """A session, stored only while ``principal`` is still at the credential generation
+        that was checked (None otherwise: nothing was stored, nothing is returned)."""
         now = self._clock.now()
         session = Session(
             id="s_" + secrets.token_urlsafe(16),
-            subject=subject,
+            subject=principal.id,
             client_id=client.id,
             audience=grant.audience,
             scope=grant.scope,
@@ -505,22 +523,74 @@ class TokenService:
             idle_ttl=min(client.session_idle_ttl, MAX_SESSION_TTL),
             absolute_expires_at=now + min(client.session_absolute_ttl, MAX_SESSION_TTL),
         )
-        pair, record = self._successor(session, client, now)
+        pair, record = self._successor(session, client, now, principal.credentials_changed_at)
         started = self._event(
             "session.started",
             SESSION,
             session.id,
-            actor=subject,
-            subject=subject,
+            actor=principal.id,
+            subject=principal.id,
             client_id=client.id,
             audience=list(session.audience),
             scope=list(session.scope),
         )
-        await self._store.create_session(session, record, events=(*before, started))
-        return pair
+        stored = await self._store.create_session(
+            session, record, events=(*before, started), generation=principal.generation
+        )
+        return pair if stored else None
+
+    async def _access_session(
+        self,
+        principal: Principal,
+        client: Client,
+        grant: Grant,
+        extra: dict[str, Any],
+        grant_type: GrantType,
+        *before: Event,
+    ) -> TokenPair | None:
+        """An access token without a refresh token, for a principal. Its ``sid`` is stored
+        as a session without refresh tokens (until the token's end of life), under the same
+        generation check as a login, so a credential change orders it the same way and
+        revokes its token by ``sid``. None when the principal changed meanwhile."""
+        pair = self._access_only(
+            principal.id, client, grant, extra, changed_at=principal.credentials_changed_at
+        )
+        now = self._clock.now()
+        session = Session(
+            id=pair.session_id,
+            subject=principal.id,
+            client_id=client.id,
+            audience=grant.audience,
+            scope=grant.scope,
+            created_at=now,
+            idle_ttl=client.access_token_ttl,
+            absolute_expires_at=datetime.fromtimestamp(pair.access_expires_at + self._leeway, UTC),
+        )
+        issued = self._issued(pair, principal.id, client, grant_type)
+        stored = await self._store.create_session(
+            session, None, events=(*before, issued), generation=principal.generation
+        )
+        return pair if stored else None
+
+    def _not_before(
+        self, subject: str, client_id: str, changed_at: datetime | None
+    ) -> float | None:
+        """The latest instant a new token of ``subject`` through ``client_id`` must be
+        issued after: the principal's last credential change (read with the generation the
+        session insert checks) and the subject and client revocations in the view."""
+        times = [self._revocations.view.not_before(subject, client_id)]
+        if changed_at is not None:
+            times.append(changed_at.timestamp())
+        return max((t for t in times if t is not None), default=None)
 
     def _access_only(
-        self, subject: str, client: Client, grant: Grant, extra: dict[str, Any]
+        self,
+        subject: str,
+        client: Client,
+        grant: Grant,
+        extra: dict[str, Any],
+        *,
+        changed_at: datetime | None = None,
     ) -> TokenPair:
         session_id = "s_" + secrets.token_urlsafe(16)
         access, expires = self._mint(
@@ -530,6 +600,7 @@ class TokenService:
             client=client,
             session_id=session_id,
             extra=extra,
+            changed_at=changed_at,
         )
         return TokenPair(access, expires, session_id, grant.audience, grant.scope)
 
@@ -542,11 +613,16 @@ class TokenService:
         client: Client,
         session_id: str,
         extra: dict[str, Any],
+        changed_at: datetime | None = None,
     ) -> tuple[str, int]:
+        """``iat`` follows the subject's last credential change and any subject or client
+        revocation this process knows of (``issued_at``); ``nbf`` and ``exp`` are whole
+        seconds."""
         signer = self._keys.snapshot().signer
         if signer is None:
             raise Unavailable("no signing key is active")
-        now = int(self._clock.timestamp())
+        stamp = self._clock.timestamp()
+        now = int(stamp)
         expires = now + int(client.access_token_ttl.total_seconds())
         claims: dict[str, Any] = {
             **extra,
@@ -554,7 +630,7 @@ class TokenService:
             "sub": subject,
             "aud": audience[0] if len(audience) == 1 else list(audience),
             "exp": expires,
-            "iat": now,
+            "iat": issued_at(stamp, self._not_before(subject, client.id, changed_at)),
             "nbf": now,
             "jti": secrets.token_urlsafe(16),
             "sid": session_id,

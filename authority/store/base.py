@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -20,6 +21,14 @@ from authority.domain.principals import Principal
 from authority.domain.revocation import Revocation
 from authority.domain.sessions import RefreshRecord, Session
 from authority.domain.webhooks import DeadLetter, Webhook
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialChange:
+    """What ``Store.change_credentials`` did, in one transaction."""
+
+    principal: Principal | None  # after the change (as it was, if deleted); None: unknown
+    revocations: tuple[Revocation, ...] = ()  # recorded: the subject's, one per ended session
 
 
 class KeyRingTransaction(Protocol):
@@ -123,7 +132,40 @@ class Store(Protocol):
         disabled: bool | None = None,
         events: Sequence[Event] = (),
     ) -> Principal | None:
-        """Change the given fields; the principal after the change, or None if unknown."""
+        """Change the given fields; the principal after the change, or None if unknown.
+
+        Changing the password or ``disabled`` is a credential change: the generation grows
+        (see ``change_credentials`` for the whole ordered change)."""
+        ...
+
+    async def rehash_password(
+        self, principal_id: str, *, generation: int, password_hash: str
+    ) -> bool:
+        """Replace the hash of the same password (stronger parameters), only while the
+        principal is still at ``generation``: a password set meanwhile is never overwritten.
+        The generation does not change. True if replaced."""
+        ...
+
+    async def change_credentials(
+        self,
+        principal_id: str,
+        *,
+        at: datetime,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+        delete: bool = False,
+        revocation: Revocation | None = None,
+        events: Sequence[Event] = (),
+    ) -> CredentialChange:
+        """A credential change, atomically: the principal's generation grows (and
+        ``credentials_changed_at`` becomes ``at``), the given fields change (or the row is
+        deleted), and with ``revocation`` (the subject's not-before) every session of the
+        subject not yet revoked is revoked and recorded as a session revocation covering all
+        its tokens (``session_revocation``, expiring with ``revocation``).
+
+        Ordered with ``create_session(..., generation=...)``: a login's session is either
+        committed first, and then revoked here, or refused. With no such principal, the
+        revocation (if any) is still recorded: a subject may be a client."""
         ...
 
     async def delete_principal(self, principal_id: str, *, events: Sequence[Event] = ()) -> bool:
@@ -156,9 +198,19 @@ class Store(Protocol):
     # -- sessions -------------------------------------------------------------------
 
     async def create_session(
-        self, session: Session, first: RefreshRecord, *, events: Sequence[Event] = ()
-    ) -> None:
-        """Store a new session with its first refresh token, atomically."""
+        self,
+        session: Session,
+        first: RefreshRecord | None,
+        *,
+        events: Sequence[Event] = (),
+        generation: int | None = None,
+    ) -> bool:
+        """Store a new session with its first refresh token (None: an access-only grant,
+        kept so that a credential change can revoke its token), atomically.
+
+        With ``generation``, only while the subject is an enabled principal still at that
+        credential generation (checked under a lock that orders it with
+        ``change_credentials``); otherwise nothing is written and the answer is False."""
         ...
 
     async def find_refresh(

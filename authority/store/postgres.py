@@ -44,10 +44,15 @@ from authority.domain.errors import (
 from authority.domain.events import Event, OutboxEntry
 from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
 from authority.domain.principals import Principal, canonical_name, name_skeleton
-from authority.domain.revocation import FINAL_KINDS, Revocation, RevocationKind
+from authority.domain.revocation import (
+    FINAL_KINDS,
+    Revocation,
+    RevocationKind,
+    session_revocation,
+)
 from authority.domain.sessions import RefreshRecord, Session
 from authority.domain.webhooks import DeadLetter, Webhook
-from authority.store.base import KeyRingTransaction
+from authority.store.base import CredentialChange, KeyRingTransaction
 from authority.store.migrations import Migration, load_migrations, migrate
 from authority.store.principal_names import (
     PRINCIPAL_NAMES_VERSION,
@@ -107,6 +112,7 @@ _KEY_COLUMNS = (
     " published_at, activates_at, retires_at, compromised_at"
 )
 _PRINCIPAL_COLUMNS = "id, name, password_hash, disabled, created_at"
+_PRINCIPAL_READ = _PRINCIPAL_COLUMNS + ", credential_generation, credentials_changed_at"
 _CLIENT_COLUMNS = (
     "id, secret_hash, grant_types, audiences, scopes, default_scopes,"
     " access_token_ttl, session_idle_ttl, session_absolute_ttl, disabled, created_at,"
@@ -261,13 +267,15 @@ def _key_from_row(row: Sequence[Any]) -> KeyRecord:
 
 
 def _principal_from_row(row: Sequence[Any]) -> Principal:
-    principal_id, name, password_hash, disabled, created_at = row
+    principal_id, name, password_hash, disabled, created_at, generation, changed_at = row
     return Principal(
         id=principal_id,
         name=name,
         password_hash=password_hash,
         disabled=bool(disabled),
         created_at=created_at,
+        generation=generation,
+        credentials_changed_at=changed_at,
     )
 
 
@@ -367,6 +375,22 @@ def _revocation_from_row(row: Sequence[Any]) -> Revocation:
     kind, value, issued_before, expires_at = row
     return Revocation(
         RevocationKind(kind), value, _to_seconds(issued_before), _to_seconds(expires_at)
+    )
+
+
+async def _upsert_revocation(conn: Any, revocation: Revocation, recorded_at: datetime) -> None:
+    """Record ``revocation``, widening (never narrowing) one already recorded."""
+    await conn.execute(
+        "INSERT INTO revocations (kind, value, issued_before, expires_at, recorded_at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, value) DO UPDATE SET"
+        " issued_before = GREATEST(revocations.issued_before, EXCLUDED.issued_before),"
+        " expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at),"
+        " recorded_at = GREATEST(revocations.recorded_at, EXCLUDED.recorded_at)",
+        revocation.kind.value,
+        revocation.value,
+        _from_seconds(revocation.issued_before),
+        _from_seconds(revocation.expires_at),
+        recorded_at,
     )
 
 
@@ -849,7 +873,7 @@ class PostgresStore:
         """``column`` is one of two literals, never caller input."""
         async with self._session() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_PRINCIPAL_COLUMNS} FROM principals WHERE {column} = $1",  # noqa: S608
+                f"SELECT {_PRINCIPAL_READ} FROM principals WHERE {column} = $1",  # noqa: S608
                 value,
             )
         return None if row is None else _principal_from_row(tuple(row))
@@ -865,14 +889,79 @@ class PostgresStore:
         async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE principals SET password_hash = COALESCE($2, password_hash),"  # noqa: S608
-                f" disabled = COALESCE($3, disabled) WHERE id = $1 RETURNING {_PRINCIPAL_COLUMNS}",
+                f" disabled = COALESCE($3, disabled),"
+                f" credential_generation = credential_generation + $4"
+                f" WHERE id = $1 RETURNING {_PRINCIPAL_READ}",
                 principal_id,
                 password_hash,
                 disabled,
+                int(password_hash is not None or disabled is not None),
             )
             if row is not None:
                 await _insert_events(conn, events)
         return None if row is None else _principal_from_row(tuple(row))
+
+    async def rehash_password(
+        self, principal_id: str, *, generation: int, password_hash: str
+    ) -> bool:
+        async with self._session() as conn:
+            status = await conn.execute(
+                "UPDATE principals SET password_hash = $3"
+                " WHERE id = $1 AND credential_generation = $2",
+                principal_id,
+                generation,
+                password_hash,
+            )
+        return _count(status) > 0
+
+    async def change_credentials(
+        self,
+        principal_id: str,
+        *,
+        at: datetime,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+        delete: bool = False,
+        revocation: Revocation | None = None,
+        events: Sequence[Event] = (),
+    ) -> CredentialChange:
+        """The principal's row is updated first: its lock waits for every login holding
+        ``FOR SHARE`` on it (``create_session``), so the sessions update below, a new
+        statement under READ COMMITTED, sees every session those logins committed; a
+        login arriving later waits for this transaction and then finds the new generation."""
+        changed_at = _instant(at)
+        async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE principals SET password_hash = COALESCE($2, password_hash),"  # noqa: S608
+                f" disabled = COALESCE($3, disabled),"
+                f" credential_generation = credential_generation + 1,"
+                f" credentials_changed_at = GREATEST(credentials_changed_at, $4)"
+                f" WHERE id = $1 RETURNING {_PRINCIPAL_READ}",
+                principal_id,
+                password_hash,
+                disabled,
+                changed_at,
+            )
+            principal = None if row is None else _principal_from_row(tuple(row))
+            if delete and principal is not None:
+                await conn.execute("DELETE FROM principals WHERE id = $1", principal_id)
+            recorded: list[Revocation] = []
+            if revocation is not None:
+                await _upsert_revocation(conn, revocation, changed_at)
+                recorded.append(revocation)
+                ended = await conn.fetch(
+                    "UPDATE sessions SET revoked_at = $1"
+                    " WHERE subject = $2 AND revoked_at IS NULL RETURNING id",
+                    changed_at,
+                    principal_id,
+                )
+                for (session_id,) in ended:
+                    session = session_revocation(session_id, revocation.expires_at)
+                    await _upsert_revocation(conn, session, changed_at)
+                    recorded.append(session)
+            if principal is not None or revocation is not None:
+                await _insert_events(conn, events)
+        return CredentialChange(principal, tuple(recorded))
 
     async def delete_principal(self, principal_id: str, *, events: Sequence[Event] = ()) -> bool:
         async with self._session(_EVENT_TAKEN) as conn, conn.transaction():
@@ -939,18 +1028,39 @@ class PostgresStore:
     # -- sessions ---------------------------------------------------------------------
 
     async def create_session(
-        self, session: Session, first: RefreshRecord, *, events: Sequence[Event] = ()
-    ) -> None:
+        self,
+        session: Session,
+        first: RefreshRecord | None,
+        *,
+        events: Sequence[Event] = (),
+        generation: int | None = None,
+    ) -> bool:
+        """``FOR SHARE`` on the principal's row: a credential change (which updates that
+        row first) either waits for this insert to commit, and then revokes the session, or
+        commits first, and then the re-checked row no longer matches. Logins of one
+        principal share the lock and do not wait for each other."""
         taken = {"sessions.id": f"a session with id {session.id!r} already exists", **_EVENT_TAKEN}
-        session_params, refresh_params = _session_params(session), _refresh_params(first)
+        session_params = _session_params(session)
+        refresh_params = None if first is None else _refresh_params(first)
         async with self._session(taken) as conn, conn.transaction():
+            if generation is not None:
+                current = await conn.fetchval(
+                    "SELECT true FROM principals WHERE id = $1"
+                    " AND credential_generation = $2 AND NOT disabled FOR SHARE",
+                    session.subject,
+                    generation,
+                )
+                if current is None:
+                    return False  # nothing written; committing nothing is a rollback
             await conn.execute(
                 f"INSERT INTO sessions ({_SESSION_COLUMNS})"  # noqa: S608
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 *session_params,
             )
-            await conn.execute(_INSERT_REFRESH, *refresh_params)
+            if refresh_params is not None:
+                await conn.execute(_INSERT_REFRESH, *refresh_params)
             await _insert_events(conn, events)
+        return True
 
     async def find_refresh(
         self, token_hash: bytes

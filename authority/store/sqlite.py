@@ -36,10 +36,15 @@ from authority.domain.errors import (
 from authority.domain.events import Event, OutboxEntry
 from authority.domain.keys import Algorithm, KeyRecord, KeyUpdate, apply_update
 from authority.domain.principals import Principal, canonical_name, name_skeleton
-from authority.domain.revocation import FINAL_KINDS, Revocation, RevocationKind
+from authority.domain.revocation import (
+    FINAL_KINDS,
+    Revocation,
+    RevocationKind,
+    session_revocation,
+)
 from authority.domain.sessions import RefreshRecord, Session
 from authority.domain.webhooks import DeadLetter, Webhook
-from authority.store.base import KeyRingTransaction
+from authority.store.base import CredentialChange, KeyRingTransaction
 from authority.store.migrations import Migration, load_migrations, migrate
 from authority.store.principal_names import (
     PRINCIPAL_NAMES_VERSION,
@@ -67,6 +72,7 @@ _KEY_COLUMNS = (
     " published_at, activates_at, retires_at, compromised_at"
 )
 _PRINCIPAL_COLUMNS = "id, name, password_hash, disabled, created_at"
+_PRINCIPAL_READ = _PRINCIPAL_COLUMNS + ", credential_generation, credentials_changed_at"
 
 
 # -- driver errors ------------------------------------------------------------
@@ -176,13 +182,15 @@ def _key_from_row(row: Sequence[Any]) -> KeyRecord:
 
 
 def _principal_from_row(row: Sequence[Any]) -> Principal:
-    principal_id, name, password_hash, disabled, created_at = row
+    principal_id, name, password_hash, disabled, created_at, generation, changed_at = row
     return Principal(
         id=principal_id,
         name=name,
         password_hash=password_hash,
         disabled=bool(disabled),
         created_at=_from_micros(created_at),
+        generation=generation,
+        credentials_changed_at=_from_micros(changed_at) if changed_at else None,
     )
 
 
@@ -392,6 +400,36 @@ async def _atomic(db: aiosqlite.Connection) -> AsyncIterator[None]:
     except BaseException:
         await _rollback(db)
         raise
+
+
+async def _select_principal(db: aiosqlite.Connection, principal_id: str) -> Principal | None:
+    rows = list(
+        await db.execute_fetchall(
+            f"SELECT {_PRINCIPAL_READ} FROM principals WHERE id = ?",  # noqa: S608
+            (principal_id,),
+        )
+    )
+    return _principal_from_row(rows[0]) if rows else None
+
+
+async def _upsert_revocation(
+    db: aiosqlite.Connection, revocation: Revocation, recorded_at: int
+) -> None:
+    """Record ``revocation``, widening (never narrowing) one already recorded."""
+    await db.execute(
+        "INSERT INTO revocations (kind, value, issued_before, expires_at, recorded_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET"
+        " issued_before = MAX(issued_before, excluded.issued_before),"
+        " expires_at = MAX(expires_at, excluded.expires_at),"
+        " recorded_at = MAX(recorded_at, excluded.recorded_at)",
+        (
+            revocation.kind.value,
+            revocation.value,
+            _seconds_to_micros(revocation.issued_before),
+            _seconds_to_micros(revocation.expires_at),
+            recorded_at,
+        ),
+    )
 
 
 async def _insert_refresh(db: aiosqlite.Connection, record: RefreshRecord) -> None:
@@ -699,7 +737,7 @@ class SqliteStore:
         async with self._session() as db:
             rows = list(
                 await db.execute_fetchall(
-                    f"SELECT {_PRINCIPAL_COLUMNS} FROM principals WHERE {column} = ?",  # noqa: S608
+                    f"SELECT {_PRINCIPAL_READ} FROM principals WHERE {column} = ?",  # noqa: S608
                     (value,),
                 )
             )
@@ -715,20 +753,79 @@ class SqliteStore:
     ) -> Principal | None:
         # Update and read back under one lock, in one transaction with the events.
         async with self._session(_EVENT_TAKEN) as db, _atomic(db):
+            changes = password_hash is not None or disabled is not None
             cursor = await db.execute(
                 "UPDATE principals SET password_hash = COALESCE(?, password_hash),"
-                " disabled = COALESCE(?, disabled) WHERE id = ?",
-                (password_hash, None if disabled is None else int(disabled), principal_id),
+                " disabled = COALESCE(?, disabled),"
+                " credential_generation = credential_generation + ? WHERE id = ?",
+                (
+                    password_hash,
+                    None if disabled is None else int(disabled),
+                    int(changes),
+                    principal_id,
+                ),
             )
             if cursor.rowcount > 0:
                 await _insert_events(db, events)
-            rows = list(
-                await db.execute_fetchall(
-                    f"SELECT {_PRINCIPAL_COLUMNS} FROM principals WHERE id = ?",  # noqa: S608
-                    (principal_id,),
-                )
+            return await _select_principal(db, principal_id)
+
+    async def rehash_password(
+        self, principal_id: str, *, generation: int, password_hash: str
+    ) -> bool:
+        async with self._session() as db, _atomic(db):
+            cursor = await db.execute(
+                "UPDATE principals SET password_hash = ?"
+                " WHERE id = ? AND credential_generation = ?",
+                (password_hash, principal_id, generation),
             )
-        return _principal_from_row(rows[0]) if rows else None
+            return cursor.rowcount > 0
+
+    async def change_credentials(
+        self,
+        principal_id: str,
+        *,
+        at: datetime,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+        delete: bool = False,
+        revocation: Revocation | None = None,
+        events: Sequence[Event] = (),
+    ) -> CredentialChange:
+        """``BEGIN IMMEDIATE`` serialises this with every session insert of every process
+        sharing the file: a login's insert commits wholly before or wholly after."""
+        at_micros = _to_micros(at)
+        async with self._session(_EVENT_TAKEN) as db, _atomic(db):
+            await db.execute(
+                "UPDATE principals SET password_hash = COALESCE(?, password_hash),"
+                " disabled = COALESCE(?, disabled),"
+                " credential_generation = credential_generation + 1,"
+                " credentials_changed_at = MAX(credentials_changed_at, ?) WHERE id = ?",
+                (
+                    password_hash,
+                    None if disabled is None else int(disabled),
+                    at_micros,
+                    principal_id,
+                ),
+            )
+            principal = await _select_principal(db, principal_id)
+            if delete and principal is not None:
+                await db.execute("DELETE FROM principals WHERE id = ?", (principal_id,))
+            recorded: list[Revocation] = []
+            if revocation is not None:
+                await _upsert_revocation(db, revocation, at_micros)
+                recorded.append(revocation)
+                rows = await db.execute_fetchall(
+                    "UPDATE sessions SET revoked_at = ?"
+                    " WHERE subject = ? AND revoked_at IS NULL RETURNING id",
+                    (at_micros, principal_id),
+                )
+                for (session_id,) in rows:
+                    ended = session_revocation(session_id, revocation.expires_at)
+                    await _upsert_revocation(db, ended, at_micros)
+                    recorded.append(ended)
+            if principal is not None or revocation is not None:
+                await _insert_events(db, events)
+        return CredentialChange(principal, tuple(recorded))
 
     async def delete_principal(self, principal_id: str, *, events: Sequence[Event] = ()) -> bool:
         async with self._session(_EVENT_TAKEN) as db, _atomic(db):
@@ -804,20 +901,40 @@ class SqliteStore:
     # -- sessions -------------------------------------------------------------
 
     async def create_session(
-        self, session: Session, first: RefreshRecord, *, events: Sequence[Event] = ()
-    ) -> None:
+        self,
+        session: Session,
+        first: RefreshRecord | None,
+        *,
+        events: Sequence[Event] = (),
+        generation: int | None = None,
+    ) -> bool:
+        """The generation check and the insert share one ``BEGIN IMMEDIATE`` transaction,
+        so no credential change commits between them."""
         taken = {"sessions.id": f"a session with id {session.id!r} already exists", **_EVENT_TAKEN}
         async with self._session(taken) as db:
             try:
                 await db.execute("BEGIN IMMEDIATE")
+                if generation is not None:
+                    current = list(
+                        await db.execute_fetchall(
+                            "SELECT 1 FROM principals WHERE id = ?"
+                            " AND credential_generation = ? AND disabled = 0",
+                            (session.subject, generation),
+                        )
+                    )
+                    if not current:
+                        await db.execute("ROLLBACK")
+                        return False
                 await db.execute(
                     f"INSERT INTO sessions ({_SESSION_COLUMNS})"  # noqa: S608
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     _session_params(session),
                 )
-                await _insert_refresh(db, first)
+                if first is not None:
+                    await _insert_refresh(db, first)
                 await _insert_events(db, events)
                 await db.execute("COMMIT")
+                return True
             except BaseException:
                 await _rollback(db)
                 raise

@@ -19,6 +19,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _GrantType:
@@ -251,22 +256,43 @@ class SetPasswordRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     REVOKE_SESSIONS_FIELD_NUMBER: _builtins.int
+    KEEP_SESSIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The principal's name."""
     password: _builtins.str
     """The new password; hashed with argon2id, never stored or logged."""
-    revoke_sessions: _builtins.bool
-    """Also revoke every existing session and access token of the principal."""
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def revoke_sessions(self) -> _builtins.bool:
+        """Deprecated: revoking every session is now the default; use
+        `keep_sessions` to opt out. Setting it together with `keep_sessions` is
+        INVALID_ARGUMENT.
+        """
+
+    @revoke_sessions.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def revoke_sessions(self, value: _builtins.bool) -> None:
+        """Deprecated: revoking every session is now the default; use
+        `keep_sessions` to opt out. Setting it together with `keep_sessions` is
+        INVALID_ARGUMENT.
+        """
+
+    keep_sessions: _builtins.bool
+    """Keep the principal's existing sessions and access tokens (the default is
+    to revoke them all, as NIST SP 800-63B and OWASP advise after a password
+    change). Logins in flight with the old password fail all the same.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         password: _builtins.str = ...,
         revoke_sessions: _builtins.bool = ...,
+        keep_sessions: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "password", b"password", "revoke_sessions", b"revoke_sessions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_sessions", b"keep_sessions", "name", b"name", "password", b"password", "revoke_sessions", b"revoke_sessions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

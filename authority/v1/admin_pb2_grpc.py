@@ -155,8 +155,10 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetPassword(self, request, context):
-        """SetPassword replaces a principal's password (policy-checked). With
-        `revoke_sessions`, every existing session and access token is revoked.
+        """SetPassword replaces a principal's password (policy-checked). Every
+        existing session and access token of the principal is revoked with it,
+        unless `keep_sessions` asks otherwise. Either way, once it returns no login
+        that checked the old password can yield a token or a session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

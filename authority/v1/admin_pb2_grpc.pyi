@@ -48,8 +48,10 @@ class AdminServiceStub:
     revokes every session and access token of the principal at once.
     """
     SetPassword: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetPasswordRequest, _admin_pb2.SetPasswordResponse]
-    """SetPassword replaces a principal's password (policy-checked). With
-    `revoke_sessions`, every existing session and access token is revoked.
+    """SetPassword replaces a principal's password (policy-checked). Every
+    existing session and access token of the principal is revoked with it,
+    unless `keep_sessions` asks otherwise. Either way, once it returns no login
+    that checked the old password can yield a token or a session.
     """
     DeletePrincipal: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeletePrincipalRequest, _admin_pb2.DeletePrincipalResponse]
     """DeletePrincipal deletes a principal and revokes all of its tokens.
@@ -127,8 +129,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     revokes every session and access token of the principal at once.
     """
     SetPassword: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetPasswordRequest, _admin_pb2.SetPasswordResponse]  # type: ignore[assignment]
-    """SetPassword replaces a principal's password (policy-checked). With
-    `revoke_sessions`, every existing session and access token is revoked.
+    """SetPassword replaces a principal's password (policy-checked). Every
+    existing session and access token of the principal is revoked with it,
+    unless `keep_sessions` asks otherwise. Either way, once it returns no login
+    that checked the old password can yield a token or a session.
     """
     DeletePrincipal: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeletePrincipalRequest, _admin_pb2.DeletePrincipalResponse]  # type: ignore[assignment]
     """DeletePrincipal deletes a principal and revokes all of its tokens.
@@ -227,8 +231,10 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.SetPasswordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.SetPasswordResponse, _abc.Awaitable[_admin_pb2.SetPasswordResponse]]:
-        """SetPassword replaces a principal's password (policy-checked). With
-        `revoke_sessions`, every existing session and access token is revoked.
+        """SetPassword replaces a principal's password (policy-checked). Every
+        existing session and access token of the principal is revoked with it,
+        unless `keep_sessions` asks otherwise. Either way, once it returns no login
+        that checked the old password can yield a token or a session.
         """
 
     @_abc_1.abstractmethod

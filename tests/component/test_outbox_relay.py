@@ -148,11 +148,10 @@ async def test_a_lifecycle_is_audited_in_order_without_secrets(tmp_path: Path) -
         h.clock.advance(GRACE + timedelta(seconds=1))
         with pytest.raises(Unauthenticated):
             await h.tokens.refresh(pair.refresh_token)  # reuse: the session is revoked
-        h.wait_out_subject_revocation()
         third = await h.tokens.password_grant("bob", PASSWORD)
         await h.tokens.revoke_access_token(third.access_token)
         await h.tokens.revoke_refresh_token(third.refresh_token)
-        await principals.set_password("bob", NEW_PASSWORD, revoke_sessions=True)
+        await principals.set_password("bob", NEW_PASSWORD, keep_sessions=False)
         template = replace(h.tokens._clients.default_client, id="billing")
         client, secret = await clients.create(template, confidential=True)
         new_secret = await clients.rotate_secret(client.id)
@@ -188,8 +187,8 @@ async def test_a_lifecycle_is_audited_in_order_without_secrets(tmp_path: Path) -
             "session.started",
             "revocation.token",
             "revocation.session",
+            "principal.password_set",  # the cause, then the revocation, in one transaction
             "revocation.subject",
-            "principal.password_set",
             "client.created",
             "client.secret_rotated",
             "key.created",

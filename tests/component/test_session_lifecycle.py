@@ -5,6 +5,12 @@ A hypothesis state machine drives logins, refreshes, retries, concurrent refresh
 reuse, revocations, principal disabling, pruning and the passage of time against a
 small model of the rules in ``authority.domain.sessions``; plain examples below it
 spell out the named scenarios one by one, so a failure there reads clearly.
+
+Credential changes (password change with or without keeping the sessions, disabling,
+"log out everywhere") also race logins caught in flight: a login that has read the
+principal and checked the password, but not yet stored its session, is held while the
+change runs, then let go. It must fail, store nothing and leave nothing valid; a login
+after the change is valid at once (no clock moves, no waiting).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from authority.crypto import Kek, KekRing
 from authority.domain.clock import ManualClock
 from authority.domain.errors import Unauthenticated
 from authority.domain.keys import KeyPolicy
+from authority.domain.password_policy import PasswordPolicy
 from authority.domain.principals import Principal
 from authority.domain.revocation import RevocationKind, RevocationSet
 from authority.domain.throttle import AttemptGuard
@@ -44,6 +51,7 @@ from authority.keys.manager import KeyManager
 from authority.ports.attempts import LocalAttemptGate
 from authority.services.clients import ClientService, default_client
 from authority.services.passwords import HashParameters, PasswordHasher
+from authority.services.principals import PrincipalService
 from authority.services.revocations import RevocationService
 from authority.services.tokens import TokenPair, TokenService
 from authority.store.sqlite import SqliteStore
@@ -63,6 +71,7 @@ AUDIENCE = "api"
 PRINCIPAL_ID = "p_alice"
 NAME = "alice"
 PASSWORD = "correct horse battery staple"
+OTHER_PASSWORD = "a different horse battery"
 KEK = KekRing(Kek.from_secret(b"k" * 32))
 CHEAP_ARGON2 = HashParameters(time_cost=1, memory_kib=1024, parallelism=1)
 
@@ -75,13 +84,29 @@ def micros(instant: datetime) -> int:
     return (instant - datetime(1970, 1, 1, tzinfo=UTC)) // US
 
 
+class HeldStore(SqliteStore):
+    """The real SQLite store, able to hold a session insert at its start: a login caught
+    after it read the principal and checked the password, before its transaction."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.hold: asyncio.Event | None = None
+        self.reached = asyncio.Event()
+
+    async def create_session(self, *args: Any, **kwargs: Any) -> bool:
+        if self.hold is not None:
+            self.reached.set()
+            await self.hold.wait()
+        return await super().create_session(*args, **kwargs)
+
+
 class Harness:
     """The services wired as ``authority.app`` wires them, minus the network."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "authority.db"
         self.clock = ManualClock()
-        self.store = SqliteStore(self.path)
+        self.store = HeldStore(self.path)
         self.hasher = PasswordHasher(CHEAP_ARGON2, workers=2)
         self.view = RevocationSet()
 
@@ -152,6 +177,13 @@ class Harness:
             leeway=LEEWAY,
             max_token_bytes=8192,
         )
+        self.principals = PrincipalService(
+            store=self.store,
+            hasher=self.hasher,
+            clock=self.clock,
+            policy=PasswordPolicy(),
+            revocations=self.revocations,
+        )
         await self.store.create_principal(
             Principal(
                 id=PRINCIPAL_ID,
@@ -166,8 +198,22 @@ class Harness:
         await self.store.close()
         self.hasher.close()
 
-    async def login(self) -> TokenPair:
-        return await self.tokens.password_grant(NAME, PASSWORD)
+    async def login(self, password: str = PASSWORD) -> TokenPair:
+        return await self.tokens.password_grant(NAME, password)
+
+    async def login_held_across(self, change: Coroutine[Any, Any, object], password: str) -> None:
+        """Start a login, hold it once it has checked the password and minted its tokens
+        (just before its session insert), run ``change`` to completion, then let it go."""
+        self.store.hold, self.store.reached = asyncio.Event(), asyncio.Event()
+        login = asyncio.ensure_future(self.login(password))
+        try:
+            await self.store.reached.wait()
+            await change
+        finally:
+            self.store.hold.set()
+            self.store.hold = None
+        with pytest.raises(Unauthenticated):
+            await login
 
     async def set_disabled(self, disabled: bool) -> None:
         await self.store.update_principal(PRINCIPAL_ID, disabled=disabled)
@@ -177,15 +223,6 @@ class Harness:
         now = self.clock.now()
         self.view.expire(now.timestamp())
         await self.store.prune(now, sealed_before=now - GRACE)
-
-    def wait_out_subject_revocation(self) -> None:
-        """What ``_past_not_before`` sleeps for on a real clock: the next whole second
-        after the subject's revocation. A manual clock must be moved instead."""
-        not_before = self.view.not_before(PRINCIPAL_ID, "")
-        now = self.clock.timestamp()
-        if not_before is not None and int(now) <= not_before:
-            target = datetime.fromtimestamp(int(not_before) + 1, UTC)
-            self.clock.advance(target - self.clock.now())
 
 
 def check_pair(
@@ -198,7 +235,10 @@ def check_pair(
     assert verdict.claims is not None
     assert verdict.claims.session_id == pair.session_id
     assert verdict.claims.subject == PRINCIPAL_ID
-    assert verdict.claims.issued_at == int(minted_at.timestamp())
+    # Whole seconds, or (after a change or revocation in this second, perhaps this very
+    # instant) to the microsecond and just after it.
+    assert int(minted_at.timestamp()) <= verdict.claims.issued_at
+    assert verdict.claims.issued_at <= minted_at.timestamp() + 2e-6
     assert pair.access_expires_at == verdict.claims.expires_at
     assert pair.access_expires_at == int(minted_at.timestamp()) + int(ACCESS_TTL.total_seconds())
     assert pair.audience == (AUDIENCE,)
@@ -291,6 +331,7 @@ class SessionLifecycle(RuleBasedStateMachine):
         self.db = sqlite3.connect(f"file:{self.h.path}?mode=ro", uri=True)
         self.sessions: list[SessionModel] = []
         self.disabled = False
+        self.password = PASSWORD
 
     def teardown(self) -> None:
         self.db.close()
@@ -409,13 +450,12 @@ class SessionLifecycle(RuleBasedStateMachine):
     )
     @rule()
     def login(self) -> None:
-        self.h.wait_out_subject_revocation()
-        now = self.now
+        now = self.now  # no waiting after a revocation: the clock does not move
         if self.disabled:
             with pytest.raises(Unauthenticated):
-                self.run(self.h.login())
+                self.run(self.h.login(self.password))
             return
-        pair = self.run(self.h.login())
+        pair = self.run(self.h.login(self.password))
         assert all(pair.session_id != s.id for s in self.sessions)
         session = SessionModel(pair.session_id, absolute_expires_at=now + ABSOLUTE_TTL)
         self.adopt(session, pair, now)
@@ -498,6 +538,51 @@ class SessionLifecycle(RuleBasedStateMachine):
     def set_principal_disabled(self, disabled: bool) -> None:
         self.run(self.h.set_disabled(disabled))
         self.disabled = disabled
+
+    # -- credential changes, alone and racing a login in flight ------------------
+
+    def apply_change(self, change: str) -> Coroutine[Any, Any, object]:
+        """The admin's change as a coroutine; the model is updated for it at once."""
+        if change in ("password", "password_keeping_sessions"):
+            keep = change == "password_keeping_sessions"
+            new = OTHER_PASSWORD if self.password == PASSWORD else PASSWORD
+            self.password = new
+            if not keep:
+                for session in self.sessions:
+                    self.revoke_in_model(session)
+            return self.h.principals.set_password(NAME, new, keep_sessions=keep)
+        for session in self.sessions:
+            self.revoke_in_model(session)
+        if change == "disable":
+            self.disabled = True
+            return self.h.principals.set_disabled(NAME, True)
+        return self.h.revocations.revoke(RevocationKind.SUBJECT, PRINCIPAL_ID)
+
+    @rule(change=st.sampled_from(["password", "password_keeping_sessions", "disable", "subject"]))
+    def change_credentials(self, change: str) -> None:
+        """Then the old password opens nothing, and the current one (unless disabled)
+        logs in at once with a VALID token."""
+        old = self.password
+        self.run(self.apply_change(change))
+        if self.password != old:
+            with pytest.raises(Unauthenticated):
+                self.run(self.h.login(old))
+
+    @precondition(lambda self: not self.disabled and len(self.sessions) < self.MAX_SESSIONS)
+    @rule(change=st.sampled_from(["password", "password_keeping_sessions", "disable", "subject"]))
+    def login_in_flight_across_a_change(self, change: str) -> None:
+        """A login that read the principal and checked the password before the change, and
+        stores its session after it: refused, nothing stored (the invariants check the
+        sessions table and every token)."""
+        password = self.password
+        event(f"login in flight across: {change}")
+        self.run(self.h.login_held_across(self.apply_change(change), password))
+
+    @precondition(lambda self: self.disabled)
+    @rule()
+    def enable_again(self) -> None:
+        self.run(self.h.principals.set_disabled(NAME, False))
+        self.disabled = False
 
     # -- invariants -------------------------------------------------------------
 

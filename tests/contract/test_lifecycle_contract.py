@@ -127,11 +127,15 @@ async def test_update_principal_changes_only_the_given_fields(store: Store) -> N
     disabled = await store.update_principal("p-1", disabled=True)
     both = await store.update_principal("p-1", password_hash=HASH, disabled=False)
 
+    # Each change of the password or of ``disabled`` is a credential change: the
+    # generation grows (test_credential_contract says what it orders).
     assert unchanged == make_principal()
-    assert rehashed == replace(make_principal(), password_hash=OTHER_HASH)
-    assert disabled == replace(make_principal(), password_hash=OTHER_HASH, disabled=True)
-    assert both == make_principal()
-    assert await store.get_principal("p-1") == make_principal()
+    assert rehashed == replace(make_principal(), password_hash=OTHER_HASH, generation=1)
+    assert disabled == replace(
+        make_principal(), password_hash=OTHER_HASH, disabled=True, generation=2
+    )
+    assert both == replace(make_principal(), generation=3)
+    assert await store.get_principal("p-1") == replace(make_principal(), generation=3)
     assert await store.update_principal("p-404", disabled=True) is None
     assert await store.get_principal("p-404") is None
 

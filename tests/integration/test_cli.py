@@ -71,6 +71,50 @@ def test_an_operator_manages_principals_tokens_and_revocation(server: ServerProc
     assert "Traceback" not in refused.stderr
 
 
+def test_set_password_revokes_sessions_unless_told_to_keep_them(server: ServerProcess) -> None:
+    _cli(server, "principals", "create", "erin", "--password-stdin", stdin=PASSWORD)
+
+    def login(password: str) -> str:
+        issued = _cli(
+            server, "token", "issue", "--principal", "erin", "--password-stdin", stdin=password
+        )
+        assert issued.returncode == 0, issued.stderr
+        return str(json.loads(issued.stdout)["access_token"])
+
+    def result(token: str) -> str:
+        return str(json.loads(_cli(server, "token", "verify", token).stdout)["result"])
+
+    other = PASSWORD + " two"
+    kept = login(PASSWORD)
+    changed = _cli(
+        server,
+        "principals",
+        "set-password",
+        "erin",
+        "--keep-sessions",
+        "--password-stdin",
+        stdin=other,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert result(kept) == "VERIFY_RESULT_VALID"
+    changed = _cli(server, "principals", "set-password", "erin", "--password-stdin", stdin=PASSWORD)
+    assert changed.returncode == 0, changed.stderr
+    assert result(kept) == "VERIFY_RESULT_REVOKED"
+    assert result(login(PASSWORD)) == "VERIFY_RESULT_VALID"
+    both = _cli(
+        server,
+        "principals",
+        "set-password",
+        "erin",
+        "--keep-sessions",
+        "--revoke-sessions",
+        "--password-stdin",
+        stdin=other,
+    )
+    assert both.returncode != 0
+    assert "not allowed with" in both.stderr
+
+
 def test_an_operator_registers_a_service_client(server: ServerProcess) -> None:
     created = _cli(
         server,

@@ -587,16 +587,25 @@ def test_admin_changes_revoke_what_they_should(start_server: Callable[..., Serve
         _principal(admin, "alice")
         _principal(admin, "dave")
 
-        # SetPassword without revoke_sessions: old sessions live on, the old password dies.
+        # SetPassword with keep_sessions: old sessions live on, the old password dies.
         kept = admin.issue_with_password("alice", PASSWORD)
-        admin.set_password("alice", new_password)
+        admin.set_password("alice", new_password, keep_sessions=True)
         assert _result(admin, kept.access_token) == VALID
         code, _ = _code(lambda: admin.issue_with_password("alice", PASSWORD))
         assert code is Code.UNAUTHENTICATED
-        # With revoke_sessions: every old token and session is gone, the new password works.
-        admin.set_password("alice", PASSWORD, revoke_sessions=True)
+        # By default: every old token and session is gone, the new password works at once.
+        admin.set_password("alice", PASSWORD)
         assert _result(admin, kept.access_token) == REVOKED
         assert _code(lambda: admin.refresh(kept.refresh_token))[0] is Code.UNAUTHENTICATED
+        assert _result(admin, admin.issue_with_password("alice", PASSWORD).access_token) == VALID
+        # The deprecated flag contradicting the new one is refused, and changes nothing.
+        contradiction = admin_pb2.SetPasswordRequest(
+            name="alice", password=new_password, keep_sessions=True, revoke_sessions=True
+        )
+        code, _ = _code(
+            lambda: admin.admin.SetPassword(contradiction, metadata=admin._admin_metadata())
+        )
+        assert code is Code.INVALID_ARGUMENT
         assert _result(admin, admin.issue_with_password("alice", PASSWORD).access_token) == VALID
 
         # DeletePrincipal revokes, refuses logins, and is idempotent.

@@ -195,10 +195,12 @@ class AuthorityClient:
         ).principal
 
     def set_password(
-        self, name: str, password: str, *, revoke_sessions: bool = False
+        self, name: str, password: str, *, keep_sessions: bool = False
     ) -> admin_pb2.Principal:
+        """Replace the password. Every session and access token of the principal is
+        revoked with it unless ``keep_sessions=True``."""
         request = admin_pb2.SetPasswordRequest(
-            name=name, password=password, revoke_sessions=revoke_sessions
+            name=name, password=password, keep_sessions=keep_sessions
         )
         return self.admin.SetPassword(
             request, metadata=self._admin_metadata(), timeout=self._timeout

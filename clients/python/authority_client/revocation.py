@@ -97,7 +97,7 @@ def _seconds(timestamp: Timestamp) -> float:
 
 # -- callback ---------------------------------------------------------------------
 
-_Identity = tuple[str, str, str, str, int]
+_Identity = tuple[str, str, str, str, float]
 
 
 def _identity(claims: Claims) -> _Identity:
@@ -108,6 +108,12 @@ def _identity(claims: Claims) -> _Identity:
         claims.client_id,
         claims.issued_at,
     )
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    """``iat`` with its fraction, to the microsecond (as the authority compares it)."""
+    whole, micros = divmod(round(seconds * 1_000_000), 1_000_000)
+    return Timestamp(seconds=whole, nanos=micros * 1_000)
 
 
 class CallbackRevocations:
@@ -224,7 +230,7 @@ class CallbackRevocations:
                     session_id=sid,
                     subject=sub,
                     client_id=client_id,
-                    issued_at=Timestamp(seconds=iat),
+                    issued_at=_timestamp(iat),
                 )
                 for jti, sid, sub, client_id, iat in keys
             ]

@@ -91,7 +91,7 @@ class Claims:
     subject: str
     audience: tuple[str, ...]
     expires_at: int
-    issued_at: int
+    issued_at: float  # RFC 7519 allows fractions; the authority's carry microseconds
     not_before: int
     token_id: str
     session_id: str
@@ -166,6 +166,13 @@ def _numeric_date(payload: Mapping[str, Any], name: str) -> int:
     return int(value)
 
 
+def _fractional_date(payload: Mapping[str, Any], name: str) -> float:
+    """A NumericDate with its fraction kept: ``iat`` is ordered against revocations to
+    the microsecond, exactly as the authority orders it."""
+    _numeric_date(payload, name)
+    return float(payload[name])
+
+
 def parse_claims(payload: Any, key_id: str) -> Claims:
     """Type the JSON claims exactly as the authority does; raise ValueError on a shape error."""
     if not isinstance(payload, dict):
@@ -192,7 +199,7 @@ def parse_claims(payload: Any, key_id: str) -> Claims:
         subject=_string(payload, "sub"),
         audience=audience,
         expires_at=_numeric_date(payload, "exp"),
-        issued_at=_numeric_date(payload, "iat"),
+        issued_at=_fractional_date(payload, "iat"),
         not_before=_numeric_date(payload, "nbf") if "nbf" in payload else 0,
         token_id=_string(payload, "jti"),
         session_id=_string(payload, "sid", required=False),
