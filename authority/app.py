@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +21,6 @@ from authority.api.revocation_service import RevocationServicer
 from authority.api.token_service import TokenServicer
 from authority.backends import build_backends
 from authority.config import Settings, parse_address
-from authority.crypto import KekRing, load_kek
-from authority.crypto.kek_source import load_previous_keks
 from authority.domain.clock import Clock, SystemClock
 from authority.domain.errors import Unavailable
 from authority.domain.keys import KeyPolicy
@@ -31,11 +28,13 @@ from authority.domain.password_policy import PasswordPolicy
 from authority.domain.revocation import RevocationSet
 from authority.http_api import build_app
 from authority.keys.manager import KeyManager
+from authority.lifecycle import bounded, cancel_all
 from authority.observability import logging as observability_logging
 from authority.observability import metrics
-from authority.services.admin_credential import AdminCredential, load_admin_secret
+from authority.services.admin_credential import AdminCredential
 from authority.services.audit import AuditLogService
 from authority.services.clients import ClientService, default_client
+from authority.services.installation import open_installation
 from authority.services.outbox import (
     AUDIT_GROUP,
     AuditConsumer,
@@ -69,6 +68,9 @@ log = structlog.get_logger(__name__)
 LIVENESS = "liveness"
 READINESS = "readiness"
 READINESS_INTERVAL = 1.0
+# Each stop step past the gRPC drain gets this long; the whole stop stays well within
+# grace + 5 s (the bound tests/adversarial/test_shutdown.py holds it to).
+STEP_SECONDS = 0.5
 
 
 def host_of(address: str) -> str:
@@ -163,23 +165,18 @@ class Authority:
                 prepublish_seconds=s.key_prepublish.total_seconds(),
                 hint="verifiers that cache the JWKS for 10 minutes may meet an unknown kid",
             )
-        kek = load_kek(env_value=s.kek, file=s.kek_file, generate_into=s.data_dir)
-        # During a KEK rotation the older KEKs still open keys not yet re-wrapped.
-        previous_keks = load_previous_keks(env_value=s.kek_previous, file=s.kek_previous_file)
-        admin = AdminCredential(
-            load_admin_secret(
-                env_value=s.admin_token, file=s.admin_token_file, generate_into=s.data_dir
-            )
-        )
+        # Proves the KEK opens what is stored before anything is written, and generates
+        # the embedded default's KEK and admin token only for a new installation.
+        installation = await open_installation(s, self.store)
+        admin = AdminCredential(installation.admin_secret)
         # Names the admin as the principal in the per-RPC log line (see _start_grpc).
         self._is_admin = admin.matches
-        await self.store.open()
         await self.backends.fanout.start()
         await self.events.start()
         self.keys = KeyManager(
             fanout=self.backends.fanout,
             store=self.store,
-            kek=KekRing(kek, previous_keks),
+            kek=installation.kek,
             policy=self.policy,
             clock=self.clock,
             jwks_max_age=s.jwks_max_age,
@@ -189,7 +186,7 @@ class Authority:
         # Webhook signing secrets are wrapped under the same KEK ring as the signing keys.
         self.webhooks = WebhookDispatcher(
             store=self.store,
-            kek=KekRing(kek, previous_keks),
+            kek=installation.kek,
             clock=self.clock,
             on_outcome=metrics.count_webhook,
         )
@@ -413,34 +410,37 @@ class Authority:
         self.ports.http = int(runner.addresses[0][1])
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, drain in-flight calls within the grace period, then close storage."""
+        """Stop accepting, drain in-flight calls within the grace period, then close storage.
+
+        Every step is bounded (see ``authority.lifecycle``): the whole stop takes at most
+        the grace period plus ``STOP_MARGIN`` seconds, whatever a dependency does."""
         if self._stopped:
             return
         self._stopped = True
         grace = self.settings.shutdown_grace.total_seconds() if grace is None else grace
         log.info("authority.stopping", grace_seconds=grace)
         try:
-            await self.health.enter_graceful_shutdown()
+            await bounded("health", self.health.enter_graceful_shutdown(), STEP_SECONDS)
             # Watch streams never finish by themselves: end them now (followers reconnect,
             # elsewhere) rather than hold the stop for the whole grace period.
             self.revocation_feed.close()
-            await asyncio.gather(*(server.stop(grace) for server in self._servers))
+            await bounded(
+                "grpc",
+                asyncio.gather(*(server.stop(grace) for server in self._servers)),
+                grace + STEP_SECONDS,
+            )
             if self._http is not None:
-                await self._http.cleanup()
+                await bounded("http", self._http.cleanup(), STEP_SECONDS)
         finally:
             # Whatever failed above, release every resource: a thread left running (the
             # SQLite connection's) would keep the process from exiting.
-            for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all(self._tasks, within=2 * STEP_SECONDS)
             self.hasher.close()
-            await asyncio.shield(self.backends.fanout.close())
-            await asyncio.shield(self.events.close())
+            await bounded("fanout", self.backends.fanout.close(), STEP_SECONDS)
+            await bounded("events", self.events.close(), STEP_SECONDS)
             if self.webhooks is not None:
-                await asyncio.shield(self.webhooks.close())
-            await asyncio.shield(self.store.close())
+                await bounded("webhooks", self.webhooks.close(), STEP_SECONDS)
+            await bounded("store", self.store.close(), 2 * STEP_SECONDS)
         log.info("authority.stopped")
 
 

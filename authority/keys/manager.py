@@ -33,6 +33,7 @@ from authority.domain.keys import (
     KeyState,
     KeyUpdate,
 )
+from authority.keys.kek_check import prove_keys
 from authority.keys.snapshot import KeyRingSnapshot, build_snapshot
 from authority.ports.fanout import Fanout, LocalFanout
 from authority.store.base import KeyRingTransaction, Store
@@ -207,6 +208,9 @@ class KeyManager:
         """Read, decide and write under the exclusive key-ring lock, then reload."""
         async with self._store.key_ring_transaction() as tx:
             before = await tx.list_keys()
+            # Under the lock, on what is there now: a replica holding a wrong KEK never
+            # seals a key into a ring the others share (KekMismatch rolls back).
+            prove_keys(self._kek, before, aad=private_key_aad)
             now = self._clock.now()
             plan: KeyPlan = decide(before, now)
             created = None if plan.empty else await self._apply(tx, plan, now)
@@ -263,6 +267,12 @@ class KeyManager:
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
+        """Prove the KEK opens the stored ring, load it, then apply what is due.
+
+        Loading first means a start with nothing due takes no lock and writes nothing
+        (not even a generation bump); a wrong KEK fails here, before any write."""
+        prove_keys(self._kek, await self._store.list_keys(), aad=private_key_aad)
+        await self.reload()
         await self.ensure()
 
     async def run(self) -> None:
