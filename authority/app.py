@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from authority.domain.errors import Unavailable
 from authority.domain.keys import KeyPolicy
 from authority.domain.password_policy import PasswordPolicy
 from authority.domain.revocation import RevocationSet
+from authority.domain.write_health import KEY_ROTATION, OUTBOX_RELAY, WriteHealth
 from authority.http_api import build_app
 from authority.keys.manager import KeyManager
 from authority.lifecycle import bounded, cancel_all
@@ -48,6 +50,7 @@ from authority.services.revocation_feed import RevocationFeed
 from authority.services.revocations import RevocationService
 from authority.services.tokens import TokenService
 from authority.services.webhooks import WEBHOOK_GROUP, WebhookDispatcher
+from authority.store.observed import observed
 from authority.tls import admin_credentials, http_ssl_context, server_credentials
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import (
@@ -117,7 +120,10 @@ class Authority:
     def __post_init__(self) -> None:
         s = self.settings
         self.backends = build_backends(s)
-        self.store = self.backends.store
+        # Consecutive failed writes turn readiness off (a full disk fails every write
+        # while reads, and a read-only probe, still succeed).
+        self.write_health = WriteHealth(s.write_failure_threshold)
+        self.store = observed(self.backends.store, self.write_health)
         self.policy = KeyPolicy(
             rotation_period=s.key_rotation_period,
             prepublish=s.key_prepublish,
@@ -146,6 +152,7 @@ class Authority:
         self.outbox = OutboxRelay(store=self.store, sink=self.events, clock=self.clock)
         self.outbox.lag = metrics.ExportedHistogram(metrics.OUTBOX_RELAY_LAG)
         self.outbox.on_depth = metrics.OUTBOX_DEPTH.set
+        self.outbox.on_outcome = functools.partial(self._write_outcome, OUTBOX_RELAY)
         self.audit = AuditConsumer(self.store)
         self.webhooks: WebhookDispatcher | None = None  # needs the KEK: built in start
 
@@ -182,6 +189,7 @@ class Authority:
             jwks_max_age=s.jwks_max_age,
             check_interval=s.key_check_interval,
         )
+        self.keys.on_outcome = functools.partial(self._write_outcome, KEY_ROTATION)
         await self.keys.start()
         # Webhook signing secrets are wrapped under the same KEK ring as the signing keys.
         self.webhooks = WebhookDispatcher(
@@ -325,10 +333,17 @@ class Authority:
         await self.revocation_service.resync()
         await self.keys.reload()
 
+    def _write_outcome(self, source: str, ok: bool) -> None:
+        self.write_health.record(source, ok)
+
     async def _check_ready(self) -> bool:
-        """Storage answers, a key signs, and, in production, the fan-out is connected."""
+        """Storage answers and takes writes, a key signs, and, in production, the fan-out
+        is connected."""
+        if not self.write_health.healthy:
+            return False
         try:
-            await asyncio.wait_for(self.store.key_ring_generation(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await self.store.key_ring_generation()
         except (Unavailable, TimeoutError):
             return False
         return self.keys.snapshot().signer is not None and self.backends.fanout.healthy
@@ -348,7 +363,12 @@ class Authority:
                     else health_pb2.HealthCheckResponse.NOT_SERVING
                 )
                 await self.health.set(READINESS, status)
-                log.warning("readiness.changed", ready=ready, mode=self.backends.mode)
+                log.warning(
+                    "readiness.changed",
+                    ready=ready,
+                    mode=self.backends.mode,
+                    failing_writes=self.write_health.failing(),
+                )
 
     async def _start_grpc(
         self,
@@ -391,7 +411,10 @@ class Authority:
             live=lambda: not self._stopped,
             ready=lambda: self.ready and not self._stopped,
             metrics=metrics.exposition(
-                [metrics.KeyRingCollector(self.keys.snapshot, self.policy, self.clock)]
+                [
+                    metrics.KeyRingCollector(self.keys.snapshot, self.policy, self.clock),
+                    metrics.WriteHealthCollector(self.write_health),
+                ]
             ),
             metrics_content_type=metrics.CONTENT_TYPE,
         )

@@ -9,6 +9,7 @@ keys are decrypted only into memory and only for keys that may still sign.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from authority.domain.keys import (
 )
 from authority.keys.kek_check import prove_keys
 from authority.keys.snapshot import KeyRingSnapshot, build_snapshot
+from authority.lifecycle import wait_event
 from authority.ports.fanout import Fanout, LocalFanout
 from authority.store.base import KeyRingTransaction, Store
 
@@ -97,6 +99,8 @@ class KeyManager:
         self._snapshot: KeyRingSnapshot | None = None
         self._changed = asyncio.Event()
         self.failures = 0
+        # Each tick's outcome (True: it succeeded), for readiness (WriteHealth).
+        self.on_outcome: Callable[[bool], None] = lambda ok: None
 
     @property
     def policy(self) -> KeyPolicy:
@@ -288,15 +292,16 @@ class KeyManager:
                 until = (snapshot.valid_until - self._clock.now()).total_seconds()
                 delay = max(0.05, min(delay, until))
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout=delay)
+            # Not wait_for: on 3.11 it swallows a cancellation that arrives as the event
+            # is set, and this loop would then outlive the server's stop.
+            if await wait_event(self._changed, delay):
                 continue  # changed in-process: recompute the delay
-            except TimeoutError:
-                pass
             try:
                 await self.reload()
                 await self.ensure()
                 self.failures = 0
+                self.on_outcome(True)
             except Exception:
                 self.failures += 1
                 log.exception("key.tick_failed", consecutive_failures=self.failures)
+                self.on_outcome(False)
