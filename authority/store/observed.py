@@ -2,9 +2,12 @@
 
 It wraps any ``Store`` without knowing its methods one by one: a method is a write by
 its name (``create_``, ``update_``, ``record_``..., and the key-ring transaction). A
-write that raises ``Unavailable`` (disk full, read-only, connection lost) is a failure;
-one that returns is a success; other domain errors (a name taken, a missing row) say
-nothing about whether the store can write. Reads pass through untouched.
+write that raises ``Unavailable`` (disk full, read-only, connection lost) is a failure.
+A write that reports it changed nothing (an empty list, 0 or False: the relay's idle
+claim, a prune with nothing due) is no evidence either way, since a full disk lets a
+transaction that dirties no page commit; any other return is a success. Other domain
+errors (a name taken, a missing row) say nothing about whether the store can write.
+Reads pass through untouched.
 """
 
 from __future__ import annotations
@@ -39,6 +42,16 @@ def is_write(name: str) -> bool:
     return name.startswith(WRITE_PREFIXES)
 
 
+def _changed_nothing(result: object) -> bool:
+    if isinstance(result, bool):
+        return not result
+    if isinstance(result, int):
+        return result == 0
+    if isinstance(result, list | tuple | set | frozenset | dict):
+        return not result
+    return False
+
+
 class _ObservedStore:
     def __init__(self, store: Store, health: WriteHealth) -> None:
         self._store = store
@@ -60,7 +73,8 @@ class _ObservedStore:
             except Unavailable:
                 self._health.record(STORE, ok=False)
                 raise
-            self._health.record(STORE, ok=True)
+            if not _changed_nothing(result):
+                self._health.record(STORE, ok=True)
             return result
 
         return observed
