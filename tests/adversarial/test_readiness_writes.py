@@ -87,7 +87,7 @@ def _readiness(server: ServerProcess) -> tuple[int, int]:
             .status
         )
     try:
-        with urllib.request.urlopen(f"{server.http}/readyz", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{server.http}/readyz", timeout=5) as response:
             http = response.status
     except urllib.error.HTTPError as error:
         http = error.code
@@ -102,7 +102,7 @@ def _eventually(condition: Callable[[], bool], what: str, within: float = 30.0) 
 
 
 def _metrics(server: ServerProcess) -> str:
-    with urllib.request.urlopen(f"{server.http}/metrics", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(f"{server.http}/metrics", timeout=5) as response:
         return response.read().decode()
 
 
