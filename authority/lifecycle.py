@@ -37,13 +37,25 @@ async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:
     return True
 
 
+def awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """Where ``task`` waits, outermost first: its chain of awaited coroutines (a suspended
+    task's ``get_stack`` shows only the outermost frame)."""
+    chain: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(chain) < 16:
+        code = getattr(awaited, "cr_code", None) or getattr(awaited, "gi_code", None)
+        if code is None:
+            chain.append(type(awaited).__name__)  # a future, or a C-level awaitable
+            break
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        line = f":{frame.f_lineno}" if frame is not None else ""
+        chain.append(f"{code.co_name} ({code.co_filename.rsplit('/', 2)[-1]}{line})")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return chain
+
+
 def _stack(task: asyncio.Task[Any]) -> str:
-    frames = task.get_stack(limit=8)
-    where = " <- ".join(
-        f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})"
-        for frame in reversed(frames)
-    )
-    return f"{task.get_name()}: {where or 'not started'}"
+    return f"{task.get_name()}: {' -> '.join(awaiting(task)) or 'not started'}"
 
 
 def pending_tasks() -> list[str]:
@@ -73,9 +85,11 @@ async def cancel_all(tasks: Iterable[asyncio.Task[Any]], *, within: float) -> No
     swallowed it) is cancelled again, and after a few rounds abandoned and reported."""
     tasks = list(tasks)
     pending = {task for task in tasks if not task.done()}
-    for _ in range(_CANCEL_ROUNDS):
+    for round_ in range(_CANCEL_ROUNDS):
         if not pending:
             break
+        if round_:
+            log.warning("authority.tasks_slow_to_cancel", tasks=[_stack(t) for t in pending])
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=within / _CANCEL_ROUNDS)
