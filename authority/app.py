@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import signal
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -30,21 +30,22 @@ from authority.connection_limits import (
     descriptor_limit,
     grpc_connection_options,
 )
-from authority.crypto import KekRing, load_kek
-from authority.crypto.kek_source import load_previous_keks
 from authority.domain.clock import Clock, SystemClock
 from authority.domain.errors import Unavailable
 from authority.domain.keys import KeyPolicy
 from authority.domain.password_policy import PasswordPolicy
 from authority.domain.revocation import RevocationSet
+from authority.domain.write_health import KEY_ROTATION, OUTBOX_RELAY, WriteHealth
 from authority.http_api import build_app, build_metrics_app
 from authority.http_guard import ConnectionGuard, GuardedListener, describe
 from authority.keys.manager import KeyManager
+from authority.lifecycle import bounded, cancel_all
 from authority.observability import logging as observability_logging
 from authority.observability import metrics
-from authority.services.admin_credential import AdminCredential, load_admin_secret
+from authority.services.admin_credential import AdminCredential
 from authority.services.audit import AuditLogService
 from authority.services.clients import ClientService, default_client
+from authority.services.installation import open_installation
 from authority.services.outbox import (
     AUDIT_GROUP,
     AuditConsumer,
@@ -58,6 +59,7 @@ from authority.services.revocation_feed import RevocationFeed
 from authority.services.revocations import RevocationService
 from authority.services.tokens import TokenService
 from authority.services.webhooks import WEBHOOK_GROUP, WebhookDispatcher
+from authority.store.observed import observed
 from authority.tls import admin_credentials, http_ssl_context, server_credentials
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import (
@@ -78,6 +80,9 @@ log = structlog.get_logger(__name__)
 LIVENESS = "liveness"
 READINESS = "readiness"
 READINESS_INTERVAL = 1.0
+# Each stop step past the gRPC drain gets this long; the whole stop stays well within
+# grace + 5 s (the bound tests/adversarial/test_shutdown.py holds it to).
+STEP_SECONDS = 0.5
 
 
 def host_of(address: str) -> str:
@@ -127,7 +132,10 @@ class Authority:
     def __post_init__(self) -> None:
         s = self.settings
         self.backends = build_backends(s)
-        self.store = self.backends.store
+        # Consecutive failed writes turn readiness off (a full disk fails every write
+        # while reads, and a read-only probe, still succeed).
+        self.write_health = WriteHealth(s.write_failure_threshold)
+        self.store = observed(self.backends.store, self.write_health)
         self.policy = KeyPolicy(
             rotation_period=s.key_rotation_period,
             prepublish=s.key_prepublish,
@@ -156,6 +164,7 @@ class Authority:
         self.outbox = OutboxRelay(store=self.store, sink=self.events, clock=self.clock)
         self.outbox.lag = metrics.ExportedHistogram(metrics.OUTBOX_RELAY_LAG)
         self.outbox.on_depth = metrics.OUTBOX_DEPTH.set
+        self.outbox.on_outcome = functools.partial(self._write_outcome, OUTBOX_RELAY)
         self.audit = AuditConsumer(self.store)
         self.webhooks: WebhookDispatcher | None = None  # needs the KEK: built in start
 
@@ -175,39 +184,35 @@ class Authority:
                 prepublish_seconds=s.key_prepublish.total_seconds(),
                 hint="verifiers that cache the JWKS for 10 minutes may meet an unknown kid",
             )
-        kek = load_kek(env_value=s.kek, file=s.kek_file, generate_into=s.data_dir)
-        # During a KEK rotation the older KEKs still open keys not yet re-wrapped.
-        previous_keks = load_previous_keks(env_value=s.kek_previous, file=s.kek_previous_file)
-        admin = AdminCredential(
-            load_admin_secret(
-                env_value=s.admin_token, file=s.admin_token_file, generate_into=s.data_dir
-            )
-        )
-        # Names the admin as the principal in the per-RPC log line (see _start_grpc).
-        self._is_admin = admin.matches
+        # Proves the KEK opens what is stored before anything is written, and generates
+        # the embedded default's KEK and admin token only for a new installation.
         try:
             self.caps = derive_caps(
                 descriptor_limit(), grpc=s.grpc_max_connections, http=s.http_max_connections
             )
         except ValueError as exc:
             raise ConfigError(f"invalid configuration:\n  {exc}") from exc
-        await self.store.open()
+        installation = await open_installation(s, self.store)
+        admin = AdminCredential(installation.admin_secret)
+        # Names the admin as the principal in the per-RPC log line (see _start_grpc).
+        self._is_admin = admin.matches
         await self.backends.fanout.start()
         await self.events.start()
         self.keys = KeyManager(
             fanout=self.backends.fanout,
             store=self.store,
-            kek=KekRing(kek, previous_keks),
+            kek=installation.kek,
             policy=self.policy,
             clock=self.clock,
             jwks_max_age=s.jwks_max_age,
             check_interval=s.key_check_interval,
         )
+        self.keys.on_outcome = functools.partial(self._write_outcome, KEY_ROTATION)
         await self.keys.start()
         # Webhook signing secrets are wrapped under the same KEK ring as the signing keys.
         self.webhooks = WebhookDispatcher(
             store=self.store,
-            kek=KekRing(kek, previous_keks),
+            kek=installation.kek,
             clock=self.clock,
             on_outcome=metrics.count_webhook,
             allowed=s.webhook_allowed_networks,
@@ -372,10 +377,17 @@ class Authority:
         await self.revocation_service.resync()
         await self.keys.reload()
 
+    def _write_outcome(self, source: str, ok: bool) -> None:
+        self.write_health.record(source, ok)
+
     async def _check_ready(self) -> bool:
-        """Storage answers, a key signs, and, in production, the fan-out is connected."""
+        """Storage answers and takes writes, a key signs, and, in production, the fan-out
+        is connected."""
+        if not self.write_health.healthy:
+            return False
         try:
-            await asyncio.wait_for(self.store.key_ring_generation(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await self.store.key_ring_generation()
         except (Unavailable, TimeoutError):
             return False
         return self.keys.snapshot().signer is not None and self.backends.fanout.healthy
@@ -395,7 +407,12 @@ class Authority:
                     else health_pb2.HealthCheckResponse.NOT_SERVING
                 )
                 await self.health.set(READINESS, status)
-                log.warning("readiness.changed", ready=ready, mode=self.backends.mode)
+                log.warning(
+                    "readiness.changed",
+                    ready=ready,
+                    mode=self.backends.mode,
+                    failing_writes=self.write_health.failing(),
+                )
 
     async def _start_grpc(
         self,
@@ -451,7 +468,10 @@ class Authority:
     async def _start_http(self) -> None:
         s = self.settings
         exposition = metrics.exposition(
-            [metrics.KeyRingCollector(self.keys.snapshot, self.policy, self.clock)]
+            [
+                metrics.KeyRingCollector(self.keys.snapshot, self.policy, self.clock),
+                metrics.WriteHealthCollector(self.write_health),
+            ]
         )
         guard = self._http_guard(self.caps.http, "http")
         app = build_app(
@@ -473,6 +493,12 @@ class Authority:
             self.ports.metrics = await self._serve_http(
                 metrics_app, metrics_guard, s.metrics_address
             )
+
+    @staticmethod
+    async def _close_http(runner: web.AppRunner, listener: GuardedListener) -> None:
+        await listener.stop()
+        log.info("http.connections", **describe(listener.guard))
+        await runner.cleanup()
 
     def _http_guard(self, cap: int, listener: str) -> ConnectionGuard:
         s = self.settings
@@ -508,36 +534,37 @@ class Authority:
         return listener.port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, drain in-flight calls within the grace period, then close storage."""
+        """Stop accepting, drain in-flight calls within the grace period, then close storage.
+
+        Every step is bounded (see ``authority.lifecycle``): the whole stop takes at most
+        the grace period plus ``STOP_MARGIN`` seconds, whatever a dependency does."""
         if self._stopped:
             return
         self._stopped = True
         grace = self.settings.shutdown_grace.total_seconds() if grace is None else grace
         log.info("authority.stopping", grace_seconds=grace)
         try:
-            await self.health.enter_graceful_shutdown()
+            await bounded("health", self.health.enter_graceful_shutdown(), STEP_SECONDS)
             # Watch streams never finish by themselves: end them now (followers reconnect,
             # elsewhere) rather than hold the stop for the whole grace period.
             self.revocation_feed.close()
-            await asyncio.gather(*(server.stop(grace) for server in self._servers))
+            await bounded(
+                "grpc",
+                asyncio.gather(*(server.stop(grace) for server in self._servers)),
+                grace + STEP_SECONDS,
+            )
             for runner, listener in self._http:
-                await listener.stop()
-                log.info("http.connections", **describe(listener.guard))
-                await runner.cleanup()
+                await bounded("http", self._close_http(runner, listener), STEP_SECONDS)
         finally:
             # Whatever failed above, release every resource: a thread left running (the
             # SQLite connection's) would keep the process from exiting.
-            for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all(self._tasks, within=2 * STEP_SECONDS)
             self.hasher.close()
-            await asyncio.shield(self.backends.fanout.close())
-            await asyncio.shield(self.events.close())
+            await bounded("fanout", self.backends.fanout.close(), STEP_SECONDS)
+            await bounded("events", self.events.close(), STEP_SECONDS)
             if self.webhooks is not None:
-                await asyncio.shield(self.webhooks.close())
-            await asyncio.shield(self.store.close())
+                await bounded("webhooks", self.webhooks.close(), STEP_SECONDS)
+            await bounded("store", self.store.close(), 2 * STEP_SECONDS)
         log.info("authority.stopped")
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,9 +30,11 @@ from authority.crypto import EnvelopeError, KekRing, envelope_kek_id, load_kek
 from authority.crypto.kek_source import GENERATED_FILE_NAME, load_previous_keks
 from authority.domain.errors import AuthorityError
 from authority.domain.events import new_event
+from authority.keys.kek_check import prove_keys, prove_webhooks
 from authority.keys.manager import private_key_aad
 from authority.observability.logging import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
+from authority.services.installation import InstallationRefused, refuse_lost_database
 from authority.services.webhooks import webhook_secret_aad
 from authority.store.base import Store
 from authority.store.factory import make_store
@@ -73,7 +77,24 @@ def _connect(args: argparse.Namespace, settings: Settings) -> AuthorityClient:
     return AuthorityClient(args.target or settings.grpc_address, admin_token=_admin_token(settings))
 
 
+def _require_database(settings: Settings) -> None:
+    """Operator commands that open the ring work on an existing installation: never let
+    them create an empty SQLite database where one is missing."""
+    if settings.database_url:
+        return
+    path = settings.database_path
+    if not path.exists() or path.stat().st_size == 0:
+        raise InstallationRefused(
+            f"no database at {path} (missing or empty): nothing to operate on; check "
+            "AUTHORITY_DATA_DIR. Nothing was created"
+        )
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.init:
+        # Workers (--workers) read their settings from the environment.
+        os.environ["AUTHORITY_ALLOW_FRESH_INSTALL"] = "true"
+        settings = dataclasses.replace(settings, allow_fresh_install=True)
     if args.workers > 1:
         return Supervisor(settings, args.workers).run()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
@@ -85,6 +106,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Bring the schema up to date (servers also do it on start, once, under a lock)."""
 
     async def migrate() -> int:
+        # Creating the schema where a database was lost would make a new installation.
+        refuse_lost_database(settings)
         store = make_store(settings.database_url, settings.database_path)
         await store.open()
         try:
@@ -119,6 +142,10 @@ async def rewrap_keys(store: Store, ring: KekRing) -> dict[str, int]:
     aborts the whole run. Running it again moves nothing (idempotent).
     """
     moved = current = without_material = 0
+    # Everything must open before anything moves: a webhook secret the ring cannot open
+    # would otherwise fail the run after the keys had been committed.
+    webhooks = await store.list_webhooks()
+    prove_webhooks(ring, webhooks, aad=webhook_secret_aad)
     async with store.key_ring_transaction() as tx:
         keys = await tx.list_keys()
         pending = []
@@ -137,12 +164,13 @@ async def rewrap_keys(store: Store, ring: KekRing) -> dict[str, int]:
                 current += 1
             else:
                 pending.append(key)
+        prove_keys(ring, keys, aad=private_key_aad)
         for key in pending:
             rewrapped = ring.rewrap(key.wrapped_private_key, aad=private_key_aad(key.kid))
             await tx.rewrap_key(key.kid, rewrapped, ring.current_id)
             moved += 1
-    webhooks = 0
-    for webhook in await store.list_webhooks():
+    rewrapped_webhooks = 0
+    for webhook in webhooks:
         # Webhook signing secrets are wrapped by the same KEK: move them too, or they
         # could not be opened once the old KEK is retired.
         if envelope_kek_id(webhook.wrapped_secret) != ring.current_id:
@@ -150,14 +178,14 @@ async def rewrap_keys(store: Store, ring: KekRing) -> dict[str, int]:
             await store.rewrap_webhook_secret(
                 webhook.id, ring.rewrap(webhook.wrapped_secret, aad=aad)
             )
-            webhooks += 1
-    if moved or webhooks:
+            rewrapped_webhooks += 1
+    if moved or rewrapped_webhooks:
         event = new_event(
             "kek.rotated",
             "kek",
             ring.current_id,
             at=datetime.now(UTC),
-            data={"keys_rewrapped": moved, "webhooks_rewrapped": webhooks},
+            data={"keys_rewrapped": moved, "webhooks_rewrapped": rewrapped_webhooks},
             actor="operator",
         )
         await store.append_events([event])
@@ -165,7 +193,7 @@ async def rewrap_keys(store: Store, ring: KekRing) -> dict[str, int]:
         "rewrapped": moved,
         "already_current": current,
         "without_private_key": without_material,
-        "webhook_secrets_rewrapped": webhooks,
+        "webhook_secrets_rewrapped": rewrapped_webhooks,
     }
 
 
@@ -178,6 +206,7 @@ def cmd_kek(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     async def rotate() -> dict[str, int]:
+        _require_database(settings)
         store = make_store(settings.database_url, settings.database_path)
         await store.open()
         try:
@@ -496,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="processes sharing the ports (SO_REUSEPORT), e.g. one per core",
+    )
+    serve_parser.add_argument(
+        "--init",
+        action="store_true",
+        help="allow creating a new, empty installation where the data directory still"
+        " holds a KEK or admin token but the database is missing (AUTHORITY_ALLOW_FRESH_INSTALL)",
     )
     serve_parser.set_defaults(handler=cmd_serve)
     commands.add_parser(

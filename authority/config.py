@@ -122,6 +122,12 @@ class Settings:
     log_level: str = "info"
     reflection: bool = True
     reuse_port: bool = False  # set by the supervisor for its workers
+    # Permit creating a new, empty SQLite database where an installation's KEK or admin
+    # token already lies (`authority serve --init`); never wipes an existing database.
+    allow_fresh_install: bool = False
+    # Consecutive failed writes (store, key rotation tick, outbox relay) that turn
+    # readiness to NOT_SERVING; the next successful write restores it.
+    write_failure_threshold: int = 3
     tls_cert_file: Path | None = None  # PEM chain: TLS on the gRPC and HTTP listeners
     tls_key_file: Path | None = None
     admin_address: str | None = None  # a separate gRPC listener for the admin RPCs
@@ -349,6 +355,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _choice("debug", "info", "warning", "error"),
     "reflection": _bool,
     "reuse_port": _bool,
+    "allow_fresh_install": _bool,
+    "write_failure_threshold": _positive_int,
     "tls_cert_file": Path,
     "tls_key_file": Path,
     "admin_address": _text,

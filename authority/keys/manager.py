@@ -9,6 +9,7 @@ keys are decrypted only into memory and only for keys that may still sign.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +34,9 @@ from authority.domain.keys import (
     KeyState,
     KeyUpdate,
 )
+from authority.keys.kek_check import prove_keys
 from authority.keys.snapshot import KeyRingSnapshot, build_snapshot
+from authority.lifecycle import wait_event
 from authority.ports.fanout import Fanout, LocalFanout
 from authority.store.base import KeyRingTransaction, Store
 
@@ -96,6 +99,8 @@ class KeyManager:
         self._snapshot: KeyRingSnapshot | None = None
         self._changed = asyncio.Event()
         self.failures = 0
+        # Each tick's outcome (True: it succeeded), for readiness (WriteHealth).
+        self.on_outcome: Callable[[bool], None] = lambda ok: None
 
     @property
     def policy(self) -> KeyPolicy:
@@ -207,6 +212,9 @@ class KeyManager:
         """Read, decide and write under the exclusive key-ring lock, then reload."""
         async with self._store.key_ring_transaction() as tx:
             before = await tx.list_keys()
+            # Under the lock, on what is there now: a replica holding a wrong KEK never
+            # seals a key into a ring the others share (KekMismatch rolls back).
+            prove_keys(self._kek, before, aad=private_key_aad)
             now = self._clock.now()
             plan: KeyPlan = decide(before, now)
             created = None if plan.empty else await self._apply(tx, plan, now)
@@ -263,6 +271,12 @@ class KeyManager:
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
+        """Prove the KEK opens the stored ring, load it, then apply what is due.
+
+        Loading first means a start with nothing due takes no lock and writes nothing
+        (not even a generation bump); a wrong KEK fails here, before any write."""
+        prove_keys(self._kek, await self._store.list_keys(), aad=private_key_aad)
+        await self.reload()
         await self.ensure()
 
     async def run(self) -> None:
@@ -278,15 +292,16 @@ class KeyManager:
                 until = (snapshot.valid_until - self._clock.now()).total_seconds()
                 delay = max(0.05, min(delay, until))
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout=delay)
+            # Not wait_for: on 3.11 it swallows a cancellation that arrives as the event
+            # is set, and this loop would then outlive the server's stop.
+            if await wait_event(self._changed, delay):
                 continue  # changed in-process: recompute the delay
-            except TimeoutError:
-                pass
             try:
                 await self.reload()
                 await self.ensure()
                 self.failures = 0
+                self.on_outcome(True)
             except Exception:
                 self.failures += 1
                 log.exception("key.tick_failed", consecutive_failures=self.failures)
+                self.on_outcome(False)

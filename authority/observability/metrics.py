@@ -42,7 +42,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import Histogram as PromHistogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -51,6 +51,7 @@ from authority.domain.errors import AuthorityError, ErrorCode, Unavailable
 from authority.domain.histogram import DEFAULT_LAG_BUCKETS, Histogram
 from authority.domain.keys import KeyPolicy, KeyState
 from authority.domain.throttle import Throttled
+from authority.domain.write_health import KEY_ROTATION, OUTBOX_RELAY, STORE, WriteHealth
 from authority.keys.snapshot import KeyRingSnapshot
 from authority.v1 import token_pb2
 
@@ -282,6 +283,42 @@ class KeyRingCollector(Collector):
         )
         upcoming.add_metric([], max(0.0, (next_at - now).total_seconds()))
         yield upcoming
+
+
+class WriteHealthCollector(Collector):
+    """Write health at scrape time: consecutive and total failed writes per source, and
+    whether writes count as healthy (readiness turns off when they do not)."""
+
+    def __init__(self, health: WriteHealth) -> None:
+        self._health = health
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterator[Metric]:
+        health = self._health
+        healthy = GaugeMetricFamily(
+            "authority_writes_healthy",
+            "1 while no writer (store, key rotation, outbox relay) has failed "
+            "AUTHORITY_WRITE_FAILURE_THRESHOLD times in a row, else 0 (readiness is off).",
+        )
+        healthy.add_metric([], 1.0 if health.healthy else 0.0)
+        yield healthy
+        consecutive = GaugeMetricFamily(
+            "authority_write_failures_consecutive",
+            "Failed writes in a row, by source (0 after a success).",
+            labels=["source"],
+        )
+        total = CounterMetricFamily(
+            "authority_write_failures",
+            "Failed writes since this process started, by source.",
+            labels=["source"],
+        )
+        for source in (STORE, KEY_ROTATION, OUTBOX_RELAY):
+            consecutive.add_metric([source], float(health.consecutive(source)))
+            total.add_metric([source], float(health.failures_total.get(source, 0)))
+        yield consecutive
+        yield total
 
 
 class _Forward(Collector):

@@ -28,7 +28,6 @@ Lag (event committed, approximated by ``occurred_at``, to consumed) is recorded 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,6 +40,7 @@ from authority.domain.clock import Clock
 from authority.domain.errors import Unavailable
 from authority.domain.events import OutboxEntry
 from authority.domain.histogram import Histogram
+from authority.lifecycle import wait_event
 from authority.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -112,9 +112,10 @@ class LocalEventSink:
         if not deliveries:
             return
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(d.done for d in deliveries)), timeout=self._timeout
-            )
+            # asyncio.timeout, not wait_for: a stop's cancellation that arrives as the last
+            # consumer finishes must not be swallowed (Python 3.11, see lifecycle).
+            async with asyncio.timeout(self._timeout):
+                await asyncio.gather(*(d.done for d in deliveries))
         except Exception as exc:
             raise Unavailable(f"an in-process consumer did not handle the events: {exc!r}") from exc
 
@@ -175,6 +176,8 @@ class OutboxRelay:
         self.depth = 0
         self.on_depth: Callable[[int], None] = lambda depth: None  # metrics hook
         self.failures = 0
+        # Each round's outcome (True: it succeeded), for readiness (WriteHealth).
+        self.on_outcome: Callable[[bool], None] = lambda ok: None
 
     @property
     def sink(self) -> EventSink:
@@ -211,19 +214,21 @@ class OutboxRelay:
                 self.depth = await self._store.outbox_depth()
                 self.on_depth(self.depth)
                 self.failures = 0
+                self.on_outcome(True)
             except Exception:
                 self.failures += 1
                 count = 0
                 log.warning(
                     "outbox.relay_failed", consecutive_failures=self.failures, exc_info=True
                 )
+                self.on_outcome(False)
             if count >= self._batch_size:
                 delay = self._poll
                 continue
             delay = self._poll if count else min(delay * 2, self._max_poll)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            # Not wait_for: on 3.11 it can swallow the stop's cancellation (see lifecycle).
+            if await wait_event(self._wake, delay):
                 delay = self._poll
 
     async def _prune_when_due(self) -> None:
