@@ -177,7 +177,7 @@ def test_case_width_and_compatibility_spellings_log_in_as_the_same_principal(
             assert admin.verify(pair.access_token).claims.subject == alice, spelling
             assert admin.get_principal(spelling).id == alice
         # Changing the password by another spelling changes the one principal's password.
-        admin.set_password("ＡＬＩＣＥ", "new " + PASSWORD, revoke_sessions=False)
+        admin.set_password("ＡＬＩＣＥ", "new " + PASSWORD, keep_sessions=True)
         pair = admin.issue_with_password("alice", "new " + PASSWORD)
         assert admin.verify(pair.access_token).claims.subject == alice
         assert _status(lambda: admin.issue_with_password("alice", PASSWORD)) is (
@@ -207,7 +207,7 @@ def test_every_normal_form_of_a_password_logs_in(
             pair = admin.issue_with_password("pierre", unicodedata.normalize(form, password))  # type: ignore[arg-type]
             assert admin.verify(pair.access_token).claims.subject == pid, form
         admin.set_password(
-            "pierre", unicodedata.normalize("NFD", "Ünïcödé pässwörd"), revoke_sessions=False
+            "pierre", unicodedata.normalize("NFD", "Ünïcödé pässwörd"), keep_sessions=True
         )
         pair = admin.issue_with_password("pierre", "Ünïcödé pässwörd")
         assert admin.verify(pair.access_token).claims.subject == pid
