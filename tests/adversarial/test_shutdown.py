@@ -234,7 +234,8 @@ def test_stop_with_open_watch_streams(start: Callable[..., ServerProcess]) -> No
     channels = [server.channel() for _ in range(4)]
     calls = [
         revocation_pb2_grpc.RevocationServiceStub(channel).WatchRevocations(
-            revocation_pb2.WatchRevocationsRequest()
+            revocation_pb2.WatchRevocationsRequest(),
+            metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),),
         )
         for channel in channels
     ]
@@ -275,7 +276,7 @@ def silent_endpoint() -> Iterator[str]:
 def test_stop_with_webhooks_in_flight_to_an_endpoint_that_never_answers(
     start: Callable[..., ServerProcess], silent_endpoint: str
 ) -> None:
-    server = start()
+    server = start(AUTHORITY_WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32")
     with server.client() as client:
         client.admin.CreateWebhook(
             admin_pb2.CreateWebhookRequest(url=silent_endpoint),

@@ -112,12 +112,14 @@ async def _insert_legacy(backend: Backend, rows: Sequence[tuple[str, str, int]])
             if backend.name == "sqlite":
                 assert isinstance(conn, aiosqlite.Connection)
                 await conn.execute(
-                    "INSERT INTO principals VALUES (?, ?, ?, 0, ?)",
+                    "INSERT INTO principals (id, name, password_hash, disabled, created_at)"
+                    " VALUES (?, ?, ?, 0, ?)",
                     (principal_id, name, HASH, int(created.timestamp() * 1_000_000)),
                 )
             else:
                 await conn.execute(  # type: ignore[attr-defined]
-                    "INSERT INTO principals VALUES ($1, $2, $3, false, $4)",
+                    "INSERT INTO principals (id, name, password_hash, disabled, created_at)"
+                    " VALUES ($1, $2, $3, false, $4)",
                     principal_id,
                     name,
                     HASH,
