@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Metadata = Sequence[tuple[str, str | bytes]]
-MAX_BATCH = 1000  # the contract's limit per CheckRevocations
+# The contract's limit per CheckRevocations (revocation.proto: at most 500 tokens): a
+# larger batch is refused whole, so every full batch would fail closed.
+MAX_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
