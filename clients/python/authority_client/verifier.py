@@ -418,13 +418,14 @@ class LocalVerifier:
             )
         try:
             signature = b64url_decode(parsed.signature_segment)
-            signing_input = parsed.signing_input.encode("ascii")
         except ValueError:
-            # The authority's Verify fails with an internal error on a non-ASCII payload
-            # segment; a token that is not base64url is malformed.
             return Verification(MALFORMED, "the signature is not canonical base64url")
         if parsed.algorithm == "ES256" and not _low_s(signature):
             return Verification(BAD_SIGNATURE, "the signature is not low-S")
+        try:
+            signing_input = parsed.signing_input.encode("ascii")
+        except UnicodeEncodeError:
+            return Verification(MALFORMED, "the claims are not base64url-encoded JSON")
         if not _SIGNERS[parsed.algorithm].verify(signing_input, key.key, signature):
             return Verification(BAD_SIGNATURE, "the signature does not match")
         try:
