@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authority.api.convert import VERIFY_RESULT
-from authority.crypto.low_s import P256_ORDER
 from authority.domain.keys import Algorithm
 from authority.domain.tokens import Verification as ServerVerification
 from authority.domain.tokens import check_claims
+from authority.jose.jws import P256_ORDER
 from authority.tokens.jws import VerificationKey, verify_signature
 from authority.v1 import token_pb2 as pb
 from tests.client.support import (
