@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "authority needs Python 3.11+, found " + sys.version)'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./clients/python -e '.[dev]'
 	touch $@
 
 venv: $(STAMP) ## Create the virtual environment and install everything.
@@ -38,7 +38,7 @@ lint: $(STAMP) ## ruff.
 typecheck: $(STAMP) ## mypy --strict on our code (generated stubs excluded).
 	$(BIN)/mypy
 
-proto: $(STAMP) ## Regenerate the Python stubs in authority/v1 from proto/.
+proto: $(STAMP) ## Regenerate the Python stubs in clients/python/authority/v1 from proto/.
 	$(BIN)/python -m authority.tools.protogen
 
 proto-check: $(STAMP) ## Fail if the committed stubs differ from what `make proto` generates.

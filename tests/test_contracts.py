@@ -26,4 +26,4 @@ def test_committed_stubs_match_the_contracts() -> None:
 
 def test_server_and_client_import_the_same_stub_modules() -> None:
     assert client.token_pb2 is stubs
-    assert Path(stubs.__file__).resolve().parent == ROOT / "authority" / "v1"
+    assert Path(stubs.__file__).resolve().parent == ROOT / "clients" / "python" / "authority" / "v1"

@@ -1,15 +1,16 @@
-"""Cryptography for the authority: signing keys, JWKs, and envelope encryption at rest.
+"""Cryptography for the authority: signing keys, JWK export, and envelope encryption at rest.
 
-The only package that imports ``cryptography.hazmat``; everything else goes through
-this API, so algorithm choices and key checks live in one reviewed place.
+The only server package that imports ``cryptography.hazmat``: it owns key generation,
+private keys, signing material and the KEK envelopes. Verification primitives (public
+JWK parsing, signature checks, thumbprints) are the shared JOSE core's
+(``authority.jose``, in the authority-client distribution), which imports hazmat for
+public keys only; everything else goes through these two APIs.
 """
 
 from authority.crypto.envelope import EnvelopeError, Kek, KekRing, envelope_kek_id
 from authority.crypto.kek_source import load_kek
-from authority.crypto.low_s import is_low_s, to_low_s
 from authority.crypto.signing_keys import (
     PrivateKey,
-    PublicKey,
     generate_private_key,
     jwk_thumbprint,
     private_key_from_bytes,
@@ -18,6 +19,7 @@ from authority.crypto.signing_keys import (
     public_key_from_jwk,
 )
 from authority.crypto.token_sealing import SealError, open_with_token, seal_for_token
+from authority.jose.jwk import PublicKey
 
 __all__ = [
     "EnvelopeError",
@@ -28,7 +30,6 @@ __all__ = [
     "SealError",
     "envelope_kek_id",
     "generate_private_key",
-    "is_low_s",
     "jwk_thumbprint",
     "load_kek",
     "open_with_token",
@@ -37,5 +38,4 @@ __all__ = [
     "public_jwk",
     "public_key_from_jwk",
     "seal_for_token",
-    "to_low_s",
 ]

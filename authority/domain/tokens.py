@@ -1,95 +1,35 @@
-"""Access-token claims and their validation: pure functions of the claims, the clock and policy."""
+"""Access-token claims and their validation, as the server's domain names them.
+
+The one implementation lives in the JOSE core (``authority.jose.claims``, shipped by the
+authority-client distribution), so the server's Verify and every local verifier type and
+check claims with the same code. Pure: it imports no cryptography.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from types import MappingProxyType
-from typing import Any
-
-ACCESS_TOKEN_TYPE = "at+jwt"
-REGISTERED_CLAIMS = frozenset(
-    {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id", "scope"}
+from authority.jose.claims import (
+    ACCESS_TOKEN_TYPE,
+    REGISTERED_CLAIMS,
+    Claims,
+    ClaimsError,
+    Verification,
+    VerifyReason,
+    check_claims,
+    parse_claims,
 )
 
+AccessClaims = Claims
 
-class VerifyReason(StrEnum):
-    """Why a token was accepted or rejected (mirrors authority.v1.VerifyResult)."""
-
-    VALID = "valid"
-    MALFORMED = "malformed"
-    TOO_LARGE = "too_large"
-    DISALLOWED_ALGORITHM = "disallowed_algorithm"
-    UNKNOWN_KEY = "unknown_key"
-    BAD_SIGNATURE = "bad_signature"
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not_yet_valid"
-    WRONG_ISSUER = "wrong_issuer"
-    WRONG_AUDIENCE = "wrong_audience"
-    REVOKED = "revoked"
-    WRONG_TYPE = "wrong_type"
-
-
-@dataclass(frozen=True, slots=True)
-class AccessClaims:
-    """The claims of a signature-checked access token, typed."""
-
-    issuer: str
-    subject: str
-    audience: tuple[str, ...]
-    expires_at: int
-    issued_at: float  # to the microsecond: see ``issued_at``
-    not_before: int
-    token_id: str
-    session_id: str
-    client_id: str
-    scope: tuple[str, ...]
-    key_id: str
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    """A verdict: valid with claims, or a reason and a detail safe to show the holder."""
-
-    reason: VerifyReason
-    detail: str = ""
-    claims: AccessClaims | None = None
-
-    @property
-    def valid(self) -> bool:
-        return self.reason is VerifyReason.VALID
-
-
-class ClaimsError(ValueError):
-    """The payload is not a well-formed access-token claim set."""
-
-
-def _string(payload: Mapping[str, Any], name: str, *, required: bool = True) -> str:
-    value = payload.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value):
-        raise ClaimsError(f"claim {name!r} must be a non-empty string")
-    return value
-
-
-def _numeric_date(payload: Mapping[str, Any], name: str) -> int:
-    value = payload.get(name)
-    # bool is an int subclass; a date of `true` is malformed, not 1970-01-01T00:00:01.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ClaimsError(f"claim {name!r} must be a NumericDate")
-    if not -(2**53) < value < 2**53:
-        raise ClaimsError(f"claim {name!r} is out of range")
-    return int(value)
-
-
-def _fractional_date(payload: Mapping[str, Any], name: str) -> float:
-    """A NumericDate kept with its fraction (RFC 7519 allows one): ``iat`` orders tokens
-    against revocations to the microsecond."""
-    _numeric_date(payload, name)
-    return float(payload[name])
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "REGISTERED_CLAIMS",
+    "AccessClaims",
+    "ClaimsError",
+    "Verification",
+    "VerifyReason",
+    "check_claims",
+    "parse_claims",
+]
 
 
 def issued_at(now: float, after: float | None = None) -> float:
@@ -104,65 +44,3 @@ def issued_at(now: float, after: float | None = None) -> float:
     if after is None or whole > after:
         return whole
     return max(int(now * 1_000_000), round(after * 1_000_000) + 1) / 1_000_000
-
-
-_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
-
-
-def _extra_claims(payload: dict[str, Any]) -> Mapping[str, Any]:
-    """Caller claims, sharing one empty mapping in the common case (cached claims stay small)."""
-    if payload.keys() <= REGISTERED_CLAIMS:
-        return _NO_EXTRA
-    return MappingProxyType({k: v for k, v in payload.items() if k not in REGISTERED_CLAIMS})
-
-
-def parse_claims(payload: Any, key_id: str) -> AccessClaims:
-    """Type the JSON claims of an access token; raise ClaimsError on any shape error."""
-    if not isinstance(payload, dict):
-        raise ClaimsError("the claims are not a JSON object")
-    audience_value = payload.get("aud")
-    if isinstance(audience_value, str):
-        audience: tuple[str, ...] = (audience_value,)
-    elif isinstance(audience_value, list) and all(isinstance(a, str) for a in audience_value):
-        audience = tuple(audience_value)
-    else:
-        raise ClaimsError("claim 'aud' must be a string or a list of strings")
-    if not audience:
-        raise ClaimsError("claim 'aud' is empty")
-    scope_value = payload.get("scope", "")
-    if not isinstance(scope_value, str):
-        raise ClaimsError("claim 'scope' must be a space-separated string")
-    return AccessClaims(
-        issuer=_string(payload, "iss"),
-        subject=_string(payload, "sub"),
-        audience=audience,
-        expires_at=_numeric_date(payload, "exp"),
-        issued_at=_fractional_date(payload, "iat"),
-        not_before=_numeric_date(payload, "nbf") if "nbf" in payload else 0,
-        token_id=_string(payload, "jti"),
-        session_id=_string(payload, "sid", required=False),
-        client_id=_string(payload, "client_id", required=False),
-        scope=tuple(scope_value.split()),
-        key_id=key_id,
-        extra=_extra_claims(payload),
-    )
-
-
-def check_claims(
-    claims: AccessClaims,
-    *,
-    issuer: str,
-    audiences: frozenset[str],
-    now: float,
-    leeway: float,
-) -> Verification:
-    """Time, issuer and audience checks. Cheap: run on every verification, cached or not."""
-    if now >= claims.expires_at + leeway:
-        return Verification(VerifyReason.EXPIRED, "the token has expired")
-    if now + leeway < claims.not_before or now + leeway < claims.issued_at:
-        return Verification(VerifyReason.NOT_YET_VALID, "the token is not valid yet")
-    if claims.issuer != issuer:
-        return Verification(VerifyReason.WRONG_ISSUER, "the token was not issued by this authority")
-    if audiences.isdisjoint(claims.audience):
-        return Verification(VerifyReason.WRONG_AUDIENCE, "the token is not for this audience")
-    return Verification(VerifyReason.VALID, claims=claims)

@@ -18,6 +18,7 @@ from authority.domain.tokens import (
     VerifyReason,
     check_claims,
 )
+from authority.jose.cache import BoundedCache
 from authority.tokens.jws import VerificationKey, verify_signature
 
 _REVOKED = Verification(VerifyReason.REVOKED, "the token has been revoked")
@@ -47,8 +48,7 @@ class TokenVerifier:
         self._max_bytes = max_token_bytes
         self._revocations = revocations
         self._clock = clock
-        self._cache: dict[str, AccessClaims] = {}
-        self._cache_size = cache_size
+        self._cache: BoundedCache[str, AccessClaims] = BoundedCache(cache_size)
 
     def verify(self, token: str, audiences: Iterable[str] = ()) -> Verification:
         """A verdict for ``token``; never raises for any input."""
@@ -61,7 +61,7 @@ class TokenVerifier:
                 return checked
             claims = checked
             if now < claims.expires_at + self._leeway:
-                self._remember(token, claims)
+                self._cache[token] = claims
         accepted = frozenset(audiences) or self._default_audiences
         verdict = check_claims(
             claims, issuer=self._issuer, audiences=accepted, now=now, leeway=self._leeway
@@ -71,14 +71,6 @@ class TokenVerifier:
         if verdict.valid and self._revocations.is_revoked(claims):
             return _REVOKED
         return verdict
-
-    def _remember(self, token: str, claims: AccessClaims) -> None:
-        cache = self._cache
-        if len(cache) >= self._cache_size:
-            # Evict the oldest tenth in insertion order: O(1) amortised, no LRU bookkeeping.
-            for stale in list(cache)[: max(1, self._cache_size // 10)]:
-                del cache[stale]
-        cache[token] = claims
 
     @property
     def cached(self) -> int:

@@ -1,8 +1,9 @@
-"""Generate the Python stubs for proto/ into authority/v1, or check they are current.
+"""Generate the Python stubs for proto/ into clients/python/authority/v1, or check them.
 
-The stubs live in exactly one place, ``authority/v1``: the proto path equals the
-import path, so generated modules import each other without rewriting, and both
-the server and ``clients/python`` import that one copy.
+The stubs live in exactly one place, ``authority/v1`` inside the client distribution
+(``clients/python``), which ships them; the server depends on it. The proto path equals
+the import path, so generated modules import each other without rewriting, and both the
+server and the client import that one copy as ``authority.v1``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "proto"
+# Where the stubs are written: the root of the client distribution, which owns them.
+STUBS_ROOT = ROOT / "clients" / "python"
 PACKAGE_DIR = Path("authority") / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 INIT_TEXT = (
@@ -75,22 +78,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale = [
                 str(p)
-                for p in sorted(set(fresh) | set(_current(ROOT)))
-                if not (ROOT / p).exists()
+                for p in sorted(set(fresh) | set(_current(STUBS_ROOT)))
+                if not (STUBS_ROOT / p).exists()
                 or not (fresh_root / p).exists()
-                or not filecmp.cmp(ROOT / p, fresh_root / p, shallow=False)
+                or not filecmp.cmp(STUBS_ROOT / p, fresh_root / p, shallow=False)
             ]
             if stale:
                 print("stale generated stubs (run `make proto`):", *stale, sep="\n  ")
                 return 1
             print(f"stubs up to date ({len(fresh)} files)")
             return 0
-        for old in _current(ROOT):
-            (ROOT / old).unlink()
+        for old in _current(STUBS_ROOT):
+            (STUBS_ROOT / old).unlink()
         for path in fresh:
-            (ROOT / path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(fresh_root / path, ROOT / path)
-        print(f"generated {len(fresh)} files into {PACKAGE_DIR}")
+            (STUBS_ROOT / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fresh_root / path, STUBS_ROOT / path)
+        print(f"generated {len(fresh)} files into {STUBS_ROOT.relative_to(ROOT) / PACKAGE_DIR}")
         return 0
 
 

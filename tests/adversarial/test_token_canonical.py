@@ -22,7 +22,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authority.crypto.low_s import P256_ORDER
+from authority.jose.jws import P256_ORDER
 from authority.tokens import jws
 from authority.v1 import token_pb2
 from tests.integration.server import ServerProcess

@@ -23,13 +23,13 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from authority.crypto.envelope import Kek, KekRing
-from authority.crypto.low_s import to_low_s
 from authority.crypto.signing_keys import (
     generate_private_key,
     private_key_from_bytes,
     public_jwk,
 )
 from authority.domain.keys import Algorithm
+from authority.jose.jws import to_low_s
 from authority.v1 import revocation_pb2, revocation_pb2_grpc
 
 ISSUER = "https://auth.example.test"

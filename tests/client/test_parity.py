@@ -1,6 +1,9 @@
 """Parity with a REAL authority process: for a corpus of tokens it minted (and forgeries,
 some signed with its own key unwrapped from its store), the local verdict equals the
-server's ``Verify`` verdict, for each signing algorithm."""
+server's ``Verify`` verdict, for each signing algorithm. Both run the same JOSE core
+(authority.jose); what this proves end to end is the rest: the keys as published over
+HTTP and gRPC, the verdicts and claims as the RPC encodes them, key compromise and
+revocation as each side learns of them."""
 
 from __future__ import annotations
 
@@ -126,6 +129,7 @@ def corpus(server: ServerProcess, signing: SigningKey) -> dict[str, tuple[str, l
         "tampered": (f"{h}.{b64(json.dumps({**payload, 'sub': 'admin'}).encode())}.{s}", []),
         "signature of another token": (f"{h}.{p}.{_login(server, 'bob').split('.')[2]}", []),
         "padded": (f"{h}.{p}.{s}==", []),
+        "non-ASCII payload": (f"{h}.{p}é.{s}", []),
         "garbage": ("not a token at all", []),
         "empty": ("", []),
         "two parts": (f"{h}.{p}", []),
@@ -180,18 +184,6 @@ async def test_local_verdicts_equal_the_servers(
         assert len(reached) >= 11, reached
     finally:
         await verifier.aclose()
-
-
-def test_a_non_ascii_payload_segment_is_malformed_on_both_sides(
-    authority: tuple[ServerProcess, SigningKey],
-) -> None:
-    server, _ = authority
-    h, p, s = _login(server).split(".")
-    token = f"{h}.{p}é.{s}"
-    local = asyncio.run(_verifier(server, "http").verify(token))
-    assert local.reason == pb.VERIFY_RESULT_MALFORMED
-    with server.client() as client:
-        assert client.verify(token).result == local.reason
 
 
 async def test_a_compromised_key_is_refused_after_the_refetch(

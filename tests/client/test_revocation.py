@@ -12,9 +12,10 @@ from typing import Any
 import grpc
 import pytest
 from authority_client.jwks import StaticJwksSource
-from authority_client.revocation import CallbackRevocations, WatchedRevocations
+from authority_client.revocation import MAX_BATCH, CallbackRevocations, WatchedRevocations
 from authority_client.verifier import Claims, LocalVerifier
 
+from authority.api.revocation_service import MAX_CHECK_TOKENS
 from authority.v1 import revocation_pb2
 from authority.v1 import token_pb2 as pb
 from tests.client.support import (
@@ -89,6 +90,16 @@ async def test_concurrent_checks_share_one_rpc(fake: Fake) -> None:
         assert sent.issued_at.seconds > 0
     finally:
         await checker.aclose()
+
+
+def test_a_batch_larger_than_the_contract_allows_is_refused_at_construction() -> None:
+    # The authority refuses a CheckRevocations of more than 500 tokens whole, so a larger
+    # max_batch would make every full batch fail closed: refused up front, not capped
+    # (a cap would silently run a configuration other than the one written).
+    assert MAX_BATCH == MAX_CHECK_TOKENS == 500
+    with pytest.raises(ValueError, match="between 1 and 500"):
+        CallbackRevocations("127.0.0.1:1", max_batch=501)
+    assert CallbackRevocations("127.0.0.1:1", max_batch=500).max_batch == 500
 
 
 async def test_a_full_batch_goes_at_once_and_duplicates_are_asked_once(fake: Fake) -> None:

@@ -5,6 +5,7 @@ as the authority's own verification code for arbitrary signed headers and claims
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -26,6 +27,7 @@ from authority.api.convert import VERIFY_RESULT
 from authority.domain.keys import Algorithm
 from authority.domain.tokens import Verification as ServerVerification
 from authority.domain.tokens import check_claims
+from authority.jose.jws import P256_ORDER
 from authority.tokens.jws import VerificationKey, verify_signature
 from authority.v1 import token_pb2 as pb
 from tests.client.support import (
@@ -150,6 +152,25 @@ async def test_every_failure_has_the_servers_reason(keys: dict[str, SigningKey])
         verdict = await verifier.verify(token, audience)
         assert verdict.reason == expected, (name, verdict)
         assert verdict.detail and verdict.claims is None, name
+
+
+async def test_a_non_ascii_payload_gets_the_servers_verdict_and_detail(
+    keys: dict[str, SigningKey],
+) -> None:
+    """The checks run in the authority's order: a high-S ES256 signature is refused as such
+    before the (non-ASCII, so malformed) signing input is looked at."""
+    es = keys["ES256"]
+    h, p, s = es.sign(claims()).split(".")
+    raw = base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    high_s = raw[:32] + (P256_ORDER - int.from_bytes(raw[32:], "big")).to_bytes(32, "big")
+    server_keys = {es.kid: VerificationKey(es.kid, Algorithm.ES256, es.private_key.public_key())}
+    verifier = make_verifier(es)
+    for signature in (s, b64(high_s)):
+        token = f"{h}.{p}é.{signature}"
+        server = verify_signature(token, server_keys, max_bytes=8192)
+        assert isinstance(server, ServerVerification)
+        local = await verifier.verify(token)
+        assert (local.reason, local.detail) == (VERIFY_RESULT[server.reason], server.detail)
 
 
 async def test_the_callers_allow_list_and_leeway(keys: dict[str, SigningKey]) -> None:
@@ -355,14 +376,10 @@ headers = st.one_of(
 )
 
 
-def _server_verdict(token: str, audience: str) -> int | None:
-    """The authority's own functions (not importable by the client, fine for a test);
-    None where the server raises instead of answering (a non-ASCII payload segment)."""
+def _server_verdict(token: str, audience: str) -> int:
+    """The authority's own functions (not importable by the client, fine for a test)."""
     keys = {_KEY.kid: VerificationKey(_KEY.kid, Algorithm.EDDSA, _KEY.private_key.public_key())}
-    try:
-        checked = verify_signature(token, keys, max_bytes=8192)
-    except UnicodeEncodeError:
-        return None
+    checked = verify_signature(token, keys, max_bytes=8192)
     if isinstance(checked, ServerVerification):
         return VERIFY_RESULT[checked.reason]
     verdict = check_claims(

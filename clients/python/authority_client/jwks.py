@@ -6,18 +6,15 @@ An unknown ``kid`` triggers at most one refetch per ``min_refetch_interval``, an
 concurrent callers share the fetch in flight: a flood of forged kids costs the
 authority at most one request per interval, never one per token.
 
-Parsing is as strict as the authority's own: the algorithm allow-list, matching
-kty/crv/alg, no private members, canonical base64url, RSA of at least 2048 bits, and a
-``kid`` that must equal the key's RFC 7638 thumbprint (so no key can be published under
-another key's id).
+Parsing is the authority's own (the JOSE core, ``authority.jose.jwk``): the algorithm
+allow-list, matching kty/crv/alg, no private members, canonical base64url, RSA of at least
+2048 bits, and a ``kid`` that must equal the key's RFC 7638 thumbprint (so no key can be
+published under another key's id).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
 import json
 import logging
 import math
@@ -26,149 +23,62 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from authority.jose.jwk import (
+    PRIVATE_MEMBERS,
+    RSA_MAX_BITS,
+    RSA_MIN_BITS,
+    JwkError,
+    PublicJwk,
+    PublicKey,
+    jwk_thumbprint,
+    parse_public_jwk,
+)
+from authority.jose.jws import SUPPORTED_ALGORITHMS
 from authority.v1 import keys_pb2, keys_pb2_grpc
+
+__all__ = [
+    "JWKS_PATH",
+    "MAX_DOCUMENT_BYTES",
+    "PRIVATE_MEMBERS",
+    "RSA_MAX_BITS",
+    "RSA_MIN_BITS",
+    "SUPPORTED_ALGORITHMS",
+    "GrpcJwksSource",
+    "HttpJwksSource",
+    "JwkError",
+    "JwksCache",
+    "JwksFetchError",
+    "JwksResponse",
+    "JwksSource",
+    "PublicJwk",
+    "PublicKey",
+    "StaticJwksSource",
+    "jwk_thumbprint",
+    "parse_jwk",
+    "parse_jwks",
+    "parse_max_age",
+]
 
 log = logging.getLogger(__name__)
 
-PublicKey: TypeAlias = Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
-
-SUPPORTED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 JWKS_PATH = "/.well-known/jwks.json"
-RSA_MIN_BITS = 2048
-RSA_MAX_BITS = 16384  # bounds the cost of verifying with a hostile key
 MAX_DOCUMENT_BYTES = 1 << 20
-PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-
-_KTY = {"EdDSA": "OKP", "ES256": "EC", "RS256": "RSA"}
-_CRV = {"EdDSA": "Ed25519", "ES256": "P-256"}
-_THUMBPRINT_MEMBERS = {
-    "OKP": ("crv", "kty", "x"),
-    "EC": ("crv", "kty", "x", "y"),
-    "RSA": ("e", "kty", "n"),
-}
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_AGE = re.compile(r"^\s*max-age\s*=\s*\"?(\d+)\"?\s*$", re.IGNORECASE)
-
-
-class JwkError(ValueError):
-    """A JWK (or a JWKS document) is not acceptable."""
 
 
 class JwksFetchError(Exception):
     """The key set could not be fetched; the cache keeps what it had."""
 
 
-@dataclass(frozen=True, slots=True)
-class PublicJwk:
-    """A parsed, checked public key: what a ``kid`` resolves to."""
-
-    kid: str
-    algorithm: str
-    key: PublicKey = field(repr=False, compare=False)
-    jwk: Mapping[str, str] = field(repr=False)
-
-
-# -- strict parsing -------------------------------------------------------------
-
-
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64url_member(jwk: Mapping[str, Any], member: str) -> bytes:
-    """Strict RFC 7515 base64url: no padding, no other alphabet, canonical trailing bits."""
-    value = jwk.get(member)
-    if not isinstance(value, str) or not _B64URL.fullmatch(value) or len(value) % 4 == 1:
-        raise JwkError(f"JWK member {member!r} is not unpadded base64url")
-    try:
-        data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise JwkError(f"JWK member {member!r} is not unpadded base64url") from exc
-    if _b64url_encode(data) != value:
-        raise JwkError(f"JWK member {member!r} is not canonical base64url")
-    return data
-
-
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
-    """RFC 7638 SHA-256 thumbprint: the required members only, sorted, no whitespace."""
-    kty = jwk.get("kty")
-    if not isinstance(kty, str) or kty not in _THUMBPRINT_MEMBERS:
-        raise JwkError(f"unsupported JWK key type {kty!r}")
-    required: dict[str, str] = {}
-    for member in _THUMBPRINT_MEMBERS[kty]:
-        value = jwk.get(member)
-        if not isinstance(value, str) or not value:
-            raise JwkError(f"{kty} JWK lacks the string member {member!r}")
-        required[member] = value
-    canonical = json.dumps(required, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return _b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
-
-
-def _key_material(jwk: Mapping[str, Any], algorithm: str) -> PublicKey:
-    if algorithm == "EdDSA":
-        x = _b64url_member(jwk, "x")
-        if len(x) != 32:
-            raise JwkError(f"Ed25519 x must be 32 bytes, not {len(x)}")
-        return Ed25519PublicKey.from_public_bytes(x)
-    if algorithm == "ES256":
-        x, y = _b64url_member(jwk, "x"), _b64url_member(jwk, "y")
-        if len(x) != 32 or len(y) != 32:
-            raise JwkError("P-256 x and y must be 32 bytes each")
-        try:
-            return ec.EllipticCurvePublicNumbers(
-                int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
-            ).public_key()
-        except ValueError as exc:
-            raise JwkError("JWK x/y is not a point on P-256") from exc
-    n_raw, e_raw = _b64url_member(jwk, "n"), _b64url_member(jwk, "e")
-    if n_raw[0] == 0 or e_raw[0] == 0:
-        raise JwkError("RSA n and e must use the minimum number of octets")
-    n, e = int.from_bytes(n_raw, "big"), int.from_bytes(e_raw, "big")
-    if not RSA_MIN_BITS <= n.bit_length() <= RSA_MAX_BITS:
-        raise JwkError(f"RSA modulus must have {RSA_MIN_BITS} to {RSA_MAX_BITS} bits")
-    if e < 3 or e % 2 == 0:
-        raise JwkError("RSA public exponent must be odd and at least 3")
-    try:
-        return rsa.RSAPublicNumbers(e, n).public_key()
-    except ValueError as exc:
-        raise JwkError("JWK n/e is not a valid RSA public key") from exc
-
-
 def parse_jwk(jwk: Any) -> PublicJwk:
-    """Strictly parse one public JWK; raise JwkError on anything the authority would not publish.
-
-    A private member is refused outright: a private JWK reaching a verifier means a leak
-    upstream, and trusting it would be worse than failing.
-    """
-    if not isinstance(jwk, Mapping):
-        raise JwkError("a JWK must be a JSON object")
-    leaked = sorted(PRIVATE_MEMBERS.intersection(jwk))
-    if leaked:
-        raise JwkError(f"JWK contains private members {leaked}")
-    algorithm = jwk.get("alg")
-    if not isinstance(algorithm, str) or algorithm not in _KTY:
-        raise JwkError(f"JWK alg {algorithm!r} is not one of {', '.join(SUPPORTED_ALGORITHMS)}")
-    if jwk.get("kty") != _KTY[algorithm]:
-        raise JwkError(f"JWK kty {jwk.get('kty')!r} does not match alg {algorithm}")
-    if algorithm in _CRV and jwk.get("crv") != _CRV[algorithm]:
-        raise JwkError(f"JWK crv {jwk.get('crv')!r} does not match alg {algorithm}")
-    if jwk.get("use", "sig") != "sig":
-        raise JwkError(f"JWK use {jwk.get('use')!r} is not 'sig'")
-    key = _key_material(jwk, algorithm)
-    kid = jwk.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise JwkError("JWK lacks a kid")
-    thumbprint = jwk_thumbprint(jwk)
-    if kid != thumbprint:
-        raise JwkError(f"JWK kid {kid!r} is not its RFC 7638 thumbprint {thumbprint!r}")
-    return PublicJwk(kid, algorithm, key, {k: v for k, v in jwk.items() if isinstance(v, str)})
+    """Strictly parse one public JWK; raise JwkError on anything the authority would not
+    publish (the JOSE core's parser: the authority loads its own keys with it too)."""
+    return parse_public_jwk(jwk)
 
 
 def parse_jwks(

@@ -30,21 +30,22 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from authority.jose.cache import BoundedCache
+from authority.jose.claims import Claims
 from authority.v1 import revocation_pb2, revocation_pb2_grpc
 from authority_client.credentials import TokenProvider, call_metadata, refused
-
-if TYPE_CHECKING:
-    from authority_client.verifier import Claims
 
 log = logging.getLogger(__name__)
 
 Metadata = Sequence[tuple[str, str | bytes]]
-MAX_BATCH = 1000  # the contract's limit per CheckRevocations
+# The contract's limit per CheckRevocations (revocation.proto: at most 500 tokens): a
+# larger batch is refused whole, so every full batch would fail closed.
+MAX_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ class CallbackRevocations:
         self.metadata = tuple(metadata)
         self.cache_size = max(1, cache_size)
         self._clock = clock
-        self._cache: dict[_Identity, tuple[bool, float]] = {}
+        self._cache: BoundedCache[_Identity, tuple[bool, float]] = BoundedCache(self.cache_size)
         self._futures: dict[_Identity, asyncio.Future[RevocationStatus]] = {}
         self._pending: list[_Identity] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -262,15 +263,8 @@ class CallbackRevocations:
             raise
         until = self._clock() + self.negative_ttl
         for key, revoked in zip(keys, response.revoked, strict=True):
-            self._remember(key, (revoked, until))
+            self._cache[key] = (revoked, until)
             self._answer(key, REVOKED if revoked else NOT_REVOKED)
-
-    def _remember(self, key: _Identity, entry: tuple[bool, float]) -> None:
-        cache = self._cache
-        if len(cache) >= self.cache_size:
-            for stale in list(cache)[: max(1, self.cache_size // 10)]:
-                del cache[stale]
-        cache[key] = entry
 
 
 # -- watch ------------------------------------------------------------------------

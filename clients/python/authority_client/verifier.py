@@ -1,7 +1,8 @@
 """Local verification of access tokens, with the authority's verdicts and reason names.
 
-The checks, their order and their reasons mirror the authority's ``Verify`` exactly, so a
-backend that verifies locally rejects the same tokens for the same reasons: size, three
+The checks are the authority's own: both run the JOSE core (``authority.jose``, shipped
+with this library), so a backend that verifies locally rejects the same tokens for the
+same reasons, in the same order: size, three
 segments, strict and canonical base64url (one token, one string), a JSON header, ``alg``
 in the allow-list, ``typ`` at+jwt, no ``crit``, the key by ``kid`` from the published set
 (refetched at most once), the header's ``alg`` equal to the key's (the header is never
@@ -16,20 +17,26 @@ hit.
 from __future__ import annotations
 
 import asyncio
-import binascii
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Literal, TypeAlias, TypeVar
 
-from jwt.algorithms import Algorithm as JwtAlgorithm
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
-
+from authority.jose.cache import BoundedCache
+from authority.jose.claims import (
+    ACCESS_TOKEN_TYPE,
+    REGISTERED_CLAIMS,
+    Claims,
+    VerifyReason,
+    check_claims,
+    parse_claims,
+)
+from authority.jose.claims import Verification as _Verdict
+from authority.jose.jws import UNPUBLISHED_KEY, b64url_decode, parse_compact, verify_signature
 from authority.v1 import token_pb2
 from authority_client.credentials import TokenProvider
 from authority_client.jwks import (
@@ -45,10 +52,18 @@ from authority_client.revocation import (
     WatchedRevocations,
 )
 
-ACCESS_TOKEN_TYPE = "at+jwt"
-REGISTERED_CLAIMS = frozenset(
-    {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id", "scope"}
-)
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "REGISTERED_CLAIMS",
+    "Claims",
+    "LocalVerifier",
+    "SyncLocalVerifier",
+    "Verification",
+    "VerifyResult",
+    "b64url_decode",
+    "parse_claims",
+]
+
 VerifyResult: TypeAlias = token_pb2.VerifyResult.ValueType
 
 VALID = token_pb2.VERIFY_RESULT_VALID
@@ -64,45 +79,12 @@ WRONG_AUDIENCE = token_pb2.VERIFY_RESULT_WRONG_AUDIENCE
 REVOKED = token_pb2.VERIFY_RESULT_REVOKED
 WRONG_TYPE = token_pb2.VERIFY_RESULT_WRONG_TYPE
 
-_SIGNERS: dict[str, JwtAlgorithm] = {
-    "EdDSA": OKPAlgorithm(),
-    "ES256": ECAlgorithm(ECAlgorithm.SHA256),
-    "RS256": RSAAlgorithm(RSAAlgorithm.SHA256),
+# The core's reasons as the contract's VerifyResult values, by name (every reason has one).
+_RESULT: dict[VerifyReason, VerifyResult] = {
+    reason: token_pb2.VerifyResult.Value(f"VERIFY_RESULT_{reason.name}") for reason in VerifyReason
 }
-# base64url -> standard alphabet; characters foreign to base64url become '!', which
-# strict mode rejects (as the authority does, in C rather than character by character).
-_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
-# The last character of a canonical encoding, by length modulo 4: with 2 (3) characters
-# in the last group, its low 4 (2) bits are unused and must be zero (RFC 4648 3.5). One
-# token is one string, as for the authority (and the JWK parser).
-_CANONICAL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
-# Low-S ES256: (r, s) and (r, n - s) both verify; the authority signs only the low one.
-_P256_HALF_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551 // 2
-_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 _T = TypeVar("_T")
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Claims:
-    """The claims of a verified access token, typed (the authority's ``Claims`` message)."""
-
-    issuer: str
-    subject: str
-    audience: tuple[str, ...]
-    expires_at: int
-    issued_at: float  # RFC 7519 allows fractions; the authority's carry microseconds
-    not_before: int
-    token_id: str
-    session_id: str
-    client_id: str
-    scope: tuple[str, ...]
-    key_id: str
-    extra: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTRA)
-
-    def has_scopes(self, scopes: Iterable[str]) -> bool:
-        """True when every one of ``scopes`` was granted."""
-        return set(scopes).issubset(self.scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,90 +106,9 @@ class Verification:
         return token_pb2.VerifyResult.Name(self.reason)
 
 
-class _ClaimsError(ValueError):
-    pass
-
-
-def b64url_decode(segment: str) -> bytes:
-    """Strict, canonical base64url: no padding, no foreign characters, no set bits in the
-    unused tail (so exactly one string decodes to given bytes). Raises ValueError."""
-    data = segment.encode("ascii")  # UnicodeEncodeError is a ValueError
-    tail = _CANONICAL_LAST.get(len(data) % 4)
-    if tail is not None and segment[-1] not in tail:
-        raise ValueError("non-canonical base64url (unused trailing bits set)")
-    padded = data.translate(_TO_STANDARD) + b"=" * (-len(data) % 4)
-    try:
-        return binascii.a2b_base64(padded, strict_mode=True)
-    except binascii.Error as exc:
-        raise ValueError("invalid base64url") from exc
-
-
-def _low_s(signature: bytes) -> bool:
-    """A 64-byte raw P-256 signature (r || s) with s at most n/2."""
-    return len(signature) == 64 and int.from_bytes(signature[32:], "big") <= _P256_HALF_ORDER
-
-
-def _string(payload: Mapping[str, Any], name: str, *, required: bool = True) -> str:
-    value = payload.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value):
-        raise _ClaimsError(f"claim {name!r} must be a non-empty string")
-    return value
-
-
-def _numeric_date(payload: Mapping[str, Any], name: str) -> int:
-    value = payload.get(name)
-    # bool is an int subclass; a date of `true` is malformed, not 1970-01-01T00:00:01.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _ClaimsError(f"claim {name!r} must be a NumericDate")
-    if not -(2**53) < value < 2**53:  # also false for NaN
-        raise _ClaimsError(f"claim {name!r} is out of range")
-    return int(value)
-
-
-def _fractional_date(payload: Mapping[str, Any], name: str) -> float:
-    """A NumericDate with its fraction kept: ``iat`` is ordered against revocations to
-    the microsecond, exactly as the authority orders it."""
-    _numeric_date(payload, name)
-    return float(payload[name])
-
-
-def parse_claims(payload: Any, key_id: str) -> Claims:
-    """Type the JSON claims exactly as the authority does; raise ValueError on a shape error."""
-    if not isinstance(payload, dict):
-        raise _ClaimsError("the claims are not a JSON object")
-    audience_value = payload.get("aud")
-    if isinstance(audience_value, str):
-        audience: tuple[str, ...] = (audience_value,)
-    elif isinstance(audience_value, list) and all(isinstance(a, str) for a in audience_value):
-        audience = tuple(audience_value)
-    else:
-        raise _ClaimsError("claim 'aud' must be a string or a list of strings")
-    if not audience:
-        raise _ClaimsError("claim 'aud' is empty")
-    scope_value = payload.get("scope", "")
-    if not isinstance(scope_value, str):
-        raise _ClaimsError("claim 'scope' must be a space-separated string")
-    extra = (
-        _NO_EXTRA
-        if payload.keys() <= REGISTERED_CLAIMS
-        else MappingProxyType({k: v for k, v in payload.items() if k not in REGISTERED_CLAIMS})
-    )
-    return Claims(
-        issuer=_string(payload, "iss"),
-        subject=_string(payload, "sub"),
-        audience=audience,
-        expires_at=_numeric_date(payload, "exp"),
-        issued_at=_fractional_date(payload, "iat"),
-        not_before=_numeric_date(payload, "nbf") if "nbf" in payload else 0,
-        token_id=_string(payload, "jti"),
-        session_id=_string(payload, "sid", required=False),
-        client_id=_string(payload, "client_id", required=False),
-        scope=tuple(scope_value.split()),
-        key_id=key_id,
-        extra=extra,
-    )
+def _answer(verdict: _Verdict) -> Verification:
+    """The core's verdict in the contract's terms."""
+    return Verification(_RESULT[verdict.reason], verdict.detail, verdict.claims)
 
 
 def _audiences(audience: str | Iterable[str] | None) -> frozenset[str]:
@@ -222,17 +123,6 @@ def _audiences(audience: str | Iterable[str] | None) -> frozenset[str]:
 class _Cached:
     claims: Claims
     algorithm: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    """A token that passed the checks before the key lookup."""
-
-    kid: str
-    algorithm: str
-    signing_input: str
-    payload_segment: str
-    signature_segment: str
 
 
 class LocalVerifier:
@@ -273,7 +163,7 @@ class LocalVerifier:
         self.max_token_bytes = max_token_bytes
         self.cache_size = max(1, cache_size)
         self._now = now
-        self._cache: dict[str, _Cached] = {}
+        self._cache: BoundedCache[str, _Cached] = BoundedCache(self.cache_size)
 
     @classmethod
     def for_authority(
@@ -356,9 +246,15 @@ class LocalVerifier:
                 return checked
             claims = checked.claims
             if now < claims.expires_at + self.leeway:
-                self._remember(token, checked)
-        verdict = self._check_claims(claims, _audiences(audience) or self.audiences, now)
-        if verdict.reason == EXPIRED:
+                self._cache[token] = checked
+        verdict = check_claims(
+            claims,
+            issuer=self.issuer,
+            audiences=_audiences(audience) or self.audiences,
+            now=now,
+            leeway=self.leeway,
+        )
+        if verdict.reason is VerifyReason.EXPIRED:
             self._cache.pop(token, None)
         if verdict.valid and self.revocations is not None:
             try:
@@ -370,97 +266,28 @@ class LocalVerifier:
                 )
             if status.revoked:
                 return Verification(REVOKED, status.detail or "the token has been revoked")
-        return verdict
+        return _answer(verdict)
 
     @staticmethod
     def _still_published(cached: _Cached, keys: Mapping[str, PublicJwk]) -> bool:
         key = keys.get(cached.claims.key_id)
         return key is not None and key.algorithm == cached.algorithm
 
-    def _parse(self, token: str) -> _Parsed | Verification:
-        """Everything before the key lookup, in the authority's order."""
-        if len(token) > self.max_token_bytes:
-            return Verification(TOO_LARGE, f"the token is larger than {self.max_token_bytes} bytes")
-        parts = token.split(".")
-        if len(parts) != 3:
-            return Verification(MALFORMED, "not a compact JWS (three dot-separated parts)")
-        header_segment, payload_segment, signature_segment = parts
-        try:
-            header = json.loads(b64url_decode(header_segment))
-        except (ValueError, RecursionError):
-            return Verification(MALFORMED, "the header is not base64url-encoded JSON")
-        if not isinstance(header, dict):
-            return Verification(MALFORMED, "the header is not a JSON object")
-        algorithm = header.get("alg")
-        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
-            return Verification(DISALLOWED_ALGORITHM, f"algorithm {algorithm!r} is not allowed")
-        if header.get("typ") != ACCESS_TOKEN_TYPE:
-            return Verification(WRONG_TYPE, "the token is not an access token (typ at+jwt)")
-        if "crit" in header:
-            return Verification(MALFORMED, "critical header extensions are not supported")
-        kid = header.get("kid")
-        if not isinstance(kid, str):
-            return Verification(UNKNOWN_KEY, "the token's key id is not published")
-        return _Parsed(
-            kid,
-            algorithm,
-            token[: len(header_segment) + 1 + len(payload_segment)],
-            payload_segment,
-            signature_segment,
-        )
-
     async def _verify_signature(self, token: str) -> _Cached | Verification:
-        parsed = self._parse(token)
-        if isinstance(parsed, Verification):
-            return parsed
-        key = await self.jwks.get(parsed.kid)
+        """The JOSE core's two steps around the key lookup (which may refetch the keys)."""
+        jws = parse_compact(token, max_bytes=self.max_token_bytes, algorithms=self.algorithms)
+        if isinstance(jws, _Verdict):
+            return _answer(jws)
+        key = await self.jwks.get(jws.kid)
         if key is None:
-            detail = "the token's key id is not published"
+            detail = UNPUBLISHED_KEY.detail
             if not self.jwks.loaded:
                 detail += " (the key set could not be fetched)"
             return Verification(UNKNOWN_KEY, detail)
-        if key.algorithm != parsed.algorithm:
-            return Verification(
-                DISALLOWED_ALGORITHM, "the token's algorithm does not match its key"
-            )
-        try:
-            signature = b64url_decode(parsed.signature_segment)
-            signing_input = parsed.signing_input.encode("ascii")
-        except ValueError:
-            # The authority's Verify fails with an internal error on a non-ASCII payload
-            # segment; a token that is not base64url is malformed.
-            return Verification(MALFORMED, "the signature is not canonical base64url")
-        if parsed.algorithm == "ES256" and not _low_s(signature):
-            return Verification(BAD_SIGNATURE, "the signature is not low-S")
-        if not _SIGNERS[parsed.algorithm].verify(signing_input, key.key, signature):
-            return Verification(BAD_SIGNATURE, "the signature does not match")
-        try:
-            claims = parse_claims(json.loads(b64url_decode(parsed.payload_segment)), key.kid)
-        except _ClaimsError as exc:
-            return Verification(MALFORMED, f"malformed claims: {exc}")
-        except (ValueError, RecursionError):
-            return Verification(MALFORMED, "the claims are not base64url-encoded JSON")
-        return _Cached(claims, key.algorithm)
-
-    def _check_claims(self, claims: Claims, audiences: frozenset[str], now: float) -> Verification:
-        leeway = self.leeway
-        if now >= claims.expires_at + leeway:
-            return Verification(EXPIRED, "the token has expired")
-        if now + leeway < claims.not_before or now + leeway < claims.issued_at:
-            return Verification(NOT_YET_VALID, "the token is not valid yet")
-        if claims.issuer != self.issuer:
-            return Verification(WRONG_ISSUER, "the token was not issued by this authority")
-        if audiences.isdisjoint(claims.audience):
-            return Verification(WRONG_AUDIENCE, "the token is not for this audience")
-        return Verification(VALID, claims=claims)
-
-    def _remember(self, token: str, entry: _Cached) -> None:
-        cache = self._cache
-        if len(cache) >= self.cache_size:
-            # Evict the oldest tenth in insertion order: O(1) amortised, no LRU bookkeeping.
-            for stale in list(cache)[: max(1, self.cache_size // 10)]:
-                del cache[stale]
-        cache[token] = entry
+        checked = verify_signature(jws, key.algorithm, key.key)
+        if isinstance(checked, _Verdict):
+            return _answer(checked)
+        return _Cached(checked, key.algorithm)
 
 
 class SyncLocalVerifier:

@@ -1,12 +1,21 @@
-"""Low-S ECDSA (P-256): one signature per message and key, so one token is one string.
+"""The allowed JWS algorithms (RFC 7518 section 3, RFC 8037) and low-S ES256.
 
-An ECDSA signature (r, s) has a twin (r, n - s) that verifies just as well. We sign
-with the lower of the two and refuse the higher on verify: only our own signatures are
-ever verified, and anything keyed on the token string (caches, deny-lists, logs) must
-never see one token under two spellings. Signatures here are JOSE's raw ``r || s``.
+An ECDSA signature (r, s) has a twin (r, n - s) that verifies just as well. The authority
+signs with the lower of the two and every verifier refuses the higher, so one token is one
+string. Signatures here are JOSE's raw ``r || s``.
 """
 
 from __future__ import annotations
+
+from jwt.algorithms import Algorithm, ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+SUPPORTED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+# PyJWT's algorithm objects: one parse of the token is ours, the primitive is theirs.
+ALGORITHMS: dict[str, Algorithm] = {
+    "EdDSA": OKPAlgorithm(),
+    "ES256": ECAlgorithm(ECAlgorithm.SHA256),
+    "RS256": RSAAlgorithm(RSAAlgorithm.SHA256),
+}
 
 # The order of the P-256 group (FIPS 186-4, D.1.2.3).
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551

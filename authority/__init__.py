@@ -1,1 +1,0 @@
-"""authority: a gRPC token authority (JWTs with rotating keys, JWKS, sessions, revocation)."""
