@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib.resources import files
 from importlib.resources.abc import Traversable
-from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
+from asyncpg.pool import Pool, PoolConnectionProxy
 
 from authority.domain.errors import (
     AlreadyExists,
@@ -75,7 +75,7 @@ _CLIENT_BUGS: tuple[type[BaseException], ...] = (
 )
 
 
-async def _keep_session(conn: Any) -> None:
+async def _keep_session(conn: asyncpg.Connection) -> None:
     """Released connections keep their session: the store sets no session state (its
     advisory locks are transaction-scoped; no LISTEN, no SET), so asyncpg's default reset
     would only cost a round trip per operation. asyncpg still rolls back an open
@@ -98,7 +98,7 @@ def numbered(sql: str) -> str:
 class _PostgresConnection:
     """``Connection`` on an asyncpg connection."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, *args: object) -> int:
@@ -149,7 +149,7 @@ class PostgresDatabase:
         self._secrets = dsn_secrets(dsn)
         self._migration_lock = advisory_key("migrations", schema)
         self._key_ring_lock = advisory_key("key_ring", schema)
-        self._pool: Any = None
+        self._pool: Pool | None = None
         self._closed = False
         self._opening = asyncio.Lock()
 
@@ -214,7 +214,7 @@ class PostgresDatabase:
         except Exception:  # a timeout or a broken connection: drop what is left
             pool.terminate()
 
-    def _live_pool(self) -> Any:
+    def _live_pool(self) -> Pool:
         if self._closed:
             raise Unavailable("the store is closed")
         if self._pool is None:
@@ -280,7 +280,7 @@ class PostgresDatabase:
         return text
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
+    async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
         """A pooled connection. Only acquiring and releasing it are translated here: an
         exception from the body is the caller's and passes through untouched."""
         pool = self._live_pool()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from asyncpg import Connection
+from asyncpg.pool import PoolConnectionProxy
 
 from authority.store.migrations import Migration
 from authority.store.postgres.dsn import quote_identifier
@@ -13,7 +14,7 @@ class _PostgresMigrationTarget:
     """Runs each migration in its own transaction under an advisory lock, so processes
     opening the store at the same time apply each migration exactly once."""
 
-    def __init__(self, conn: Any, schema: str, lock_key: int) -> None:
+    def __init__(self, conn: Connection | PoolConnectionProxy, schema: str, lock_key: int) -> None:
         self._conn = conn
         self._schema = schema
         self._lock_key = lock_key
