@@ -53,7 +53,7 @@ def _redis_problem(url: str) -> str | None:
 def _postgres_problem(url: str) -> str | None:
     import asyncio  # noqa: PLC0415
 
-    import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415
+    import asyncpg  # noqa: PLC0415
 
     async def probe() -> None:
         connection = await asyncpg.connect(url, timeout=3)

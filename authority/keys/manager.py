@@ -38,7 +38,7 @@ from authority.keys.kek_check import prove_keys
 from authority.keys.snapshot import KeyRingSnapshot, build_snapshot
 from authority.lifecycle import wait_event
 from authority.ports.fanout import Fanout, LocalFanout
-from authority.store.base import KeyRingTransaction, Store
+from authority.store.base import KeyRingTransaction, KeyStore
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,7 @@ class KeyManager:
     def __init__(
         self,
         *,
-        store: Store,
+        store: KeyStore,
         kek: KekRing,
         policy: KeyPolicy,
         clock: Clock,

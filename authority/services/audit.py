@@ -1,4 +1,4 @@
-"""Reading the audit log: filters and opaque page tokens over ``Store.list_audit``.
+"""Reading the audit log: filters and opaque page tokens over ``AuditStore.list_audit``.
 
 Pages are keyed by the last record's sequence (keyset pagination), so a page never
 repeats or skips a record however many are appended meanwhile, and each page costs
@@ -15,7 +15,7 @@ from datetime import datetime
 from authority.domain.audit import MAX_PAGE_SIZE, AuditQuery, AuditRecord
 from authority.domain.bounds import MAX_SEQUENCE
 from authority.domain.errors import InvalidArgument
-from authority.store.base import Store
+from authority.store.base import AuditStore
 
 DEFAULT_PAGE_SIZE = 100
 _TOKEN_PREFIX = "a1:"
@@ -48,7 +48,7 @@ class AuditPage:
 
 
 class AuditLogService:
-    def __init__(self, *, store: Store) -> None:
+    def __init__(self, *, store: AuditStore) -> None:
         self._store = store
 
     async def list(

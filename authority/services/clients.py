@@ -23,7 +23,7 @@ from authority.domain.errors import InvalidArgument, NotFound, Unauthenticated
 from authority.domain.events import CLIENT, Event, new_event
 from authority.domain.revocation import RevocationKind
 from authority.services.revocations import RevocationService
-from authority.store.base import Store
+from authority.store.base import ClientStore
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +44,7 @@ class ClientService:
     def __init__(
         self,
         *,
-        store: Store,
+        store: ClientStore,
         clock: Clock,
         default_client: Client,
         revocations: RevocationService,

@@ -41,7 +41,7 @@ from authority.domain.errors import Unavailable
 from authority.domain.events import OutboxEntry
 from authority.domain.histogram import Histogram
 from authority.lifecycle import wait_event
-from authority.store.base import Store
+from authority.store.base import AuditStore, OutboxStore
 
 log = structlog.get_logger(__name__)
 
@@ -144,7 +144,7 @@ class OutboxRelay:
     def __init__(
         self,
         *,
-        store: Store,
+        store: OutboxStore,
         sink: EventSink,
         clock: Clock,
         batch_size: int = 100,
@@ -261,7 +261,7 @@ class AuditConsumer:
     """Appends every event to the audit log; idempotent on the event id, so redelivery
     (at least once) never records an event twice."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: AuditStore) -> None:
         self._store = store
         self.recorded = 0
 

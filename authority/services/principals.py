@@ -3,7 +3,7 @@
 Disabling, deleting or changing the password (unless asked to keep the sessions)
 revokes every session and access token of the principal at once, in the same
 transaction as the change: those are security actions, ordered with every login
-(see ``Store.change_credentials``).
+(see ``CredentialStore.change_credentials``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from authority.domain.password_policy import PasswordPolicy
 from authority.domain.principals import Principal, principal_key, validate_new_name
 from authority.services.passwords import PasswordHasher
 from authority.services.revocations import RevocationService
-from authority.store.base import Store
+from authority.store.base import PrincipalStore
 
 
 def new_principal_id() -> str:
@@ -29,7 +29,7 @@ class PrincipalService:
     def __init__(
         self,
         *,
-        store: Store,
+        store: PrincipalStore,
         hasher: PasswordHasher,
         clock: Clock,
         policy: PasswordPolicy,

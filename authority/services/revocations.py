@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -31,7 +32,7 @@ from authority.domain.revocation import (
 )
 from authority.ports.fanout import Fanout, LocalFanout
 from authority.services.revocation_feed import RevocationFeed
-from authority.store.base import CredentialChange, Store
+from authority.store.base import CredentialChange, CredentialStore, RevocationStore
 
 # How far back each poll looks before the previous one: longer than any transaction.
 POLL_OVERLAP = timedelta(seconds=5)
@@ -60,11 +61,15 @@ class AppliedChange:
         return self.change.principal
 
 
+class RevocationsStore(RevocationStore, CredentialStore, Protocol):
+    """The facets of the store that revocations and credential changes use."""
+
+
 class RevocationService:
     def __init__(
         self,
         *,
-        store: Store,
+        store: RevocationsStore,
         view: RevocationSet,
         clock: Clock,
         max_access_ttl: timedelta,
@@ -183,8 +188,8 @@ class RevocationService:
     ) -> AppliedChange:
         """A credential change of ``principal_id`` and, with ``revoke``, the end of every
         session and token of the subject, in one store transaction (see
-        ``Store.change_credentials`` for how it is ordered with logins); then the view here,
-        then the followers. When this returns, Verify here rejects every token the
+        ``CredentialStore.change_credentials`` for how it is ordered with logins); then the
+        view here, then the followers. When this returns, Verify here rejects every token the
         principal held, and no login that checked the old credential can start a session."""
         now = self._clock.now()
         stamp = now.timestamp()

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -49,7 +49,7 @@ from authority.ports.attempts import AttemptGate
 from authority.services.clients import ClientService
 from authority.services.passwords import PasswordHasher
 from authority.services.revocations import RevocationService
-from authority.store.base import Store
+from authority.store.base import CredentialStore, EventLog, PrincipalStore, SessionStore
 from authority.tokens.jws import VerificationKey, sign, verify_signature
 
 log = structlog.get_logger(__name__)
@@ -115,11 +115,15 @@ def _login_password(password: str) -> str:
         return ""
 
 
+class TokenStore(PrincipalStore, CredentialStore, SessionStore, EventLog, Protocol):
+    """The facets of the store that grants and refreshes use."""
+
+
 class TokenService:
     def __init__(
         self,
         *,
-        store: Store,
+        store: TokenStore,
         keys: KeyManager,
         hasher: PasswordHasher,
         clock: Clock,

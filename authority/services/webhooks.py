@@ -52,7 +52,7 @@ from authority.services.webhook_resolver import (
     check_destination,
     check_literal,
 )
-from authority.store.base import Store
+from authority.store.base import WebhookStore
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +87,7 @@ class WebhookDispatcher:
     def __init__(
         self,
         *,
-        store: Store,
+        store: WebhookStore,
         kek: KekRing,
         clock: Clock,
         max_attempts: int = 6,

@@ -72,25 +72,8 @@ class KeyRingTransaction(Protocol):
         ...
 
 
-class Store(Protocol):
-    """Durable state.
-
-    Constructors do no I/O; ``open`` connects and migrates, ``close`` is idempotent.
-    """
-
-    async def open(self) -> None:
-        """Connect and bring the schema up to date."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections. Safe to call twice; use after close raises Unavailable."""
-        ...
-
-    async def schema_version(self) -> int:
-        """The number of the last applied migration."""
-        ...
-
-    # -- keys -------------------------------------------------------------
+class KeyStore(Protocol):
+    """The signing-key ring (consumer: the key manager)."""
 
     async def list_keys(self) -> list[KeyRecord]:
         """Every key, without taking the key-ring lock (for loading and polling)."""
@@ -104,7 +87,9 @@ class Store(Protocol):
         """An exclusive, atomic transaction over the key ring. Rolled back on exception."""
         ...
 
-    # -- principals ---------------------------------------------------------
+
+class PrincipalStore(Protocol):
+    """Principals (users) and their names."""
 
     async def create_principal(self, principal: Principal, *, events: Sequence[Event] = ()) -> None:
         """Store a new principal. AlreadyExists if the id or the name is taken, or if the
@@ -138,6 +123,17 @@ class Store(Protocol):
         (see ``change_credentials`` for the whole ordered change)."""
         ...
 
+    async def delete_principal(self, principal_id: str, *, events: Sequence[Event] = ()) -> bool:
+        """True if a principal was deleted."""
+        ...
+
+
+class CredentialStore(Protocol):
+    """Credential changes of principals, ordered with logins by the credential generation.
+
+    ``change_credentials`` spans principals, sessions, revocations and the outbox in one
+    transaction; it lives here, with its consumer's view, not in any one of them."""
+
     async def rehash_password(
         self, principal_id: str, *, generation: int, password_hash: str
     ) -> bool:
@@ -168,11 +164,9 @@ class Store(Protocol):
         revocation (if any) is still recorded: a subject may be a client."""
         ...
 
-    async def delete_principal(self, principal_id: str, *, events: Sequence[Event] = ()) -> bool:
-        """True if a principal was deleted."""
-        ...
 
-    # -- clients ------------------------------------------------------------------
+class ClientStore(Protocol):
+    """OAuth clients."""
 
     async def create_client(self, client: Client, *, events: Sequence[Event] = ()) -> None:
         """Store a new client. AlreadyExists if the id is taken."""
@@ -195,7 +189,9 @@ class Store(Protocol):
 
     async def delete_client(self, client_id: str, *, events: Sequence[Event] = ()) -> bool: ...
 
-    # -- sessions -------------------------------------------------------------------
+
+class SessionStore(Protocol):
+    """Sessions and their refresh tokens."""
 
     async def create_session(
         self,
@@ -235,7 +231,9 @@ class Store(Protocol):
         """
         ...
 
-    # -- revocations ----------------------------------------------------------------
+
+class RevocationStore(Protocol):
+    """Durable revocations (and the pruning of what they and sessions leave behind)."""
 
     async def record_revocation(
         self, revocation: Revocation, *, at: datetime, events: Sequence[Event] = ()
@@ -260,6 +258,15 @@ class Store(Protocol):
         overlap their windows; adding a revocation twice is harmless."""
         ...
 
+    async def prune(self, now: datetime, *, sealed_before: datetime) -> int:
+        """Delete expired revocations and sessions past their absolute expiry, and wipe
+        sealed successors consumed before ``sealed_before``. Returns rows deleted."""
+        ...
+
+
+class LockoutStore(Protocol):
+    """The durable lockouts ledger of the attempt gates (``ports.attempts.LockoutLedger``)."""
+
     async def record_lockout(self, key: str, locked_until: float) -> None:
         """Record that the attempt key ``key`` is locked until ``locked_until`` (epoch
         seconds); an existing lock is only ever extended. Pruned once it has ended."""
@@ -269,16 +276,17 @@ class Store(Protocol):
         """When the recorded lock on ``key`` ends, or None if none is in force at ``now``."""
         ...
 
-    async def prune(self, now: datetime, *, sealed_before: datetime) -> int:
-        """Delete expired revocations and sessions past their absolute expiry, and wipe
-        sealed successors consumed before ``sealed_before``. Returns rows deleted."""
-        ...
 
-    # -- outbox ---------------------------------------------------------------------
+class EventLog(Protocol):
+    """Events that come with no state change; changes write theirs with ``events=``."""
 
     async def append_events(self, events: Sequence[Event]) -> None:
         """Write events that come with no state change (login failed, lockout)."""
         ...
+
+
+class OutboxStore(Protocol):
+    """The relay's side of the outbox: claim, publish, measure, prune."""
 
     async def claim_unpublished(
         self, limit: int, *, now: datetime, lease: timedelta
@@ -310,7 +318,9 @@ class Store(Protocol):
         audit log keeps its own copy). Unpublished events are never deleted."""
         ...
 
-    # -- audit log --------------------------------------------------------------------
+
+class AuditStore(Protocol):
+    """The append-only audit log."""
 
     async def append_audit(self, records: Sequence[AuditRecord]) -> int:
         """Append records; one already present (same event id) is skipped, so redelivery
@@ -321,7 +331,9 @@ class Store(Protocol):
         """Records matching ``query``, in event-sequence order, at most ``query.limit``."""
         ...
 
-    # -- webhooks -----------------------------------------------------------------------
+
+class WebhookStore(Protocol):
+    """Webhook subscriptions and their dead letters."""
 
     async def create_webhook(self, webhook: Webhook, *, events: Sequence[Event] = ()) -> None:
         """Store a subscription. AlreadyExists if the id is taken."""
@@ -351,4 +363,39 @@ class Store(Protocol):
 
     async def take_dead_letter(self, letter_id: str) -> DeadLetter | None:
         """Remove and return one (for replay), or None if unknown."""
+        ...
+
+
+class Store(
+    KeyStore,
+    PrincipalStore,
+    CredentialStore,
+    ClientStore,
+    SessionStore,
+    RevocationStore,
+    LockoutStore,
+    EventLog,
+    OutboxStore,
+    AuditStore,
+    WebhookStore,
+    Protocol,
+):
+    """Durable state: one object per backend exposing every facet above on one connection
+    pool (or file), so a change and its outbox events commit in one transaction. Only the
+    wiring (``backends``, the app, the CLI) holds it; every other consumer types against the
+    facets it uses.
+
+    Constructors do no I/O; ``open`` connects and migrates, ``close`` is idempotent.
+    """
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Safe to call twice; use after close raises Unavailable."""
+        ...
+
+    async def schema_version(self) -> int:
+        """The number of the last applied migration."""
         ...

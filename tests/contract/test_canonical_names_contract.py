@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import aiosqlite
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import pytest
 
 from authority.domain.clients import Client, GrantType

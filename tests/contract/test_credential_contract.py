@@ -16,7 +16,7 @@ from authority.domain.events import new_event
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.store.base import Store
 
-from .test_lifecycle_contract import (
+from .builders import (
     HASH,
     OTHER_HASH,
     T0,

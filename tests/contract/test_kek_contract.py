@@ -24,7 +24,7 @@ from authority.keys.manager import private_key_aad
 from authority.services.webhooks import webhook_secret_aad
 from authority.store.base import Store
 
-from .test_store_contract import T0, insert_keys, make_key, stored_key
+from .builders import T0, insert_keys, make_key, stored_key
 
 OpenStore = Callable[[], Awaitable[Store]]
 

@@ -1,0 +1,105 @@
+"""Sessions and their refresh tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from authority.domain.events import Event
+from authority.domain.sessions import RefreshRecord, Session
+from authority.store import rows
+from authority.store.facets.common import EVENT_TAKEN, Facet
+
+_INSERT_SESSION = rows.insert("sessions", rows.SESSION_COLUMNS)
+_INSERT_REFRESH = rows.insert("refresh_tokens", rows.REFRESH_COLUMNS)
+_FIND_REFRESH = (
+    f"SELECT {rows.prefixed('r', rows.REFRESH_COLUMNS)},"  # noqa: S608
+    f" {rows.prefixed('s', rows.SESSION_COLUMNS)}, {rows.prefixed('n', rows.REFRESH_COLUMNS)}"
+    " FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id"
+    " LEFT JOIN refresh_tokens n ON n.token_hash = r.successor_hash"
+    " WHERE r.token_hash = ?"
+)
+
+
+class Sessions(Facet):
+    async def create_session(
+        self,
+        session: Session,
+        first: RefreshRecord | None,
+        *,
+        events: Sequence[Event] = (),
+        generation: int | None = None,
+    ) -> bool:
+        """The generation check and the insert share one transaction. On PostgreSQL,
+        ``FOR SHARE`` on the principal's row: a credential change (which updates that row
+        first) either waits for this insert to commit, and then revokes the session, or
+        commits first, and then the re-checked row no longer matches; logins of one
+        principal share the lock. On SQLite the write lock orders them."""
+        taken = {"sessions.id": f"a session with id {session.id!r} already exists", **EVENT_TAKEN}
+        c = self._codec
+        session_params = rows.session_params(c, session)
+        refresh_params = None if first is None else rows.refresh_params(c, first)
+        async with self._db.write(taken) as conn:
+            if generation is not None:
+                current = await conn.fetchrow(
+                    "SELECT 1 FROM principals WHERE id = ?"  # noqa: S608 - a fixed lock clause
+                    " AND credential_generation = ? AND disabled = ?"
+                    f"{self._db.dialect.share_lock}",
+                    session.subject,
+                    generation,
+                    c.flag(False),
+                )
+                if current is None:
+                    return False  # nothing written; committing nothing is a rollback
+            await conn.execute(_INSERT_SESSION, *session_params)
+            if refresh_params is not None:
+                await conn.execute(_INSERT_REFRESH, *refresh_params)
+            await self._insert_events(conn, events)
+        return True
+
+    async def find_refresh(
+        self, token_hash: bytes
+    ) -> tuple[RefreshRecord, Session, RefreshRecord | None] | None:
+        """One statement, so the three records come from one snapshot."""
+        async with self._db.read() as conn:
+            row = await conn.fetchrow(_FIND_REFRESH, token_hash)
+        if row is None:
+            return None
+        c = self._codec
+        record = rows.refresh_from_row(c, row[:7])
+        session = rows.session_from_row(c, row[7:16])
+        successor = None if row[16] is None else rows.refresh_from_row(c, row[16:])
+        return record, session, successor
+
+    async def consume_refresh(
+        self,
+        token_hash: bytes,
+        *,
+        consumed_at: datetime,
+        successor: RefreshRecord,
+        sealed: bytes,
+        events: Sequence[Event] = (),
+    ) -> bool:
+        """One conditional UPDATE decides the race: a concurrent consumer waits (row lock or
+        write lock), then sees the winner's ``consumed_at`` and updates nothing. On
+        PostgreSQL ``FOR SHARE`` makes a concurrent revocation of the session either wait
+        for this consumption or be seen by it."""
+        consumed = self._codec.instant(consumed_at)
+        successor_params = rows.refresh_params(self._codec, successor)
+        async with self._db.write(EVENT_TAKEN) as conn:
+            won = await conn.execute(
+                "UPDATE refresh_tokens SET consumed_at = ?, successor_hash = ?,"  # noqa: S608
+                " sealed_successor = ?"
+                " WHERE token_hash = ? AND consumed_at IS NULL AND EXISTS"
+                " (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id"
+                f" AND s.revoked_at IS NULL{self._db.dialect.share_lock})",
+                consumed,
+                successor.token_hash,
+                sealed,
+                token_hash,
+            )
+            if won != 1:
+                return False  # nothing was changed; committing nothing is a rollback
+            await conn.execute(_INSERT_REFRESH, *successor_params)
+            await self._insert_events(conn, events)
+        return True
