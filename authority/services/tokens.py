@@ -7,20 +7,15 @@ UNAUTHENTICATED answer, and spends the same work on unknown names as on known on
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from authority.crypto import SealError, open_with_token, seal_for_token
-from authority.domain.bounds import MAX_SESSION_TTL
 from authority.domain.claims import authorize_claims, check_exchange_claims
-from authority.domain.clients import Client, Grant, GrantType, authorize
+from authority.domain.clients import Client, GrantType, authorize
 from authority.domain.clock import Clock
 from authority.domain.errors import (
     InvalidArgument,
@@ -28,83 +23,33 @@ from authority.domain.errors import (
     Unauthenticated,
     Unavailable,
 )
-from authority.domain.events import PRINCIPAL, SESSION, TOKEN, Event, new_event
-from authority.domain.principals import (
-    Principal,
-    principal_key,
-    validate_password,
-)
+from authority.domain.events import PRINCIPAL, SESSION
+from authority.domain.principals import principal_key, validate_password
 from authority.domain.revocation import RevocationKind
-from authority.domain.sessions import (
-    Outcome,
-    RefreshRecord,
-    Session,
-    decide,
-    successor_expiry,
-)
+from authority.domain.sessions import Outcome, RefreshRecord, Session, decide
 from authority.domain.throttle import Throttled
-from authority.domain.tokens import Verification, issued_at
+from authority.domain.tokens import Verification
 from authority.keys.manager import KeyManager
 from authority.ports.attempts import AttemptGate
 from authority.services.clients import ClientService
+from authority.services.minter import (
+    TokenMinter,
+    TokenPair,
+    new_refresh_token,
+    plausible_refresh_token,
+    refresh_token_hash,
+)
 from authority.services.passwords import PasswordHasher
 from authority.services.revocations import RevocationService
 from authority.store.base import Store
-from authority.tokens.jws import VerificationKey, sign, verify_signature
+from authority.tokens.jws import VerificationKey, verify_signature
+
+__all__ = ["TokenPair", "TokenService", "new_refresh_token", "refresh_token_hash"]
 
 log = structlog.get_logger(__name__)
 
 _BAD_CREDENTIALS = "invalid principal or password"
 _BAD_REFRESH = "invalid refresh token"
-_REFRESH_PREFIX = "rt_"
-
-
-def new_refresh_token() -> str:
-    return _REFRESH_PREFIX + secrets.token_urlsafe(32)
-
-
-def refresh_token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPair:
-    access_token: str
-    access_expires_at: int
-    session_id: str
-    audience: tuple[str, ...]
-    scope: tuple[str, ...]
-    refresh_token: str = ""
-    refresh_expires_at: datetime | None = None
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "access_token": self.access_token,
-                "access_expires_at": self.access_expires_at,
-                "session_id": self.session_id,
-                "audience": list(self.audience),
-                "scope": list(self.scope),
-                "refresh_token": self.refresh_token,
-                "refresh_expires_at": (
-                    self.refresh_expires_at.isoformat() if self.refresh_expires_at else None
-                ),
-            }
-        ).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> TokenPair:
-        raw = json.loads(data)
-        expires = raw["refresh_expires_at"]
-        return cls(
-            access_token=raw["access_token"],
-            access_expires_at=raw["access_expires_at"],
-            session_id=raw["session_id"],
-            audience=tuple(raw["audience"]),
-            scope=tuple(raw["scope"]),
-            refresh_token=raw["refresh_token"],
-            refresh_expires_at=datetime.fromisoformat(expires) if expires else None,
-        )
 
 
 def _login_password(password: str) -> str:
@@ -142,6 +87,9 @@ class TokenService:
         self._grace = grace
         self._leeway = leeway.total_seconds()
         self._max_token_bytes = max_token_bytes
+        self._minter = TokenMinter(
+            store=store, keys=keys, view=revocations.view, clock=clock, issuer=issuer, leeway=leeway
+        )
 
     # -- grants ---------------------------------------------------------------
 
@@ -166,7 +114,7 @@ class TokenService:
             await self._gate.admit(normalized, source, self._clock.timestamp())
         except Throttled:
             await self._store.append_events(
-                (self._event("login.throttled", PRINCIPAL, normalized, name=normalized),)
+                (self._minter.event("login.throttled", PRINCIPAL, normalized, name=normalized),)
             )
             raise
         client = await self._clients.authenticate(client_id, client_secret, require_secret=False)
@@ -190,7 +138,7 @@ class TokenService:
             target = principal.id if principal is not None else normalized
             await self._store.append_events(
                 (
-                    self._event(
+                    self._minter.event(
                         "login.failed",
                         PRINCIPAL,
                         target,
@@ -209,7 +157,7 @@ class TokenService:
                 generation=principal.generation,
                 password_hash=await self._hasher.hash(candidate),
             )
-        login = self._event(
+        login = self._minter.event(
             "login.succeeded",
             PRINCIPAL,
             principal.id,
@@ -218,17 +166,17 @@ class TokenService:
             client_id=client.id,
         )
         if GrantType.REFRESH_TOKEN not in client.grant_types:
-            pair = await self._access_session(
+            pair = await self._minter.access_session(
                 principal, client, grant, {}, GrantType.PASSWORD, login
             )
         else:
-            pair = await self._start_session(principal, client, grant, login)
+            pair = await self._minter.start_session(principal, client, grant, login)
         if pair is None:
             # A credential change committed after the password was checked: this login is
             # ordered after it, where the password it checked no longer opens anything.
             await self._store.append_events(
                 (
-                    self._event(
+                    self._minter.event(
                         "login.failed",
                         PRINCIPAL,
                         principal.id,
@@ -242,35 +190,6 @@ class TokenService:
             raise Unauthenticated(_BAD_CREDENTIALS)
         return pair
 
-    def _event(
-        self,
-        type_: str,
-        aggregate_type: str,
-        aggregate_id: str,
-        *,
-        actor: str | None = None,
-        **data: object,
-    ) -> Event:
-        """Ids, names and policy only: never a password, token or secret."""
-        return new_event(
-            type_, aggregate_type, aggregate_id, at=self._clock.now(), data=data, actor=actor
-        )
-
-    def _issued(self, pair: TokenPair, subject: str, client: Client, grant: GrantType) -> Event:
-        """The event of an access-only issuance."""
-        return self._event(
-            "token.issued",
-            TOKEN,
-            pair.session_id,
-            actor=subject,
-            subject=subject,
-            client_id=client.id,
-            grant=grant.value,
-            audience=list(pair.audience),
-            scope=list(pair.scope),
-            expires_at=pair.access_expires_at,
-        )
-
     async def client_credentials_grant(
         self,
         client_id: str,
@@ -282,9 +201,9 @@ class TokenService:
     ) -> TokenPair:
         client = await self._authenticate_client(client_id, client_secret, source)
         grant = authorize(client, GrantType.CLIENT_CREDENTIALS, audience=audience, scope=scope)
-        pair = self._access_only(client.id, client, grant, {})
+        pair = self._minter.access_only(client.id, client, grant, {})
         await self._store.append_events(
-            (self._issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS),)
+            (self._minter.issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS),)
         )
         return pair
 
@@ -310,7 +229,9 @@ class TokenService:
         principal = await self._store.get_principal_by_name(principal_key(subject))
         if principal is None or principal.disabled:
             raise PermissionDenied("the subject does not exist or is disabled")
-        pair = await self._access_session(principal, client, grant, extra, GrantType.TOKEN_EXCHANGE)
+        pair = await self._minter.access_session(
+            principal, client, grant, extra, GrantType.TOKEN_EXCHANGE
+        )
         if pair is None:
             raise PermissionDenied(
                 "the subject was changed, disabled or deleted during the exchange; retry"
@@ -334,7 +255,7 @@ class TokenService:
         no RPC reaches it."""
         client = self._clients.default_client
         grant = authorize(client, GrantType.PASSWORD, audience=audience, scope=scope)
-        return self._access_only(subject, client, grant, {})
+        return self._minter.access_only(subject, client, grant, {})
 
     # -- refresh --------------------------------------------------------------
 
@@ -342,7 +263,7 @@ class TokenService:
         self, token: str, *, client_id: str = "", client_secret: str = ""
     ) -> TokenPair:
         """The next pair of the session; see ``authority.domain.sessions`` for the rules."""
-        if not token.startswith(_REFRESH_PREFIX) or len(token) > 256:
+        if not plausible_refresh_token(token):
             raise Unauthenticated(_BAD_REFRESH)
         token_hash = refresh_token_hash(token)
         for _ in range(3):  # a lost race is decided again on fresh data
@@ -372,7 +293,7 @@ class TokenService:
             if decision.outcome is Outcome.REJECT:
                 raise Unauthenticated(decision.reason)
             if decision.outcome is Outcome.REUSE:
-                reuse = self._event(
+                reuse = self._minter.event(
                     "session.refresh_reuse_detected",
                     SESSION,
                     session.id,
@@ -396,9 +317,9 @@ class TokenService:
                 return TokenPair.from_bytes(opened)
             assert client is not None
             changed_at = principal.credentials_changed_at if principal is not None else None
-            pair, next_record = self._successor(session, client, now, changed_at)
+            pair, next_record = self._minter.successor(session, client, now, changed_at)
             sealed = seal_for_token(token, pair.to_bytes(), aad=token_hash)
-            refreshed = self._event(
+            refreshed = self._minter.event(
                 "session.refreshed",
                 SESSION,
                 session.id,
@@ -426,30 +347,6 @@ class TokenService:
             raise PermissionDenied(f"client {client.id!r} may not use the refresh_token grant")
         return client
 
-    def _successor(
-        self, session: Session, client: Client, now: datetime, changed_at: datetime | None
-    ) -> tuple[TokenPair, RefreshRecord]:
-        token = new_refresh_token()
-        record = RefreshRecord(
-            token_hash=refresh_token_hash(token),
-            session_id=session.id,
-            issued_at=now,
-            expires_at=successor_expiry(session, now),
-        )
-        access, expires = self._mint(
-            subject=session.subject,
-            audience=session.audience,
-            scope=session.scope,
-            client=client,
-            session_id=session.id,
-            extra={},
-            changed_at=changed_at,
-        )
-        pair = TokenPair(
-            access, expires, session.id, session.audience, session.scope, token, record.expires_at
-        )
-        return pair, record
-
     # -- revocation -----------------------------------------------------------
 
     async def revoke_access_token(self, token: str, *, reason: str = "") -> datetime:
@@ -475,7 +372,7 @@ class TokenService:
         """Revoke the whole session of a refresh token; unknown tokens succeed silently, and
         so does a session already revoked or long over (nothing is written for those)."""
         now = self._clock.now()
-        if not token.startswith(_REFRESH_PREFIX) or len(token) > 256:
+        if not plausible_refresh_token(token):
             return now
         found = await self._store.find_refresh(refresh_token_hash(token))
         if found is None or self._session_is_over(*found, now=now):
@@ -503,140 +400,3 @@ class TokenService:
 
     def _verification_keys(self) -> Mapping[str, VerificationKey]:
         return self._keys.snapshot().verification_keys
-
-    # -- minting --------------------------------------------------------------
-
-    async def _start_session(
-        self, principal: Principal, client: Client, grant: Grant, *before: Event
-    ) -> TokenPair | None:
-        """A session, stored only while ``principal`` is still at the credential generation
-        that was checked (None otherwise: nothing was stored, nothing is returned)."""
-        now = self._clock.now()
-        session = Session(
-            id="s_" + secrets.token_urlsafe(16),
-            subject=principal.id,
-            client_id=client.id,
-            audience=grant.audience,
-            scope=grant.scope,
-            created_at=now,
-            # Clamped: a client stored before the bound existed must not break its logins.
-            idle_ttl=min(client.session_idle_ttl, MAX_SESSION_TTL),
-            absolute_expires_at=now + min(client.session_absolute_ttl, MAX_SESSION_TTL),
-        )
-        pair, record = self._successor(session, client, now, principal.credentials_changed_at)
-        started = self._event(
-            "session.started",
-            SESSION,
-            session.id,
-            actor=principal.id,
-            subject=principal.id,
-            client_id=client.id,
-            audience=list(session.audience),
-            scope=list(session.scope),
-        )
-        stored = await self._store.create_session(
-            session, record, events=(*before, started), generation=principal.generation
-        )
-        return pair if stored else None
-
-    async def _access_session(
-        self,
-        principal: Principal,
-        client: Client,
-        grant: Grant,
-        extra: dict[str, Any],
-        grant_type: GrantType,
-        *before: Event,
-    ) -> TokenPair | None:
-        """An access token without a refresh token, for a principal. Its ``sid`` is stored
-        as a session without refresh tokens (until the token's end of life), under the same
-        generation check as a login, so a credential change orders it the same way and
-        revokes its token by ``sid``. None when the principal changed meanwhile."""
-        pair = self._access_only(
-            principal.id, client, grant, extra, changed_at=principal.credentials_changed_at
-        )
-        now = self._clock.now()
-        session = Session(
-            id=pair.session_id,
-            subject=principal.id,
-            client_id=client.id,
-            audience=grant.audience,
-            scope=grant.scope,
-            created_at=now,
-            idle_ttl=client.access_token_ttl,
-            absolute_expires_at=datetime.fromtimestamp(pair.access_expires_at + self._leeway, UTC),
-        )
-        issued = self._issued(pair, principal.id, client, grant_type)
-        stored = await self._store.create_session(
-            session, None, events=(*before, issued), generation=principal.generation
-        )
-        return pair if stored else None
-
-    def _not_before(
-        self, subject: str, client_id: str, changed_at: datetime | None
-    ) -> float | None:
-        """The latest instant a new token of ``subject`` through ``client_id`` must be
-        issued after: the principal's last credential change (read with the generation the
-        session insert checks) and the subject and client revocations in the view."""
-        times = [self._revocations.view.not_before(subject, client_id)]
-        if changed_at is not None:
-            times.append(changed_at.timestamp())
-        return max((t for t in times if t is not None), default=None)
-
-    def _access_only(
-        self,
-        subject: str,
-        client: Client,
-        grant: Grant,
-        extra: dict[str, Any],
-        *,
-        changed_at: datetime | None = None,
-    ) -> TokenPair:
-        session_id = "s_" + secrets.token_urlsafe(16)
-        access, expires = self._mint(
-            subject=subject,
-            audience=grant.audience,
-            scope=grant.scope,
-            client=client,
-            session_id=session_id,
-            extra=extra,
-            changed_at=changed_at,
-        )
-        return TokenPair(access, expires, session_id, grant.audience, grant.scope)
-
-    def _mint(
-        self,
-        *,
-        subject: str,
-        audience: tuple[str, ...],
-        scope: tuple[str, ...],
-        client: Client,
-        session_id: str,
-        extra: dict[str, Any],
-        changed_at: datetime | None = None,
-    ) -> tuple[str, int]:
-        """``iat`` follows the subject's last credential change and any subject or client
-        revocation this process knows of (``issued_at``); ``nbf`` and ``exp`` are whole
-        seconds."""
-        signer = self._keys.snapshot().signer
-        if signer is None:
-            raise Unavailable("no signing key is active")
-        stamp = self._clock.timestamp()
-        now = int(stamp)
-        expires = now + int(client.access_token_ttl.total_seconds())
-        claims: dict[str, Any] = {
-            **extra,
-            "iss": self._issuer,
-            "sub": subject,
-            "aud": audience[0] if len(audience) == 1 else list(audience),
-            "exp": expires,
-            "iat": issued_at(stamp, self._not_before(subject, client.id, changed_at)),
-            "nbf": now,
-            "jti": secrets.token_urlsafe(16),
-            "sid": session_id,
-        }
-        if client.id:
-            claims["client_id"] = client.id
-        if scope:
-            claims["scope"] = " ".join(scope)
-        return sign(claims, signer), expires
