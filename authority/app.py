@@ -303,11 +303,9 @@ class Authority:
         )
         token_revocations = TokenRevoker(
             store=self.store,
-            keys=self.keys,
+            verifier=self.verifier,
             revocations=self.revocation_service,
             clock=self.clock,
-            leeway=s.leeway,
-            max_token_bytes=s.max_token_bytes,
         )
         principals = PrincipalService(
             store=self.store,

@@ -7,18 +7,16 @@ service like any other (durable, then the view, then the followers).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from authority.domain.clock import Clock
 from authority.domain.revocation import RevocationKind
 from authority.domain.sessions import RefreshRecord, Session
 from authority.domain.tokens import Verification
-from authority.keys.manager import KeyManager
 from authority.services.minter import plausible_refresh_token, refresh_token_hash
 from authority.services.revocations import RevocationService
 from authority.store.base import Store
-from authority.tokens.jws import VerificationKey, verify_signature
+from authority.tokens.verifier import TokenVerifier
 
 
 class TokenRevoker:
@@ -26,18 +24,14 @@ class TokenRevoker:
         self,
         *,
         store: Store,
-        keys: KeyManager,
+        verifier: TokenVerifier,
         revocations: RevocationService,
         clock: Clock,
-        leeway: timedelta,
-        max_token_bytes: int,
     ) -> None:
         self._store = store
-        self._keys = keys
+        self._verifier = verifier
         self._revocations = revocations
         self._clock = clock
-        self._leeway = leeway.total_seconds()
-        self._max_token_bytes = max_token_bytes
 
     async def revoke_access_token(self, token: str, *, reason: str = "") -> datetime:
         """Revoke one access token by its jti, if it is ours; anything else succeeds silently.
@@ -46,12 +40,11 @@ class TokenRevoker:
         client), is left alone: revoking it again would change nothing, so nothing is
         written (RFC 7009 idempotence, at no cost)."""
         now = self._clock.now()
-        checked = verify_signature(
-            token, self._verification_keys(), max_bytes=self._max_token_bytes
-        )
+        # The signature step of Verify itself: one JWS check for the whole server.
+        checked = self._verifier.signed_claims(token)
         if isinstance(checked, Verification):  # not a token we signed: nothing to revoke
             return now
-        expires_at = checked.expires_at + self._leeway
+        expires_at = checked.expires_at + self._verifier.leeway
         if now.timestamp() >= expires_at or self._revocations.view.is_revoked(checked):
             return now
         return await self._revocations.revoke(
@@ -87,6 +80,3 @@ class TokenRevoker:
         return now >= session.absolute_expires_at + horizon or (
             last_issue is not None and now >= last_issue + horizon
         )
-
-    def _verification_keys(self) -> Mapping[str, VerificationKey]:
-        return self._keys.snapshot().verification_keys

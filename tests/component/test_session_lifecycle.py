@@ -195,11 +195,9 @@ class Harness:
         )
         self.token_revocations = TokenRevoker(
             store=self.store,
-            keys=self.keys,
+            verifier=self.verifier,
             revocations=self.revocations,
             clock=self.clock,
-            leeway=LEEWAY,
-            max_token_bytes=8192,
         )
         self.principals = PrincipalService(
             store=self.store,
