@@ -87,6 +87,8 @@ class TokenPair:
 
 
 class TokenMinter:
+    """Signs access tokens, stores the sessions they belong to, and builds the events."""
+
     def __init__(
         self,
         *,

@@ -35,6 +35,8 @@ _BAD_REFRESH = "invalid refresh token"
 
 
 class RefreshService:
+    """Exchanges a refresh token for the session's next pair, exactly once."""
+
     def __init__(
         self,
         *,

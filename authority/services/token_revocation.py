@@ -20,6 +20,8 @@ from authority.tokens.verifier import TokenVerifier
 
 
 class TokenRevoker:
+    """Revokes the access token or refresh session a caller presents."""
+
     def __init__(
         self,
         *,
