@@ -45,7 +45,15 @@ from authority.observability import metrics
 from authority.services.admin_credential import AdminCredential
 from authority.services.audit import AuditLogService
 from authority.services.clients import ClientService, default_client
+from authority.services.grants import (
+    ClientAuthenticator,
+    ClientCredentialsGrant,
+    Grants,
+    PasswordGrant,
+    TokenExchangeGrant,
+)
 from authority.services.installation import open_installation
+from authority.services.minter import TokenMinter
 from authority.services.outbox import (
     AUDIT_GROUP,
     AuditConsumer,
@@ -55,9 +63,10 @@ from authority.services.outbox import (
 )
 from authority.services.passwords import HashParameters, PasswordHasher
 from authority.services.principals import PrincipalService
+from authority.services.refresh import RefreshService
 from authority.services.revocation_feed import RevocationFeed
 from authority.services.revocations import RevocationService
-from authority.services.tokens import TokenService
+from authority.services.token_revocation import TokenRevoker
 from authority.services.webhooks import WEBHOOK_GROUP, WebhookDispatcher
 from authority.store.observed import observed
 from authority.tls import admin_credentials, http_ssl_context, server_credentials
@@ -257,18 +266,46 @@ class Authority:
             revocations=self.revocation_service,
             max_access_ttl_seconds=s.access_token_ttl.total_seconds(),
         )
-        self.token_service = TokenService(
+        self.token_minter = TokenMinter(
             store=self.store,
             keys=self.keys,
-            hasher=self.hasher,
+            view=self.revocations,
             clock=self.clock,
             issuer=self.issuer,
+            leeway=s.leeway,
+        )
+        client_auth = ClientAuthenticator(
+            clients=clients, gate=self.backends.gate, clock=self.clock
+        )
+        grants = Grants(
+            password=PasswordGrant(
+                minter=self.token_minter,
+                store=self.store,
+                hasher=self.hasher,
+                clients=clients,
+                gate=self.backends.gate,
+                clock=self.clock,
+            ),
+            client_credentials=ClientCredentialsGrant(
+                minter=self.token_minter, store=self.store, clients=client_auth
+            ),
+            token_exchange=TokenExchangeGrant(
+                minter=self.token_minter, store=self.store, clients=client_auth
+            ),
+        )
+        refresh = RefreshService(
+            minter=self.token_minter,
+            store=self.store,
             clients=clients,
             revocations=self.revocation_service,
-            gate=self.backends.gate,
+            clock=self.clock,
             grace=s.refresh_grace,
-            leeway=s.leeway,
-            max_token_bytes=s.max_token_bytes,
+        )
+        token_revocations = TokenRevoker(
+            store=self.store,
+            verifier=self.verifier,
+            revocations=self.revocation_service,
+            clock=self.clock,
         )
         principals = PrincipalService(
             store=self.store,
@@ -281,9 +318,11 @@ class Authority:
         def servicers(admin_allowed: AdminCredential | None) -> Servicers:
             return (
                 TokenServicer(
-                    tokens=self.token_service,
+                    grants=grants,
+                    refresh=refresh,
                     verifier=self.verifier,
                     revocations=self.revocation_service,
+                    token_revocations=token_revocations,
                     admin=admin_allowed,
                     revoke_limit=self.backends.revoke_limit,
                     clock=self.clock,

@@ -18,8 +18,11 @@ from authority.domain.revocation import RevocationKind
 from authority.domain.sources import source_key
 from authority.ports.rate_limits import RateLimit
 from authority.services.admin_credential import AdminCredential
+from authority.services.grants import Grants
+from authority.services.minter import TokenPair
+from authority.services.refresh import RefreshService
 from authority.services.revocations import RevocationService
-from authority.services.tokens import TokenPair, TokenService
+from authority.services.token_revocation import TokenRevoker
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import token_pb2, token_pb2_grpc
 
@@ -52,16 +55,20 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
     def __init__(
         self,
         *,
-        tokens: TokenService,
+        grants: Grants,
+        refresh: RefreshService,
         verifier: TokenVerifier,
         revocations: RevocationService,
+        token_revocations: TokenRevoker,
         admin: AdminCredential | None,
         revoke_limit: RateLimit,
         clock: Clock,
     ) -> None:
-        self._tokens = tokens
+        self._grants = grants
+        self._refresh = refresh
         self._verifier = verifier
         self._revocations = revocations
+        self._token_revocations = token_revocations
         self._admin = admin
         self._revoke_limit = revoke_limit
         self._clock = clock
@@ -77,7 +84,7 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
             source_address(context),
         )
         if grant == "password":
-            pair = await self._tokens.password_grant(
+            pair = await self._grants.password.issue(
                 request.password.principal,
                 request.password.password,
                 client_id=request.client_id,
@@ -88,7 +95,7 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
             )
         elif grant == "client_credentials":
             credentials = request.client_credentials
-            pair = await self._tokens.client_credentials_grant(
+            pair = await self._grants.client_credentials.issue(
                 credentials.client_id,
                 credentials.client_secret,
                 audience=audience,
@@ -97,7 +104,7 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
             )
         elif grant == "token_exchange":
             exchange = request.token_exchange
-            pair = await self._tokens.token_exchange_grant(
+            pair = await self._grants.token_exchange.issue(
                 exchange.client_id,
                 exchange.client_secret,
                 exchange.subject,
@@ -118,7 +125,7 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
     ) -> token_pb2.RefreshResponse:
         if not request.refresh_token:
             raise InvalidArgument("refresh_token is required")
-        pair = await self._tokens.refresh(
+        pair = await self._refresh.refresh(
             request.refresh_token,
             client_id=request.client_id,
             client_secret=request.client_secret,
@@ -147,9 +154,9 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
                 source_key(source_address(context)), self._clock.timestamp()
             )
         if target == "access_token":
-            revoked_at = await self._tokens.revoke_access_token(value, reason=reason)
+            revoked_at = await self._token_revocations.revoke_access_token(value, reason=reason)
         elif target == "refresh_token":
-            revoked_at = await self._tokens.revoke_refresh_token(value, reason=reason)
+            revoked_at = await self._token_revocations.revoke_refresh_token(value, reason=reason)
         else:
             require_admin(context, self._admin)
             check_revocation_value(value, target)

@@ -26,7 +26,9 @@ import grpc
 
 from authority.app import Authority
 from authority.config import Settings
+from authority.domain.clients import GrantType, authorize
 from authority.observability.logging import configure_logging
+from authority.services.clients import default_client
 from authority.v1 import token_pb2
 
 ADMIN_TOKEN = "bench-admin-" + "x" * 40
@@ -102,12 +104,19 @@ async def serve(out: Path, data_dir: Path, fresh: int, repeat: int, watch_stdin:
         _stop_on_stdin_eof(loop, stop)
     try:
         await authority.start()
-        audience = (settings.audience,)
+        # Minted directly, under the default client's policy: no session, no store write.
+        client = default_client(
+            audience=settings.audience,
+            access_ttl_seconds=settings.access_token_ttl.total_seconds(),
+            idle_ttl_seconds=settings.session_idle_ttl.total_seconds(),
+            absolute_ttl_seconds=settings.session_absolute_ttl.total_seconds(),
+        )
+        grant = authorize(client, GrantType.PASSWORD, audience=(settings.audience,), scope=())
         started = time.perf_counter()
         pools = {
             name: [
-                authority.token_service.issue_preauthenticated(
-                    f"bench-{name}-{i}", audience=audience
+                authority.token_minter.access_only(
+                    f"bench-{name}-{i}", client, grant, {}
                 ).access_token
                 for i in range(size)
             ]

@@ -50,18 +50,23 @@ class TokenVerifier:
         self._clock = clock
         self._cache: BoundedCache[str, AccessClaims] = BoundedCache(cache_size)
 
+    @property
+    def leeway(self) -> float:
+        """Seconds past ``exp`` (and before ``nbf``) a token is still accepted."""
+        return self._leeway
+
+    def signed_claims(self, token: str) -> AccessClaims | Verification:
+        """The claims of ``token`` when it carries our signature by a published key, else
+        the failure; never raises. Time, issuer, audience and revocation are not checked
+        here (``verify`` checks them): revoke-by-token needs exactly this step."""
+        return self._signed(token, self._clock.timestamp())
+
     def verify(self, token: str, audiences: Iterable[str] = ()) -> Verification:
         """A verdict for ``token``; never raises for any input."""
-        keys = self._keys()
         now = self._clock.timestamp()
-        claims = self._cache.get(token)
-        if claims is None or claims.key_id not in keys:
-            checked = verify_signature(token, keys, max_bytes=self._max_bytes)
-            if isinstance(checked, Verification):
-                return checked
-            claims = checked
-            if now < claims.expires_at + self._leeway:
-                self._cache[token] = claims
+        claims = self._signed(token, now)
+        if isinstance(claims, Verification):
+            return claims
         accepted = frozenset(audiences) or self._default_audiences
         verdict = check_claims(
             claims, issuer=self._issuer, audiences=accepted, now=now, leeway=self._leeway
@@ -71,6 +76,18 @@ class TokenVerifier:
         if verdict.valid and self._revocations.is_revoked(claims):
             return _REVOKED
         return verdict
+
+    def _signed(self, token: str, now: float) -> AccessClaims | Verification:
+        keys = self._keys()
+        claims = self._cache.get(token)
+        if claims is None or claims.key_id not in keys:
+            checked = verify_signature(token, keys, max_bytes=self._max_bytes)
+            if isinstance(checked, Verification):
+                return checked
+            claims = checked
+            if now < claims.expires_at + self._leeway:
+                self._cache[token] = claims
+        return claims
 
     @property
     def cached(self) -> int:

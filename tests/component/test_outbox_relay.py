@@ -136,23 +136,23 @@ async def test_a_lifecycle_is_audited_in_order_without_secrets(tmp_path: Path) -
         clients = ClientService(
             store=h.store,
             clock=h.clock,
-            default_client=h.tokens._clients.default_client,
+            default_client=h.clients.default_client,
             revocations=h.revocations,
             max_access_ttl_seconds=60,
         )
         bob = await principals.create("bob", PASSWORD)
-        pair = await h.tokens.password_grant("bob", PASSWORD)
+        pair = await h.password_grant.issue("bob", PASSWORD)
         with pytest.raises(Unauthenticated):
-            await h.tokens.password_grant("bob", WRONG)
-        second = await h.tokens.refresh(pair.refresh_token)
+            await h.password_grant.issue("bob", WRONG)
+        second = await h.refresher.refresh(pair.refresh_token)
         h.clock.advance(GRACE + timedelta(seconds=1))
         with pytest.raises(Unauthenticated):
-            await h.tokens.refresh(pair.refresh_token)  # reuse: the session is revoked
-        third = await h.tokens.password_grant("bob", PASSWORD)
-        await h.tokens.revoke_access_token(third.access_token)
-        await h.tokens.revoke_refresh_token(third.refresh_token)
+            await h.refresher.refresh(pair.refresh_token)  # reuse: the session is revoked
+        third = await h.password_grant.issue("bob", PASSWORD)
+        await h.token_revocations.revoke_access_token(third.access_token)
+        await h.token_revocations.revoke_refresh_token(third.refresh_token)
         await principals.set_password("bob", NEW_PASSWORD, keep_sessions=False)
-        template = replace(h.tokens._clients.default_client, id="billing")
+        template = replace(h.clients.default_client, id="billing")
         client, secret = await clients.create(template, confidential=True)
         new_secret = await clients.rotate_secret(client.id)
         rotated = await h.keys.rotate()

@@ -1,5 +1,6 @@
-"""The refresh-session lifecycle end to end in process: the real TokenService, TokenVerifier
-and RevocationService over a real SQLite store, with a manual clock.
+"""The refresh-session lifecycle end to end in process: the real password grant, refresh
+service, token revoker, TokenVerifier and RevocationService over a real SQLite store,
+with a manual clock.
 
 A hypothesis state machine drives logins, refreshes, retries, concurrent refreshes,
 reuse, revocations, principal disabling, pruning and the passage of time against a
@@ -50,10 +51,13 @@ from authority.domain.tokens import VerifyReason
 from authority.keys.manager import KeyManager
 from authority.ports.attempts import LocalAttemptGate
 from authority.services.clients import ClientService, default_client
+from authority.services.grants import PasswordGrant
+from authority.services.minter import TokenMinter, TokenPair
 from authority.services.passwords import HashParameters, PasswordHasher
 from authority.services.principals import PrincipalService
+from authority.services.refresh import RefreshService
 from authority.services.revocations import RevocationService
-from authority.services.tokens import TokenPair, TokenService
+from authority.services.token_revocation import TokenRevoker
 from authority.store.sqlite import SqliteStore
 from authority.tokens.verifier import TokenVerifier
 
@@ -156,14 +160,20 @@ class Harness:
             revocations=self.revocations,
             max_access_ttl_seconds=ACCESS_TTL.total_seconds(),
         )
-        self.tokens = TokenService(
+        self.clients = clients
+        self.minter = TokenMinter(
             store=self.store,
             keys=self.keys,
-            hasher=self.hasher,
+            view=self.view,
             clock=self.clock,
             issuer=ISSUER,
+            leeway=LEEWAY,
+        )
+        self.password_grant = PasswordGrant(
+            minter=self.minter,
+            store=self.store,
+            hasher=self.hasher,
             clients=clients,
-            revocations=self.revocations,
             gate=LocalAttemptGate(
                 AttemptGuard(
                     principal_per_minute=1e6,
@@ -173,9 +183,21 @@ class Harness:
                     lockout_threshold=1_000_000,
                 )
             ),
+            clock=self.clock,
+        )
+        self.refresher = RefreshService(
+            minter=self.minter,
+            store=self.store,
+            clients=clients,
+            revocations=self.revocations,
+            clock=self.clock,
             grace=GRACE,  # sanity check: set this to timedelta(0) and the retry rule fails
-            leeway=LEEWAY,
-            max_token_bytes=8192,
+        )
+        self.token_revocations = TokenRevoker(
+            store=self.store,
+            verifier=self.verifier,
+            revocations=self.revocations,
+            clock=self.clock,
         )
         self.principals = PrincipalService(
             store=self.store,
@@ -199,7 +221,7 @@ class Harness:
         self.hasher.close()
 
     async def login(self, password: str = PASSWORD) -> TokenPair:
-        return await self.tokens.password_grant(NAME, password)
+        return await self.password_grant.issue(NAME, password)
 
     async def login_held_across(self, change: Coroutine[Any, Any, object], password: str) -> None:
         """Start a login, hold it once it has checked the password and minted its tokens
@@ -387,7 +409,7 @@ class SessionLifecycle(RuleBasedStateMachine):
         event(f"presented {'concurrently' if times > 1 else 'once'}: {expected.value}")
         record = session.chain[index]
         now = self.now
-        answers = self.run(gather(*(self.h.tokens.refresh(record.token) for _ in range(times))))
+        answers = self.run(gather(*(self.h.refresher.refresh(record.token) for _ in range(times))))
         if expected in (Expect.REJECT, Expect.REUSE):
             for answer in answers:
                 assert isinstance(answer, Unauthenticated), (expected, answer)
@@ -521,7 +543,7 @@ class SessionLifecycle(RuleBasedStateMachine):
             return
         session = self.pick(self.sessions, n)
         token = session.chain[which % len(session.chain)].token
-        self.run(self.h.tokens.revoke_refresh_token(token))
+        self.run(self.h.token_revocations.revoke_refresh_token(token))
         if not session.pruned:
             self.revoke_in_model(session)
 
@@ -530,7 +552,7 @@ class SessionLifecycle(RuleBasedStateMachine):
     def revoke_access_token(self, n: int, which: int) -> None:
         session = self.pick(self.sessions, n)
         access = session.access[which % len(session.access)]
-        self.run(self.h.tokens.revoke_access_token(access.token))
+        self.run(self.h.token_revocations.revoke_access_token(access.token))
         access.revoked = True
 
     @precondition(lambda self: self.sessions)
@@ -630,7 +652,7 @@ class SessionLifecycle(RuleBasedStateMachine):
             for index in indexes:
                 assert self.expect(session, index) is Expect.REJECT
                 with pytest.raises(Unauthenticated):
-                    self.run(self.h.tokens.refresh(session.chain[index].token))
+                    self.run(self.h.refresher.refresh(session.chain[index].token))
 
     @invariant()
     def access_tokens_verify_as_modelled(self) -> None:
@@ -691,20 +713,20 @@ def session_revoked(h: Harness, session_id: str) -> bool:
 
 async def test_a_retry_within_the_grace_window_returns_the_same_pair(h: Harness) -> None:
     first = await h.login()
-    successor = await h.tokens.refresh(first.refresh_token)
+    successor = await h.refresher.refresh(first.refresh_token)
     h.clock.advance(GRACE / 2)
-    assert await h.tokens.refresh(first.refresh_token) == successor
+    assert await h.refresher.refresh(first.refresh_token) == successor
     h.clock.advance(GRACE / 2)  # the window's last instant still counts
-    assert await h.tokens.refresh(first.refresh_token) == successor
+    assert await h.refresher.refresh(first.refresh_token) == successor
     assert h.verifier.verify(first.access_token).valid
     assert h.verifier.verify(successor.access_token).valid
-    following = await h.tokens.refresh(successor.refresh_token)  # the session carries on
+    following = await h.refresher.refresh(successor.refresh_token)  # the session carries on
     assert following.session_id == first.session_id
 
 
 async def test_fifty_concurrent_refreshes_of_one_token_give_one_successor(h: Harness) -> None:
     first = await h.login()
-    answers = await asyncio.gather(*(h.tokens.refresh(first.refresh_token) for _ in range(50)))
+    answers = await asyncio.gather(*(h.refresher.refresh(first.refresh_token) for _ in range(50)))
     assert len(set(answers)) == 1
     successor = answers[0]
     stored = stored_tokens(h, first.session_id)
@@ -715,7 +737,7 @@ async def test_fifty_concurrent_refreshes_of_one_token_give_one_successor(h: Har
     assert not session_revoked(h, first.session_id)
     assert h.verifier.verify(first.access_token).valid
     assert h.verifier.verify(successor.access_token).valid
-    assert (await h.tokens.refresh(successor.refresh_token)).session_id == first.session_id
+    assert (await h.refresher.refresh(successor.refresh_token)).session_id == first.session_id
 
 
 async def test_reuse_after_the_grace_window_revokes_the_session_and_its_access_tokens(
@@ -723,39 +745,39 @@ async def test_reuse_after_the_grace_window_revokes_the_session_and_its_access_t
 ) -> None:
     first = await h.login()
     other = await h.login()
-    successor = await h.tokens.refresh(first.refresh_token)
+    successor = await h.refresher.refresh(first.refresh_token)
     h.clock.advance(GRACE + US)
     with pytest.raises(Unauthenticated, match="reuse"):
-        await h.tokens.refresh(first.refresh_token)
+        await h.refresher.refresh(first.refresh_token)
     assert session_revoked(h, first.session_id)
     with pytest.raises(Unauthenticated):
-        await h.tokens.refresh(successor.refresh_token)
+        await h.refresher.refresh(successor.refresh_token)
     assert h.verifier.verify(first.access_token).reason is VerifyReason.REVOKED
     assert h.verifier.verify(successor.access_token).reason is VerifyReason.REVOKED
     # The principal's other session is untouched.
     assert h.verifier.verify(other.access_token).valid
-    assert (await h.tokens.refresh(other.refresh_token)).session_id == other.session_id
+    assert (await h.refresher.refresh(other.refresh_token)).session_id == other.session_id
 
 
 async def test_a_retry_after_the_successor_was_itself_refreshed_is_reuse(h: Harness) -> None:
     first = await h.login()
-    second = await h.tokens.refresh(first.refresh_token)
-    third = await h.tokens.refresh(second.refresh_token)
+    second = await h.refresher.refresh(first.refresh_token)
+    third = await h.refresher.refresh(second.refresh_token)
     with pytest.raises(Unauthenticated, match="reuse"):
-        await h.tokens.refresh(first.refresh_token)  # within grace, but not behind the head
+        await h.refresher.refresh(first.refresh_token)  # within grace, but not behind the head
     with pytest.raises(Unauthenticated):
-        await h.tokens.refresh(third.refresh_token)
+        await h.refresher.refresh(third.refresh_token)
     assert h.verifier.verify(third.access_token).reason is VerifyReason.REVOKED
 
 
 async def test_an_idle_session_expires(h: Harness) -> None:
     first = await h.login()
     h.clock.advance(IDLE_TTL - US)
-    successor = await h.tokens.refresh(first.refresh_token)
+    successor = await h.refresher.refresh(first.refresh_token)
     assert successor.refresh_expires_at == h.clock.now() + IDLE_TTL
     h.clock.advance(IDLE_TTL)
     with pytest.raises(Unauthenticated, match="idle"):
-        await h.tokens.refresh(successor.refresh_token)
+        await h.refresher.refresh(successor.refresh_token)
     # Refusing changes nothing: not consumed, not revoked.
     assert not session_revoked(h, first.session_id)
     assert [c for _, c in stored_tokens(h, first.session_id)].count(None) == 1
@@ -766,33 +788,33 @@ async def test_a_session_expires_at_its_absolute_end_however_active(h: Harness) 
     pair = await h.login()
     while h.clock.now() + IDLE_TTL / 2 < start + ABSOLUTE_TTL:
         h.clock.advance(IDLE_TTL / 2)
-        pair = await h.tokens.refresh(pair.refresh_token)
+        pair = await h.refresher.refresh(pair.refresh_token)
     assert pair.refresh_expires_at == start + ABSOLUTE_TTL  # capped at the absolute end
     h.clock.set(start + ABSOLUTE_TTL)
     with pytest.raises(Unauthenticated, match="expired"):
-        await h.tokens.refresh(pair.refresh_token)
+        await h.refresher.refresh(pair.refresh_token)
     assert not session_revoked(h, pair.session_id)
 
 
 async def test_a_disabled_principal_cannot_refresh(h: Harness) -> None:
     first = await h.login()
-    successor = await h.tokens.refresh(first.refresh_token)
+    successor = await h.refresher.refresh(first.refresh_token)
     await h.set_disabled(True)
     with pytest.raises(Unauthenticated, match="disabled"):
-        await h.tokens.refresh(successor.refresh_token)
+        await h.refresher.refresh(successor.refresh_token)
     with pytest.raises(Unauthenticated, match="disabled"):
-        await h.tokens.refresh(first.refresh_token)  # not even a replay within grace
+        await h.refresher.refresh(first.refresh_token)  # not even a replay within grace
     with pytest.raises(Unauthenticated):
         await h.login()
     assert not session_revoked(h, first.session_id)
     await h.set_disabled(False)  # the refusals changed nothing
-    assert await h.tokens.refresh(first.refresh_token) == successor
-    assert (await h.tokens.refresh(successor.refresh_token)).session_id == first.session_id
+    assert await h.refresher.refresh(first.refresh_token) == successor
+    assert (await h.refresher.refresh(successor.refresh_token)).session_id == first.session_id
 
 
 async def test_the_database_holds_no_token_in_clear(h: Harness) -> None:
     first = await h.login()
-    successor = await h.tokens.refresh(first.refresh_token)
+    successor = await h.refresher.refresh(first.refresh_token)
     secrets = [first.refresh_token, successor.refresh_token, successor.access_token]
     pieces = [s.encode() for s in secrets]
     pieces += [s.removeprefix("rt_").encode() for s in secrets[:2]]
@@ -817,7 +839,7 @@ async def test_the_database_holds_no_token_in_clear(h: Harness) -> None:
 
 async def test_a_prune_at_the_end_of_grace_does_not_turn_a_retry_into_reuse(h: Harness) -> None:
     first = await h.login()
-    successor = await h.tokens.refresh(first.refresh_token)
+    successor = await h.refresher.refresh(first.refresh_token)
     h.clock.advance(GRACE)  # the window's last instant, which decide() still counts
     await h.prune()  # RevocationService.run's periodic pass happens to land here
-    assert await h.tokens.refresh(first.refresh_token) == successor
+    assert await h.refresher.refresh(first.refresh_token) == successor

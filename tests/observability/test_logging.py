@@ -26,7 +26,7 @@ from authority.observability.logging import (
 )
 from authority.services.admin_credential import new_admin_secret
 from authority.services.clients import new_client_secret
-from authority.services.tokens import new_refresh_token
+from authority.services.minter import new_refresh_token
 from authority.services.webhooks import new_webhook_secret
 from authority.v1 import admin_pb2
 from tests.integration.conftest import start_server  # noqa: F401 - the fixture

@@ -18,7 +18,7 @@ from authority.crypto import generate_private_key, public_jwk
 from authority.domain.clock import ManualClock
 from authority.domain.keys import Algorithm
 from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
-from authority.domain.tokens import VerifyReason
+from authority.domain.tokens import AccessClaims, Verification, VerifyReason
 from authority.tokens.jws import SigningKey, VerificationKey, b64url_decode, sign
 from authority.tokens.verifier import TokenVerifier
 
@@ -230,3 +230,19 @@ def test_any_single_character_change_is_rejected(data: st.DataObject) -> None:
 
 FIXTURE = Fixture()
 FIXTURE_TOKEN = FIXTURE.token()
+
+
+def test_signed_claims_is_the_signature_step_of_verify(fx: Fixture) -> None:
+    """Revoke-by-token asks only "is this ours, and what is its jti": a token of another
+    audience is ours; a token signed by an unpublished key, or tampered with, is not."""
+    foreign = fx.token(aud="billing", jti="j-foreign")
+    assert fx.verifier.verify(foreign).reason is VerifyReason.WRONG_AUDIENCE
+    claims = fx.verifier.signed_claims(foreign)
+    assert isinstance(claims, AccessClaims) and claims.token_id == "j-foreign"
+    header, _, signature = fx.token().split(".")
+    tampered = ".".join((header, _b64(b'{"sub":"p_2"}'), signature))
+    assert isinstance(fx.verifier.signed_claims(tampered), Verification)
+    token = fx.token()
+    fx.keys.clear()  # the key is withdrawn: its tokens are no longer ours, cached or not
+    assert isinstance(fx.verifier.signed_claims(token), Verification)
+    assert isinstance(fx.verifier.signed_claims(foreign), Verification)

@@ -1,0 +1,304 @@
+"""The token minter: signs access tokens, starts sessions and builds the events that say so.
+
+Every grant and the refresh service issue through this one place, so the rules a
+token must follow are written once: ``iat`` after the subject's last credential
+change and any subject or client revocation known here, sessions stored only while
+the principal is still at the credential generation that was checked, and session
+lifetimes clamped to the bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from authority.domain.bounds import MAX_SESSION_TTL
+from authority.domain.clients import Client, Grant, GrantType
+from authority.domain.clock import Clock
+from authority.domain.errors import Unavailable
+from authority.domain.events import SESSION, TOKEN, Event, new_event
+from authority.domain.principals import Principal
+from authority.domain.revocation import RevocationSet
+from authority.domain.sessions import RefreshRecord, Session, successor_expiry
+from authority.domain.tokens import issued_at
+from authority.keys.manager import KeyManager
+from authority.store.base import Store
+from authority.tokens.jws import sign
+
+REFRESH_PREFIX = "rt_"
+_MAX_REFRESH_TOKEN = 256
+
+
+def new_refresh_token() -> str:
+    return REFRESH_PREFIX + secrets.token_urlsafe(32)
+
+
+def refresh_token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def plausible_refresh_token(token: str) -> bool:
+    """Whether ``token`` has the shape of one of ours (worth looking up at all)."""
+    return token.startswith(REFRESH_PREFIX) and len(token) <= _MAX_REFRESH_TOKEN
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    access_expires_at: int
+    session_id: str
+    audience: tuple[str, ...]
+    scope: tuple[str, ...]
+    refresh_token: str = ""
+    refresh_expires_at: datetime | None = None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "access_token": self.access_token,
+                "access_expires_at": self.access_expires_at,
+                "session_id": self.session_id,
+                "audience": list(self.audience),
+                "scope": list(self.scope),
+                "refresh_token": self.refresh_token,
+                "refresh_expires_at": (
+                    self.refresh_expires_at.isoformat() if self.refresh_expires_at else None
+                ),
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TokenPair:
+        raw = json.loads(data)
+        expires = raw["refresh_expires_at"]
+        return cls(
+            access_token=raw["access_token"],
+            access_expires_at=raw["access_expires_at"],
+            session_id=raw["session_id"],
+            audience=tuple(raw["audience"]),
+            scope=tuple(raw["scope"]),
+            refresh_token=raw["refresh_token"],
+            refresh_expires_at=datetime.fromisoformat(expires) if expires else None,
+        )
+
+
+class TokenMinter:
+    """Signs access tokens, stores the sessions they belong to, and builds the events."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        keys: KeyManager,
+        view: RevocationSet,
+        clock: Clock,
+        issuer: str,
+        leeway: timedelta,
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._view = view
+        self._clock = clock
+        self._issuer = issuer
+        self._leeway = leeway.total_seconds()
+
+    # -- events ---------------------------------------------------------------
+
+    def event(
+        self,
+        type_: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        *,
+        actor: str | None = None,
+        **data: object,
+    ) -> Event:
+        """Ids, names and policy only: never a password, token or secret."""
+        return new_event(
+            type_, aggregate_type, aggregate_id, at=self._clock.now(), data=data, actor=actor
+        )
+
+    def issued(self, pair: TokenPair, subject: str, client: Client, grant: GrantType) -> Event:
+        """The event of an access-only issuance."""
+        return self.event(
+            "token.issued",
+            TOKEN,
+            pair.session_id,
+            actor=subject,
+            subject=subject,
+            client_id=client.id,
+            grant=grant.value,
+            audience=list(pair.audience),
+            scope=list(pair.scope),
+            expires_at=pair.access_expires_at,
+        )
+
+    # -- sessions -------------------------------------------------------------
+
+    async def start_session(
+        self, principal: Principal, client: Client, grant: Grant, *before: Event
+    ) -> TokenPair | None:
+        """A session, stored only while ``principal`` is still at the credential generation
+        that was checked (None otherwise: nothing was stored, nothing is returned)."""
+        now = self._clock.now()
+        session = Session(
+            id="s_" + secrets.token_urlsafe(16),
+            subject=principal.id,
+            client_id=client.id,
+            audience=grant.audience,
+            scope=grant.scope,
+            created_at=now,
+            # Clamped: a client stored before the bound existed must not break its logins.
+            idle_ttl=min(client.session_idle_ttl, MAX_SESSION_TTL),
+            absolute_expires_at=now + min(client.session_absolute_ttl, MAX_SESSION_TTL),
+        )
+        pair, record = self.successor(session, client, now, principal.credentials_changed_at)
+        started = self.event(
+            "session.started",
+            SESSION,
+            session.id,
+            actor=principal.id,
+            subject=principal.id,
+            client_id=client.id,
+            audience=list(session.audience),
+            scope=list(session.scope),
+        )
+        stored = await self._store.create_session(
+            session, record, events=(*before, started), generation=principal.generation
+        )
+        return pair if stored else None
+
+    async def access_session(
+        self,
+        principal: Principal,
+        client: Client,
+        grant: Grant,
+        extra: dict[str, Any],
+        grant_type: GrantType,
+        *before: Event,
+    ) -> TokenPair | None:
+        """An access token without a refresh token, for a principal. Its ``sid`` is stored
+        as a session without refresh tokens (until the token's end of life), under the same
+        generation check as a login, so a credential change orders it the same way and
+        revokes its token by ``sid``. None when the principal changed meanwhile."""
+        pair = self.access_only(
+            principal.id, client, grant, extra, changed_at=principal.credentials_changed_at
+        )
+        now = self._clock.now()
+        session = Session(
+            id=pair.session_id,
+            subject=principal.id,
+            client_id=client.id,
+            audience=grant.audience,
+            scope=grant.scope,
+            created_at=now,
+            idle_ttl=client.access_token_ttl,
+            absolute_expires_at=datetime.fromtimestamp(pair.access_expires_at + self._leeway, UTC),
+        )
+        issued = self.issued(pair, principal.id, client, grant_type)
+        stored = await self._store.create_session(
+            session, None, events=(*before, issued), generation=principal.generation
+        )
+        return pair if stored else None
+
+    def successor(
+        self, session: Session, client: Client, now: datetime, changed_at: datetime | None
+    ) -> tuple[TokenPair, RefreshRecord]:
+        """The session's next pair and the record of its refresh token (not stored)."""
+        token = new_refresh_token()
+        record = RefreshRecord(
+            token_hash=refresh_token_hash(token),
+            session_id=session.id,
+            issued_at=now,
+            expires_at=successor_expiry(session, now),
+        )
+        access, expires = self._mint(
+            subject=session.subject,
+            audience=session.audience,
+            scope=session.scope,
+            client=client,
+            session_id=session.id,
+            extra={},
+            changed_at=changed_at,
+        )
+        pair = TokenPair(
+            access, expires, session.id, session.audience, session.scope, token, record.expires_at
+        )
+        return pair, record
+
+    # -- access tokens --------------------------------------------------------
+
+    def access_only(
+        self,
+        subject: str,
+        client: Client,
+        grant: Grant,
+        extra: dict[str, Any],
+        *,
+        changed_at: datetime | None = None,
+    ) -> TokenPair:
+        """An access token under a fresh ``sid`` that nothing stores: the caller stores the
+        session (``access_session``) or needs none (a client acting for itself)."""
+        session_id = "s_" + secrets.token_urlsafe(16)
+        access, expires = self._mint(
+            subject=subject,
+            audience=grant.audience,
+            scope=grant.scope,
+            client=client,
+            session_id=session_id,
+            extra=extra,
+            changed_at=changed_at,
+        )
+        return TokenPair(access, expires, session_id, grant.audience, grant.scope)
+
+    def _not_before(
+        self, subject: str, client_id: str, changed_at: datetime | None
+    ) -> float | None:
+        """The latest instant a new token of ``subject`` through ``client_id`` must be
+        issued after: the principal's last credential change (read with the generation the
+        session insert checks) and the subject and client revocations in the view."""
+        times = [self._view.not_before(subject, client_id)]
+        if changed_at is not None:
+            times.append(changed_at.timestamp())
+        return max((t for t in times if t is not None), default=None)
+
+    def _mint(
+        self,
+        *,
+        subject: str,
+        audience: tuple[str, ...],
+        scope: tuple[str, ...],
+        client: Client,
+        session_id: str,
+        extra: dict[str, Any],
+        changed_at: datetime | None = None,
+    ) -> tuple[str, int]:
+        """``iat`` follows the subject's last credential change and any subject or client
+        revocation this process knows of (``issued_at``); ``nbf`` and ``exp`` are whole
+        seconds."""
+        signer = self._keys.snapshot().signer
+        if signer is None:
+            raise Unavailable("no signing key is active")
+        stamp = self._clock.timestamp()
+        now = int(stamp)
+        expires = now + int(client.access_token_ttl.total_seconds())
+        claims: dict[str, Any] = {
+            **extra,
+            "iss": self._issuer,
+            "sub": subject,
+            "aud": audience[0] if len(audience) == 1 else list(audience),
+            "exp": expires,
+            "iat": issued_at(stamp, self._not_before(subject, client.id, changed_at)),
+            "nbf": now,
+            "jti": secrets.token_urlsafe(16),
+            "sid": session_id,
+        }
+        if client.id:
+            claims["client_id"] = client.id
+        if scope:
+            claims["scope"] = " ".join(scope)
+        return sign(claims, signer), expires
