@@ -6,20 +6,12 @@ from typing import Any
 
 import grpc
 
+from authority.domain.call_metadata import bearer_token
 from authority.domain.errors import PermissionDenied, Unauthenticated
 from authority.domain.events import set_actor
 from authority.services.admin_credential import AdminCredential
 
 ADMIN_ACTOR = "admin"
-
-
-def bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-    return None
 
 
 def require_admin(
@@ -29,7 +21,7 @@ def require_admin(
     admin listener is configured)."""
     if credential is None:
         raise PermissionDenied("admin RPCs are served on the admin listener only")
-    token = bearer_token(context)
+    token = bearer_token(context.invocation_metadata())
     if token is None:
         raise Unauthenticated("this RPC needs the admin credential (authorization: Bearer ...)")
     if not credential.matches(token):
