@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authority.api import ext_authz
+from authority.api.admin_auth import AdminGate
 from authority.api.admin_service import AdminServicer
 from authority.api.decoding import DecodeGuard
 from authority.api.key_service import KeyServicer
@@ -288,11 +289,10 @@ class Authority:
                     revoke_limit=self.backends.revoke_limit,
                     clock=self.clock,
                 ),
-                KeyServicer(keys=self.keys, admin=admin_allowed, clock=self.clock),
+                KeyServicer(keys=self.keys, clock=self.clock),
                 AdminServicer(
                     principals=principals,
                     clients=clients,
-                    admin=admin_allowed,
                     audit=AuditLogService(store=self.store),
                     webhooks=self.webhooks,
                 ),
@@ -312,6 +312,7 @@ class Authority:
                 s.grpc_address,
                 server_credentials(s),
                 servicers(public_admin),
+                admin=public_admin,
                 max_connections=self.caps.grpc,
                 admin_listed=not s.admin_address,
             )
@@ -323,6 +324,7 @@ class Authority:
                     s.admin_address,
                     admin_credentials(s),
                     servicers(admin),
+                    admin=admin,
                     max_connections=self.caps.admin,
                 )
             )
@@ -420,13 +422,14 @@ class Authority:
         credentials: grpc.ServerCredentials | None,
         servicers: Servicers,
         *,
+        admin: AdminCredential | None,
         max_connections: int,
         admin_listed: bool = True,
     ) -> grpc.aio.Server:
-        """``admin_listed`` False: reflection does not list AdminService (a separate admin
-        listener serves it)."""
+        """``admin`` None: this listener refuses admin RPCs. ``admin_listed`` False:
+        reflection does not list AdminService (a separate admin listener serves it)."""
         s = self.settings
-        tokens, keys, admin, revocations = servicers
+        tokens, keys, admin_servicer, revocations = servicers
         bounds = grpc_connection_options(
             max_connections=max_connections,
             handshake_timeout=s.header_timeout,
@@ -440,12 +443,13 @@ class Authority:
             interceptors=[
                 observability_logging.RpcInterceptor(is_admin=self._is_admin),
                 DecodeGuard(),  # inside the logging one: undecodable calls are logged too
+                AdminGate(admin),  # after decoding, as the handlers' own checks were
             ],
             options=[*GRPC_OPTIONS, *bounds, ("grpc.so_reuseport", int(s.reuse_port))],
         )
         token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
         keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin_servicer, server)
         revocation_pb2_grpc.add_RevocationServiceServicer_to_server(revocations, server)
         ext_authz.add_to_server(ext_authz.AuthorizationServicer(verifier=self.verifier), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

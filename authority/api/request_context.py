@@ -8,6 +8,7 @@ context variables), else the caller's ``x-request-id``, else a new one.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -18,6 +19,14 @@ from authority.domain.events import RequestContext, bind_request
 from authority.domain.sources import peer_address
 
 ANONYMOUS = "anonymous"
+# Who this call authenticated as, set by the admin gate before the handler runs (each
+# RPC runs in its own task, so it never outlives the call).
+_ACTOR: ContextVar[str] = ContextVar("authority_rpc_actor", default=ANONYMOUS)
+
+
+def authenticate(actor: str) -> None:
+    """Name the caller for the rest of this call, events included."""
+    _ACTOR.set(actor)
 
 
 def source_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -37,6 +46,8 @@ def bind_rpc(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     """Called at the start of every RPC (each runs in its own task, so nothing leaks)."""
     bind_request(
         RequestContext(
-            actor=ANONYMOUS, source_address=source_address(context), request_id=_request_id(context)
+            actor=_ACTOR.get(),
+            source_address=source_address(context),
+            request_id=_request_id(context),
         )
     )
