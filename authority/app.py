@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 import structlog
@@ -41,6 +40,7 @@ from authority.http_api import build_app, build_metrics_app
 from authority.http_guard import ConnectionGuard, GuardedListener, describe
 from authority.keys.manager import KeyManager
 from authority.lifecycle import bounded, cancel_all
+from authority.loops import Loop, run_loops
 from authority.observability import logging as observability_logging
 from authority.observability import metrics
 from authority.services.admin_credential import AdminCredential
@@ -136,6 +136,8 @@ class Authority:
         # Consecutive failed writes turn readiness off (a full disk fails every write
         # while reads, and a read-only probe, still succeed).
         self.write_health = WriteHealth(s.write_failure_threshold)
+        # Consecutive crashes of each background loop (see authority.loops), likewise.
+        self.loop_health = WriteHealth(s.write_failure_threshold)
         self.store = observed(self.backends.store, self.write_health)
         self.policy = KeyPolicy(
             rotation_period=s.key_rotation_period,
@@ -157,7 +159,7 @@ class Authority:
         self._servers: list[grpc.aio.Server] = []
         self._bound: list[int] = []
         self._http: list[tuple[web.AppRunner, GuardedListener]] = []
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._loops: asyncio.Task[None] | None = None
         self._stopped = False
         self.ready = True
         # The outbox relay and its sink (a Redis stream in production, else in-process).
@@ -329,21 +331,9 @@ class Authority:
                 )
             )
             self.ports.admin = self._bound[-1]
-        self._spawn(self.keys.run(), "key-rotation")
-        self._spawn(self.outbox.consume(AUDIT_GROUP, self.audit), "audit-consumer")
-        self._spawn(self.outbox.consume(WEBHOOK_GROUP, self.webhooks), "webhook-consumer")
-        self._spawn(self.outbox.run(), "outbox-relay")
-        self._spawn(self.revocation_service.run(), "revocation-expiry")
-        self._spawn(self.revocation_service.run_poll(), "revocation-poll")
-        self._spawn(
-            self.backends.fanout.listen(
-                on_revocation=self.revocation_service.received,
-                on_key_ring_changed=self._key_ring_changed,
-                on_connected=self._fanout_connected,
-            ),
-            "fanout",
+        self._loops = asyncio.create_task(
+            run_loops(self._background_loops(), health=self.loop_health), name="loops"
         )
-        self._spawn(self._watch_readiness(), "readiness")
         for name in ("", LIVENESS, READINESS, *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -368,8 +358,24 @@ class Authority:
             shown["metrics"] = caps.metrics
         return shown
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(coroutine, name=name))
+    def _background_loops(self) -> dict[str, Loop]:
+        """Every loop of the process, by name (the name readiness and metrics report)."""
+        fanout, webhooks = self.backends.fanout, self.webhooks
+        assert webhooks is not None  # built by start, before the loops
+        return {
+            "key-rotation": self.keys.run,
+            "audit-consumer": lambda: self.outbox.consume(AUDIT_GROUP, self.audit),
+            "webhook-consumer": lambda: self.outbox.consume(WEBHOOK_GROUP, webhooks),
+            "outbox-relay": self.outbox.run,
+            "revocation-expiry": self.revocation_service.run,
+            "revocation-poll": self.revocation_service.run_poll,
+            "fanout": lambda: fanout.listen(
+                on_revocation=self.revocation_service.received,
+                on_key_ring_changed=self._key_ring_changed,
+                on_connected=self._fanout_connected,
+            ),
+            "readiness": self._watch_readiness,
+        }
 
     async def _key_ring_changed(self) -> None:
         await self.keys.reload()
@@ -383,9 +389,9 @@ class Authority:
         self.write_health.record(source, ok)
 
     async def _check_ready(self) -> bool:
-        """Storage answers and takes writes, a key signs, and, in production, the fan-out
-        is connected."""
-        if not self.write_health.healthy:
+        """Storage answers and takes writes, no background loop keeps crashing, a key
+        signs, and, in production, the fan-out is connected."""
+        if not (self.write_health.healthy and self.loop_health.healthy):
             return False
         try:
             async with asyncio.timeout(2.0):
@@ -414,6 +420,7 @@ class Authority:
                     ready=ready,
                     mode=self.backends.mode,
                     failing_writes=self.write_health.failing(),
+                    failing_loops=self.loop_health.failing(),
                 )
 
     async def _start_grpc(
@@ -475,6 +482,7 @@ class Authority:
             [
                 metrics.KeyRingCollector(self.keys.snapshot, self.policy, self.clock),
                 metrics.WriteHealthCollector(self.write_health),
+                metrics.LoopHealthCollector(self.loop_health),
             ]
         )
         guard = self._http_guard(self.caps.http, "http")
@@ -562,7 +570,7 @@ class Authority:
         finally:
             # Whatever failed above, release every resource: a thread left running (the
             # SQLite connection's) would keep the process from exiting.
-            await cancel_all(self._tasks, within=2 * STEP_SECONDS)
+            await cancel_all([self._loops] if self._loops else [], within=2 * STEP_SECONDS)
             self.hasher.close()
             await bounded("fanout", self.backends.fanout.close(), STEP_SECONDS)
             await bounded("events", self.events.close(), STEP_SECONDS)
