@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 import structlog
@@ -16,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authority.api import ext_authz
+from authority.api.admin_auth import AdminGate
 from authority.api.admin_service import AdminServicer
 from authority.api.decoding import DecodeGuard
 from authority.api.key_service import KeyServicer
@@ -40,6 +40,7 @@ from authority.http_api import build_app, build_metrics_app
 from authority.http_guard import ConnectionGuard, GuardedListener, describe
 from authority.keys.manager import KeyManager
 from authority.lifecycle import bounded, cancel_all
+from authority.loops import Loop, run_loops
 from authority.observability import logging as observability_logging
 from authority.observability import metrics
 from authority.services.admin_credential import AdminCredential
@@ -144,6 +145,8 @@ class Authority:
         # Consecutive failed writes turn readiness off (a full disk fails every write
         # while reads, and a read-only probe, still succeed).
         self.write_health = WriteHealth(s.write_failure_threshold)
+        # Consecutive crashes of each background loop (see authority.loops), likewise.
+        self.loop_health = WriteHealth(s.write_failure_threshold)
         self.store = observed(self.backends.store, self.write_health)
         self.policy = KeyPolicy(
             rotation_period=s.key_rotation_period,
@@ -165,7 +168,7 @@ class Authority:
         self._servers: list[grpc.aio.Server] = []
         self._bound: list[int] = []
         self._http: list[tuple[web.AppRunner, GuardedListener]] = []
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._loops: asyncio.Task[None] | None = None
         self._stopped = False
         self.ready = True
         # The outbox relay and its sink (a Redis stream in production, else in-process).
@@ -327,11 +330,10 @@ class Authority:
                     revoke_limit=self.backends.revoke_limit,
                     clock=self.clock,
                 ),
-                KeyServicer(keys=self.keys, admin=admin_allowed, clock=self.clock),
+                KeyServicer(keys=self.keys, clock=self.clock),
                 AdminServicer(
                     principals=principals,
                     clients=clients,
-                    admin=admin_allowed,
                     audit=AuditLogService(store=self.store),
                     webhooks=self.webhooks,
                 ),
@@ -351,6 +353,7 @@ class Authority:
                 s.grpc_address,
                 server_credentials(s),
                 servicers(public_admin),
+                admin=public_admin,
                 max_connections=self.caps.grpc,
                 admin_listed=not s.admin_address,
             )
@@ -362,25 +365,14 @@ class Authority:
                     s.admin_address,
                     admin_credentials(s),
                     servicers(admin),
+                    admin=admin,
                     max_connections=self.caps.admin,
                 )
             )
             self.ports.admin = self._bound[-1]
-        self._spawn(self.keys.run(), "key-rotation")
-        self._spawn(self.outbox.consume(AUDIT_GROUP, self.audit), "audit-consumer")
-        self._spawn(self.outbox.consume(WEBHOOK_GROUP, self.webhooks), "webhook-consumer")
-        self._spawn(self.outbox.run(), "outbox-relay")
-        self._spawn(self.revocation_service.run(), "revocation-expiry")
-        self._spawn(self.revocation_service.run_poll(), "revocation-poll")
-        self._spawn(
-            self.backends.fanout.listen(
-                on_revocation=self.revocation_service.received,
-                on_key_ring_changed=self._key_ring_changed,
-                on_connected=self._fanout_connected,
-            ),
-            "fanout",
+        self._loops = asyncio.create_task(
+            run_loops(self._background_loops(), health=self.loop_health), name="loops"
         )
-        self._spawn(self._watch_readiness(), "readiness")
         for name in ("", LIVENESS, READINESS, *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -405,8 +397,24 @@ class Authority:
             shown["metrics"] = caps.metrics
         return shown
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(coroutine, name=name))
+    def _background_loops(self) -> dict[str, Loop]:
+        """Every loop of the process, by name (the name readiness and metrics report)."""
+        fanout, webhooks = self.backends.fanout, self.webhooks
+        assert webhooks is not None  # built by start, before the loops
+        return {
+            "key-rotation": self.keys.run,
+            "audit-consumer": lambda: self.outbox.consume(AUDIT_GROUP, self.audit),
+            "webhook-consumer": lambda: self.outbox.consume(WEBHOOK_GROUP, webhooks),
+            "outbox-relay": self.outbox.run,
+            "revocation-expiry": self.revocation_service.run,
+            "revocation-poll": self.revocation_service.run_poll,
+            "fanout": lambda: fanout.listen(
+                on_revocation=self.revocation_service.received,
+                on_key_ring_changed=self._key_ring_changed,
+                on_connected=self._fanout_connected,
+            ),
+            "readiness": self._watch_readiness,
+        }
 
     async def _key_ring_changed(self) -> None:
         await self.keys.reload()
@@ -420,9 +428,9 @@ class Authority:
         self.write_health.record(source, ok)
 
     async def _check_ready(self) -> bool:
-        """Storage answers and takes writes, a key signs, and, in production, the fan-out
-        is connected."""
-        if not self.write_health.healthy:
+        """Storage answers and takes writes, no background loop keeps crashing, a key
+        signs, and, in production, the fan-out is connected."""
+        if not (self.write_health.healthy and self.loop_health.healthy):
             return False
         try:
             async with asyncio.timeout(2.0):
@@ -451,6 +459,7 @@ class Authority:
                     ready=ready,
                     mode=self.backends.mode,
                     failing_writes=self.write_health.failing(),
+                    failing_loops=self.loop_health.failing(),
                 )
 
     async def _start_grpc(
@@ -459,13 +468,14 @@ class Authority:
         credentials: grpc.ServerCredentials | None,
         servicers: Servicers,
         *,
+        admin: AdminCredential | None,
         max_connections: int,
         admin_listed: bool = True,
     ) -> grpc.aio.Server:
-        """``admin_listed`` False: reflection does not list AdminService (a separate admin
-        listener serves it)."""
+        """``admin`` None: this listener refuses admin RPCs. ``admin_listed`` False:
+        reflection does not list AdminService (a separate admin listener serves it)."""
         s = self.settings
-        tokens, keys, admin, revocations = servicers
+        tokens, keys, admin_servicer, revocations = servicers
         bounds = grpc_connection_options(
             max_connections=max_connections,
             handshake_timeout=s.header_timeout,
@@ -479,12 +489,13 @@ class Authority:
             interceptors=[
                 observability_logging.RpcInterceptor(is_admin=self._is_admin),
                 DecodeGuard(),  # inside the logging one: undecodable calls are logged too
+                AdminGate(admin),  # after decoding, as the handlers' own checks were
             ],
             options=[*GRPC_OPTIONS, *bounds, ("grpc.so_reuseport", int(s.reuse_port))],
         )
         token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
         keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin_servicer, server)
         revocation_pb2_grpc.add_RevocationServiceServicer_to_server(revocations, server)
         ext_authz.add_to_server(ext_authz.AuthorizationServicer(verifier=self.verifier), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -510,6 +521,7 @@ class Authority:
             [
                 metrics.KeyRingCollector(self.keys.snapshot, self.policy, self.clock),
                 metrics.WriteHealthCollector(self.write_health),
+                metrics.LoopHealthCollector(self.loop_health),
             ]
         )
         guard = self._http_guard(self.caps.http, "http")
@@ -597,7 +609,7 @@ class Authority:
         finally:
             # Whatever failed above, release every resource: a thread left running (the
             # SQLite connection's) would keep the process from exiting.
-            await cancel_all(self._tasks, within=2 * STEP_SECONDS)
+            await cancel_all([self._loops] if self._loops else [], within=2 * STEP_SECONDS)
             self.hasher.close()
             await bounded("fanout", self.backends.fanout.close(), STEP_SECONDS)
             await bounded("events", self.events.close(), STEP_SECONDS)

@@ -1,5 +1,5 @@
 """authority.v1.AdminService: principals, clients and the audit log. Every RPC needs the admin
-credential."""
+credential: ``authority.api.admin_auth.AdminGate`` checks it before any handler here runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 
-from authority.api.admin_auth import require_admin
 from authority.api.convert import (
     client_message,
     client_template,
@@ -21,7 +20,6 @@ from authority.domain.audit import MAX_PAGE_SIZE, AuditRecord
 from authority.domain.bounds import check_text
 from authority.domain.errors import InvalidArgument, Unavailable
 from authority.domain.webhooks import DeadLetter, Webhook
-from authority.services.admin_credential import AdminCredential
 from authority.services.audit import AuditLogService
 from authority.services.clients import ClientService
 from authority.services.principals import PrincipalService
@@ -37,13 +35,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         *,
         principals: PrincipalService,
         clients: ClientService,
-        admin: AdminCredential | None,
         audit: AuditLogService | None = None,
         webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self._principals = principals
         self._clients = clients
-        self._admin = admin
         self._audit = audit
         self._webhooks = webhooks
 
@@ -51,7 +47,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def CreatePrincipal(
         self, request: admin_pb2.CreatePrincipalRequest, context: Context
     ) -> admin_pb2.CreatePrincipalResponse:
-        require_admin(context, self._admin)
         principal = await self._principals.create(request.name, request.password)
         return admin_pb2.CreatePrincipalResponse(principal=principal_message(principal))
 
@@ -59,7 +54,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetPrincipal(
         self, request: admin_pb2.GetPrincipalRequest, context: Context
     ) -> admin_pb2.GetPrincipalResponse:
-        require_admin(context, self._admin)
         principal = await self._principals.get(request.name)
         return admin_pb2.GetPrincipalResponse(principal=principal_message(principal))
 
@@ -67,7 +61,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def SetPrincipalDisabled(
         self, request: admin_pb2.SetPrincipalDisabledRequest, context: Context
     ) -> admin_pb2.SetPrincipalDisabledResponse:
-        require_admin(context, self._admin)
         principal = await self._principals.set_disabled(request.name, request.disabled)
         return admin_pb2.SetPrincipalDisabledResponse(principal=principal_message(principal))
 
@@ -75,7 +68,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def SetPassword(
         self, request: admin_pb2.SetPasswordRequest, context: Context
     ) -> admin_pb2.SetPasswordResponse:
-        require_admin(context, self._admin)
         if request.keep_sessions and request.revoke_sessions:  # the deprecated field
             raise InvalidArgument("keep_sessions and revoke_sessions contradict each other")
         principal = await self._principals.set_password(
@@ -87,7 +79,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def DeletePrincipal(
         self, request: admin_pb2.DeletePrincipalRequest, context: Context
     ) -> admin_pb2.DeletePrincipalResponse:
-        require_admin(context, self._admin)
         return admin_pb2.DeletePrincipalResponse(
             deleted=await self._principals.delete(request.name)
         )
@@ -96,7 +87,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def CreateClient(
         self, request: admin_pb2.CreateClientRequest, context: Context
     ) -> admin_pb2.CreateClientResponse:
-        require_admin(context, self._admin)
         template = client_template(request.client, self._clients.default_client)
         client, secret = await self._clients.create(
             template, confidential=request.client.confidential
@@ -107,7 +97,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetClient(
         self, request: admin_pb2.GetClientRequest, context: Context
     ) -> admin_pb2.GetClientResponse:
-        require_admin(context, self._admin)
         return admin_pb2.GetClientResponse(
             client=client_message(await self._clients.get(request.id))
         )
@@ -116,7 +105,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def RotateClientSecret(
         self, request: admin_pb2.RotateClientSecretRequest, context: Context
     ) -> admin_pb2.RotateClientSecretResponse:
-        require_admin(context, self._admin)
         secret = await self._clients.rotate_secret(request.id)
         return admin_pb2.RotateClientSecretResponse(client_secret=secret)
 
@@ -124,7 +112,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def SetClientDisabled(
         self, request: admin_pb2.SetClientDisabledRequest, context: Context
     ) -> admin_pb2.SetClientDisabledResponse:
-        require_admin(context, self._admin)
         client = await self._clients.set_disabled(request.id, request.disabled)
         return admin_pb2.SetClientDisabledResponse(client=client_message(client))
 
@@ -132,7 +119,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def SetClientAllowedClaims(
         self, request: admin_pb2.SetClientAllowedClaimsRequest, context: Context
     ) -> admin_pb2.SetClientAllowedClaimsResponse:
-        require_admin(context, self._admin)
         client = await self._clients.set_allowed_claims(
             request.id, request.allowed_claims, request.allowed_sensitive_claims
         )
@@ -142,14 +128,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def DeleteClient(
         self, request: admin_pb2.DeleteClientRequest, context: Context
     ) -> admin_pb2.DeleteClientResponse:
-        require_admin(context, self._admin)
         return admin_pb2.DeleteClientResponse(deleted=await self._clients.delete(request.id))
 
     @rpc
     async def ListAuditEvents(
         self, request: admin_pb2.ListAuditEventsRequest, context: Context
     ) -> admin_pb2.ListAuditEventsResponse:
-        require_admin(context, self._admin)
         if self._audit is None:
             raise Unavailable("the audit log is not served here")
         page = await self._audit.list(
@@ -167,8 +151,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             next_page_token=page.next_page_token,
         )
 
-    def _require_webhooks(self, context: Context) -> WebhookDispatcher:
-        require_admin(context, self._admin)
+    def _require_webhooks(self) -> WebhookDispatcher:
         if self._webhooks is None:
             raise Unavailable("webhooks are not served here")
         return self._webhooks
@@ -177,7 +160,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def CreateWebhook(
         self, request: admin_pb2.CreateWebhookRequest, context: Context
     ) -> admin_pb2.CreateWebhookResponse:
-        webhooks = self._require_webhooks(context)
+        webhooks = self._require_webhooks()
         webhook, secret = await webhooks.create(request.url, list(request.event_types))
         return admin_pb2.CreateWebhookResponse(webhook=webhook_message(webhook), secret=secret)
 
@@ -185,7 +168,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListWebhooks(
         self, request: admin_pb2.ListWebhooksRequest, context: Context
     ) -> admin_pb2.ListWebhooksResponse:
-        webhooks = self._require_webhooks(context)
+        webhooks = self._require_webhooks()
         return admin_pb2.ListWebhooksResponse(
             webhooks=[webhook_message(w) for w in await webhooks.subscriptions()]
         )
@@ -194,14 +177,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def DeleteWebhook(
         self, request: admin_pb2.DeleteWebhookRequest, context: Context
     ) -> admin_pb2.DeleteWebhookResponse:
-        webhooks = self._require_webhooks(context)
+        webhooks = self._require_webhooks()
         return admin_pb2.DeleteWebhookResponse(deleted=await webhooks.delete(request.id))
 
     @rpc
     async def ListDeadLetters(
         self, request: admin_pb2.ListDeadLettersRequest, context: Context
     ) -> admin_pb2.ListDeadLettersResponse:
-        webhooks = self._require_webhooks(context)
+        webhooks = self._require_webhooks()
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}")
         letters = await webhooks.dead_letters(request.webhook_id, request.page_size or 100)
@@ -213,7 +196,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ReplayDeadLetter(
         self, request: admin_pb2.ReplayDeadLetterRequest, context: Context
     ) -> admin_pb2.ReplayDeadLetterResponse:
-        webhooks = self._require_webhooks(context)
+        webhooks = self._require_webhooks()
         await webhooks.replay(request.id)
         return admin_pb2.ReplayDeadLetterResponse()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import structlog
@@ -34,6 +34,18 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: AuthorityError) -> NoReturn:
+    """End the call with ``error``'s status and safe message (and retry-after, if any)."""
+    metrics.count_error(error)
+    retry_after = getattr(error, "retry_after", None)
+    # Keep what is already set (the interceptor's x-request-id): abort's trailing
+    # metadata replaces it.
+    kept = tuple(context.trailing_metadata() or ())
+    trailing = (*kept, ("retry-after", str(math.ceil(retry_after)))) if retry_after else ()
+    await context.abort(STATUS_BY_CODE[error.code], error.message, trailing)
+    raise AssertionError("unreachable: abort raises")
+
+
 def rpc(
     handler: Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
 ) -> Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
@@ -45,13 +57,7 @@ def rpc(
         try:
             return await handler(self, request, context)
         except AuthorityError as error:
-            metrics.count_error(error)
-            retry_after = getattr(error, "retry_after", None)
-            # Keep what is already set (the interceptor's x-request-id): abort's trailing
-            # metadata replaces it.
-            kept = tuple(context.trailing_metadata() or ())
-            trailing = (*kept, ("retry-after", str(math.ceil(retry_after)))) if retry_after else ()
-            await context.abort(STATUS_BY_CODE[error.code], error.message, trailing)
+            await abort(context, error)
         except grpc.aio.AbortError:
             raise
         except Exception:

@@ -32,6 +32,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 
 from authority.api.errors import rpc
+from authority.domain.call_metadata import bearer_credential
 from authority.domain.tokens import AccessClaims, Verification
 from authority.tokens.verifier import TokenVerifier
 
@@ -73,18 +74,6 @@ def request_headers(request: Any) -> dict[str, str]:
         )
         headers[name] = f"{headers[name]},{value}" if name in headers else str(value)
     return headers
-
-
-def bearer_token(authorization: str) -> str | None:
-    """The token of ``Bearer <token>``; None when there is no Bearer credential at all.
-
-    A Bearer header whose credential is not a single token yields it as-is, so the verifier
-    rejects it as malformed (invalid_token) rather than as missing.
-    """
-    scheme, _, credential = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return credential.strip()
 
 
 def _header(name: str, value: str) -> Any:
@@ -174,7 +163,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         extensions = request.attributes.context_extensions
         audiences = str(extensions.get(AUDIENCE_EXTENSION, "")).split()
         required = str(extensions.get(SCOPES_EXTENSION, "")).split()
-        token = bearer_token(headers.get("authorization", ""))
+        token = bearer_credential(headers.get("authorization", ""))
         if token is None:
             return unauthenticated(None)
         verdict = self._verifier.verify(token, audiences)

@@ -1,4 +1,5 @@
-"""authority.v1.KeyService."""
+"""authority.v1.KeyService. RotateKeys and CompromiseKey need the admin credential
+(checked by ``authority.api.admin_auth.AdminGate``)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,19 @@ from typing import Any
 
 import grpc
 
-from authority.api.admin_auth import require_admin
 from authority.api.convert import ALGORITHM_FROM_PB, jwks_response, key_info
 from authority.api.errors import rpc
 from authority.domain.clock import Clock
 from authority.domain.errors import InvalidArgument
 from authority.keys.manager import KeyManager
-from authority.services.admin_credential import AdminCredential
 from authority.v1 import keys_pb2, keys_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
-    def __init__(self, *, keys: KeyManager, admin: AdminCredential | None, clock: Clock) -> None:
+    def __init__(self, *, keys: KeyManager, clock: Clock) -> None:
         self._keys = keys
-        self._admin = admin
         self._clock = clock
 
     @rpc
@@ -44,7 +42,6 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     async def RotateKeys(
         self, request: keys_pb2.RotateKeysRequest, context: Context
     ) -> keys_pb2.RotateKeysResponse:
-        require_admin(context, self._admin)
         algorithm = None
         if request.algorithm != keys_pb2.SIGNING_ALGORITHM_UNSPECIFIED:
             algorithm = ALGORITHM_FROM_PB.get(request.algorithm)
@@ -62,7 +59,6 @@ class KeyServicer(keys_pb2_grpc.KeyServiceServicer):
     async def CompromiseKey(
         self, request: keys_pb2.CompromiseKeyRequest, context: Context
     ) -> keys_pb2.CompromiseKeyResponse:
-        require_admin(context, self._admin)
         if not request.kid:
             raise InvalidArgument("kid is required")
         result = await self._keys.compromise(request.kid)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from authority.api.admin_auth import bearer_token
+from authority.domain.call_metadata import bearer_token
 from authority.domain.errors import PermissionDenied, Unauthenticated
 from authority.domain.tokens import Verification
 from authority.services.admin_credential import AdminCredential
@@ -45,7 +45,7 @@ class RevocationReaders:
     def authorize(self, context: Context) -> float:
         """Raise unless the caller may read; else when its credential expires (epoch
         seconds; infinite for the admin credential). A stream ends then."""
-        token = bearer_token(context)
+        token = bearer_token(context.invocation_metadata())
         if token is None:
             raise Unauthenticated(
                 "reading revocations needs a credential (authorization: Bearer <access token"

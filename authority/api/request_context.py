@@ -8,17 +8,25 @@ context variables), else the caller's ``x-request-id``, else a new one.
 
 from __future__ import annotations
 
-import secrets
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
 import structlog
 
+from authority.domain import call_metadata
 from authority.domain.events import RequestContext, bind_request
 from authority.domain.sources import peer_address
 
 ANONYMOUS = "anonymous"
-_MAX_REQUEST_ID = 128
+# Who this call authenticated as, set by the admin gate before the handler runs (each
+# RPC runs in its own task, so it never outlives the call).
+_ACTOR: ContextVar[str] = ContextVar("authority_rpc_actor", default=ANONYMOUS)
+
+
+def authenticate(actor: str) -> None:
+    """Name the caller for the rest of this call, events included."""
+    _ACTOR.set(actor)
 
 
 def source_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -30,17 +38,16 @@ def source_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     bound = structlog.contextvars.get_contextvars().get("request_id")
     if isinstance(bound, str) and bound:
-        return bound[:_MAX_REQUEST_ID]
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and value:
-            return value[:_MAX_REQUEST_ID]
-    return secrets.token_hex(8)
+        return bound
+    return call_metadata.request_id(context.invocation_metadata()) or call_metadata.new_request_id()
 
 
 def bind_rpc(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     """Called at the start of every RPC (each runs in its own task, so nothing leaks)."""
     bind_request(
         RequestContext(
-            actor=ANONYMOUS, source_address=source_address(context), request_id=_request_id(context)
+            actor=_ACTOR.get(),
+            source_address=source_address(context),
+            request_id=_request_id(context),
         )
     )

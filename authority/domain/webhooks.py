@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from authority.domain.backoff import Backoff
 from authority.domain.errors import InvalidArgument
 
 TIMESTAMP_HEADER = "X-Authority-Timestamp"
@@ -105,7 +106,7 @@ def verify(secret: bytes, timestamp: str, body: bytes, signature: str) -> bool:
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Seconds to wait before retry ``attempt`` (1, 2, ...): exponential with full jitter,
-    so endpoints that failed together do not all get retried in the same instant."""
-    ceiling = min(cap, base * 2 ** (attempt - 1))
-    return (rng or random).uniform(ceiling / 2, ceiling)
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): the process's one backoff
+    rule (``authority.domain.backoff``), jittered so that endpoints that failed together
+    do not all get retried in the same instant."""
+    return Backoff(first=base, cap=cap).delay(attempt, rng)

@@ -15,11 +15,10 @@ import contextvars
 import hashlib
 import json
 import logging
-import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,8 @@ import grpc
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from authority.domain import call_metadata
+from authority.domain.call_metadata import REQUEST_ID_HEADER
 from authority.observability import metrics
 
 log = structlog.get_logger("authority.rpc")
@@ -37,8 +38,6 @@ else:
     Handler = grpc.RpcMethodHandler  # not subscriptable at run time
 
 REDACTED = "[REDACTED]"
-REQUEST_ID_HEADER = "x-request-id"
-_MAX_REQUEST_ID = 64
 
 # A key is sensitive when its lower-cased name contains one of these...
 _SENSITIVE_FRAGMENTS = (
@@ -187,24 +186,6 @@ principal: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _MINTING = frozenset({"/authority.v1.TokenService/Issue", "/authority.v1.TokenService/Refresh"})
 
 
-def _request_id(metadata: Iterable[tuple[str, Any]] | None) -> str:
-    for key, value in metadata or ():
-        if key == REQUEST_ID_HEADER and isinstance(value, str):
-            cleaned = "".join(c for c in value[:_MAX_REQUEST_ID] if c.isprintable())
-            if cleaned:
-                return cleaned
-    return os.urandom(8).hex()
-
-
-def _bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
-    for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-    return None
-
-
 def _minted_subject(response: Any) -> str | None:
     """The ``sub`` of the access token in an Issue/Refresh answer (ours, just signed)."""
     token = getattr(getattr(response, "tokens", None), "access_token", "")
@@ -325,7 +306,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         call crashes the process."""
         started = time.perf_counter()
         metadata = context.invocation_metadata()
-        request_id = _request_id(metadata)
+        request_id = call_metadata.request_id(metadata) or call_metadata.new_request_id()
         # Trailing metadata: it costs nothing extra on the wire, unlike an early
         # send_initial_metadata; api.errors keeps it when it adds retry-after.
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
@@ -334,7 +315,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             started=started,
             tokens=structlog.contextvars.bind_contextvars(request_id=request_id),
             peer=context.peer() if _info_enabled() else "",
-            bearer=_bearer(metadata),
+            bearer=call_metadata.bearer_token(metadata),
         )
 
     def _finish(

@@ -285,6 +285,34 @@ class KeyRingCollector(Collector):
         yield upcoming
 
 
+class LoopHealthCollector(Collector):
+    """Background loops at scrape time (``authority.loops``): crashes in a row and in
+    total, by loop. A loop that keeps crashing turns readiness off."""
+
+    def __init__(self, health: WriteHealth) -> None:
+        self._health = health
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterator[Metric]:
+        consecutive = GaugeMetricFamily(
+            "authority_loop_failures_consecutive",
+            "Crashes of a background loop in a row (0 once it has run a while again).",
+            labels=["loop"],
+        )
+        total = CounterMetricFamily(
+            "authority_loop_failures",
+            "Crashes of a background loop since this process started (each was restarted).",
+            labels=["loop"],
+        )
+        for loop, count in self._health.sources().items():
+            consecutive.add_metric([loop], float(count))
+            total.add_metric([loop], float(self._health.failures_total.get(loop, 0)))
+        yield consecutive
+        yield total
+
+
 class WriteHealthCollector(Collector):
     """Write health at scrape time: consecutive and total failed writes per source, and
     whether writes count as healthy (readiness turns off when they do not)."""

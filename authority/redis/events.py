@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +25,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from authority.domain.backoff import RECONNECT
 from authority.domain.errors import Unavailable
 from authority.domain.events import OutboxEntry, entry_from_json, entry_to_json
 from authority.redis import REDIS_FAILURES, make_client, unavailable
@@ -33,8 +33,6 @@ from authority.services.outbox import Handler
 
 log = structlog.get_logger(__name__)
 
-_BACKOFF_FIRST = 0.1
-_BACKOFF_CAP = 5.0
 _FIELD = b"event"
 
 
@@ -109,19 +107,19 @@ class RedisStreamSink:
 
     async def consume(self, group: str, handler: Handler) -> None:
         """Handle entries until cancelled, reconnecting with backoff after failures."""
-        delay = _BACKOFF_FIRST
+        failures = 0
         while True:
             try:
                 await self.ensure_group(group)
                 while True:
-                    handled = await self.consume_once(group, handler)
-                    delay = _BACKOFF_FIRST if handled else delay
+                    if await self.consume_once(group, handler):
+                        failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("events.consume_failed", group=group, exc_info=True)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
-                delay = min(delay * 2, _BACKOFF_CAP)
+                failures += 1
+                await asyncio.sleep(RECONNECT.delay(failures))
 
     async def consume_once(self, group: str, handler: Handler) -> int:
         """Take over stale pending entries, else read new ones (blocking up to ``block``);

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import math
-import random
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from redis.asyncio.client import PubSub
 from redis.commands.core import AsyncScript
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from authority.domain.backoff import RECONNECT
 from authority.domain.errors import Unavailable
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.ports.fanout import OnEvent, OnRevocation
@@ -33,10 +33,6 @@ from authority.redis import REDIS_FAILURES, make_client, unavailable
 
 log = structlog.get_logger(__name__)
 
-# Reconnection backoff: doubles from the first delay up to the cap, with jitter so that
-# replicas that lost Redis together do not all come back in the same instant.
-_BACKOFF_FIRST = 0.1
-_BACKOFF_CAP = 5.0
 # How long one wait for a message lasts, and how long the subscription may stay silent
 # before it is PINGed (a half-open TCP connection never reports an error by itself).
 _POLL_SECONDS = 1.0
@@ -258,7 +254,7 @@ class RedisFanout:
         token = object()
         self._disconnected.add(token)
         client = make_client(self._url, self._socket_timeout)
-        delay = _BACKOFF_FIRST
+        failures = 0
         try:
             while not self._closed:
                 pubsub = client.pubsub()
@@ -267,7 +263,7 @@ class RedisFanout:
                     await on_connected()
                     self._disconnected.discard(token)
                     self._command_failed = False
-                    delay = _BACKOFF_FIRST
+                    failures = 0
                     log.info("fanout.subscribed")
                     for message in early:
                         await self._deliver(message, on_revocation, on_key_ring_changed)
@@ -282,8 +278,9 @@ class RedisFanout:
                     await self._quietly_close(pubsub)
                 if self._closed:
                     break
-                await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
-                delay = min(delay * 2, _BACKOFF_CAP)
+                failures += 1
+                # Jittered: replicas that lost Redis together do not all come back at once.
+                await asyncio.sleep(RECONNECT.delay(failures))
         finally:
             self._disconnected.discard(token)
             await client.aclose()
