@@ -1,8 +1,10 @@
 """Generate the Python stubs for proto/ into authority/v1, or check they are current.
 
-The stubs live in exactly one place, ``authority/v1``: the proto path equals the
-import path, so generated modules import each other without rewriting, and both
-the server and ``clients/python`` import that one copy.
+The stubs live in exactly one place, ``authority/v1`` under ``OUT_ROOT``: the proto
+path equals the import path, so generated modules import each other without
+rewriting, and both the server and ``clients/python`` import that one copy.
+
+Run from the checkout: ``python -m tools.protogen [--check]`` (``make proto``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "proto"
+# The import root the stubs are written under (they land in OUT_ROOT/authority/v1):
+# moving the stubs to another distribution is a change of this one line.
+OUT_ROOT = ROOT
 PACKAGE_DIR = Path("authority") / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 INIT_TEXT = (
@@ -75,22 +80,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale = [
                 str(p)
-                for p in sorted(set(fresh) | set(_current(ROOT)))
-                if not (ROOT / p).exists()
+                for p in sorted(set(fresh) | set(_current(OUT_ROOT)))
+                if not (OUT_ROOT / p).exists()
                 or not (fresh_root / p).exists()
-                or not filecmp.cmp(ROOT / p, fresh_root / p, shallow=False)
+                or not filecmp.cmp(OUT_ROOT / p, fresh_root / p, shallow=False)
             ]
             if stale:
                 print("stale generated stubs (run `make proto`):", *stale, sep="\n  ")
                 return 1
             print(f"stubs up to date ({len(fresh)} files)")
             return 0
-        for old in _current(ROOT):
-            (ROOT / old).unlink()
+        for old in _current(OUT_ROOT):
+            (OUT_ROOT / old).unlink()
         for path in fresh:
-            (ROOT / path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(fresh_root / path, ROOT / path)
-        print(f"generated {len(fresh)} files into {PACKAGE_DIR}")
+            (OUT_ROOT / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fresh_root / path, OUT_ROOT / path)
+        print(f"generated {len(fresh)} files into {(OUT_ROOT / PACKAGE_DIR).relative_to(ROOT)}")
         return 0
 
 
