@@ -24,15 +24,10 @@ from google.protobuf.message import Message
 
 from authority.app import serve
 from authority.config import ConfigError, Settings, parse_duration
-from authority.crypto import EnvelopeError, KekRing, envelope_kek_id, load_kek
-from authority.crypto.kek_source import GENERATED_FILE_NAME, load_previous_keks
 from authority.domain.errors import AuthorityError
-from authority.domain.events import new_event
-from authority.keys.manager import private_key_aad
 from authority.observability.logging import configure_logging
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
-from authority.services.webhooks import webhook_secret_aad
-from authority.store.base import Store
+from authority.services.kek_rotation import kek_ring, rotate_kek
 from authority.store.factory import make_store
 from authority.supervisor import Supervisor
 from authority.v1 import admin_pb2, keys_pb2
@@ -98,94 +93,14 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _kek_ring(settings: Settings) -> KekRing:
-    """The ring a server with these settings would hold. Never generates a KEK: an
-    operator command that silently created one would hide a missing secret."""
-    generated = settings.data_dir / GENERATED_FILE_NAME
-    current = load_kek(
-        env_value=settings.kek,
-        file=settings.kek_file,
-        generate_into=settings.data_dir if generated.exists() else None,
-    )
-    previous = load_previous_keks(env_value=settings.kek_previous, file=settings.kek_previous_file)
-    return KekRing(current, previous)
-
-
-async def rewrap_keys(store: Store, ring: KekRing) -> dict[str, int]:
-    """Re-wrap every private key not yet under the ring's current KEK, in one key-ring
-    transaction: all keys move or none do, and servers reload once, on the commit.
-
-    Every key is checked before any is changed, so a key under a KEK the ring lacks
-    aborts the whole run. Running it again moves nothing (idempotent).
-    """
-    moved = current = without_material = 0
-    async with store.key_ring_transaction() as tx:
-        keys = await tx.list_keys()
-        pending = []
-        for key in keys:
-            if key.compromised_at is not None or not key.wrapped_private_key:
-                without_material += 1
-                continue
-            sealed_by = envelope_kek_id(key.wrapped_private_key)
-            if sealed_by not in ring.ids:
-                raise EnvelopeError(
-                    f"key {key.kid!r} is sealed with KEK id {sealed_by!r}, which is neither the "
-                    f"current KEK ({ring.current_id!r}) nor a previous one "
-                    f"({list(ring.ids[1:])!r}): add it to AUTHORITY_KEK_PREVIOUS; nothing changed"
-                )
-            if sealed_by == ring.current_id and key.kek_id == ring.current_id:
-                current += 1
-            else:
-                pending.append(key)
-        for key in pending:
-            rewrapped = ring.rewrap(key.wrapped_private_key, aad=private_key_aad(key.kid))
-            await tx.rewrap_key(key.kid, rewrapped, ring.current_id)
-            moved += 1
-    webhooks = 0
-    for webhook in await store.list_webhooks():
-        # Webhook signing secrets are wrapped by the same KEK: move them too, or they
-        # could not be opened once the old KEK is retired.
-        if envelope_kek_id(webhook.wrapped_secret) != ring.current_id:
-            aad = webhook_secret_aad(webhook.id)
-            await store.rewrap_webhook_secret(
-                webhook.id, ring.rewrap(webhook.wrapped_secret, aad=aad)
-            )
-            webhooks += 1
-    if moved or webhooks:
-        event = new_event(
-            "kek.rotated",
-            "kek",
-            ring.current_id,
-            at=datetime.now(UTC),
-            data={"keys_rewrapped": moved, "webhooks_rewrapped": webhooks},
-            actor="operator",
-        )
-        await store.append_events([event])
-    return {
-        "rewrapped": moved,
-        "already_current": current,
-        "without_private_key": without_material,
-        "webhook_secrets_rewrapped": webhooks,
-    }
-
-
 def cmd_kek(args: argparse.Namespace, settings: Settings) -> int:
     """KEK rotation runs against the store directly (like ``migrate``): the admin API
     never handles private keys, and the command must work whatever the servers hold."""
-    ring = _kek_ring(settings)
+    ring = kek_ring(settings)
     if args.kek_command == "id":
         print(json.dumps({"kek_id": ring.current_id, "previous_kek_ids": list(ring.ids[1:])}))
         return 0
-
-    async def rotate() -> dict[str, int]:
-        store = make_store(settings.database_url, settings.database_path)
-        await store.open()
-        try:
-            return await rewrap_keys(store, ring)
-        finally:
-            await store.close()
-
-    print(json.dumps({"kek_id": ring.current_id, **asyncio.run(rotate())}))
+    print(json.dumps({"kek_id": ring.current_id, **asyncio.run(rotate_kek(settings, ring))}))
     return 0
 
 
