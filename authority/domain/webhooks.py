@@ -105,7 +105,11 @@ def verify(secret: bytes, timestamp: str, body: bytes, signature: str) -> bool:
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Seconds to wait before retry ``attempt`` (1, 2, ...): exponential with full jitter,
-    so endpoints that failed together do not all get retried in the same instant."""
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): exponential with equal jitter,
+    uniform between half the ceiling and the ceiling (``base`` doubling, at most ``cap``).
+
+    The random half keeps endpoints that failed together from all being retried in the
+    same instant; the fixed half keeps every wait at least half the backoff, so a
+    failing endpoint is never retried almost at once (full jitter could wait ~0 s)."""
     ceiling = min(cap, base * 2 ** (attempt - 1))
     return (rng or random).uniform(ceiling / 2, ceiling)
