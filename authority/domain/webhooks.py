@@ -107,6 +107,7 @@ def verify(secret: bytes, timestamp: str, body: bytes, signature: str) -> bool:
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Seconds to wait before retry ``attempt`` (1, 2, ...): the process's one backoff
-    rule (``authority.domain.backoff``), jittered so that endpoints that failed together
-    do not all get retried in the same instant."""
+    rule (``authority.domain.backoff``): exponential with equal jitter, uniform between
+    half the ceiling and the ceiling, so endpoints that failed together are not all
+    retried in the same instant, and a failing endpoint is never retried almost at once."""
     return Backoff(first=base, cap=cap).delay(attempt, rng)

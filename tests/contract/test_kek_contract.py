@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from authority.cli import rewrap_keys
 from authority.crypto import EnvelopeError, Kek, KekRing, envelope_kek_id
 from authority.domain.errors import NotFound
 from authority.domain.keys import KeyRecord
 from authority.domain.webhooks import Webhook
 from authority.keys.manager import private_key_aad
+from authority.services.kek_rotation import rewrap_keys
 from authority.services.webhooks import webhook_secret_aad
 from authority.store.base import Store
 

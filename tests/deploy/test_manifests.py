@@ -349,6 +349,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
     server.kill()
 
 
+@pytest.mark.integration
 def test_kubernetes_probes_pass_against_a_real_server(deployed: ServerProcess) -> None:
     container = _container()
     ports = {8080: deployed.http_port, 50051: deployed.grpc_port}
@@ -572,6 +573,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.integration
 def test_dockerfile_healthcheck_passes_only_while_the_server_serves(tmp_path: Path) -> None:
     argv = _healthcheck_command()
     server = ServerProcess(tmp_path / "data").start()
@@ -613,6 +615,7 @@ def test_dockerfile_healthcheck_fails_on_503() -> None:
     assert "503" in result.stderr
 
 
+@pytest.mark.integration
 def test_compose_healthcheck_passes_against_a_real_server(deployed: ServerProcess) -> None:
     """The replicas' compose healthcheck (readiness) on the server's HTTP port."""
     service = _compose()["services"]["authority-1"]

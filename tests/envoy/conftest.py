@@ -27,6 +27,7 @@ import pytest
 
 from tests.integration.conftest import start_server  # noqa: F401 - re-exported fixture
 from tests.integration.server import ServerProcess
+from tests.processes import check_may_start
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_VENV = ROOT / ".venv-envoy"
@@ -314,6 +315,7 @@ class EnvoyProcess:
 
     def start(self, config: Mapping[str, Any] | str, timeout: float = 30.0) -> EnvoyProcess:
         """``config``: a bootstrap dict (written as JSON) or YAML text."""
+        check_may_start("Envoy")
         self.workdir.mkdir(parents=True, exist_ok=True)
         if isinstance(config, str):
             config_path = self.workdir / "envoy.yaml"

@@ -30,6 +30,8 @@ from typing import NoReturn
 
 import pytest
 
+from tests.processes import check_may_start
+
 POSTGRES_USER = "postgres"
 
 
@@ -76,6 +78,7 @@ class OwnRedis:
 
     def start(self) -> None:
         """Start (again) on the same port."""
+        check_may_start("a redis-server of its own")
         assert self.process is None or self.process.poll() is not None, "already running"
         process = subprocess.Popen(
             [
@@ -202,6 +205,7 @@ class OwnPostgres:
 
     def start(self) -> None:
         """Start (again) with the same data directory and port; waits until it accepts."""
+        check_may_start("a PostgreSQL of its own")
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
             # Speed without losing a commit to ``stop -m immediate``: committed WAL is

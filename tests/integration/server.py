@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 from authority_client import AuthorityClient
 
+from tests.processes import check_may_start
+
 ADMIN_TOKEN = "adm_test_" + "x" * 40
 
 
@@ -49,6 +51,7 @@ class ServerProcess:
         self._ready = threading.Event()
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        check_may_start("an authority server")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "authority.cli", "serve", f"--workers={self.workers}"],
             env=self.env,

@@ -174,6 +174,7 @@ def test_workers_are_summed_in_every_scrape(
     assert not os.path.exists(directory), "the supervisor removes the directory at stop"
 
 
+@pytest.mark.integration
 def test_the_outbox_relay_lag_is_exported(
     start_server: Callable[..., ServerProcess],  # noqa: F811 - the imported fixture
 ) -> None:

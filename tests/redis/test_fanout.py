@@ -21,6 +21,7 @@ from authority.domain.errors import Unavailable
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.redis import fanout as fanout_module
 from authority.redis.fanout import RedisFanout
+from tests.processes import check_may_start
 
 MakeFanout = Callable[..., Awaitable[RedisFanout]]
 
@@ -344,6 +345,7 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        check_may_start("a redis-server of its own")
         self.process = subprocess.Popen(
             [
                 shutil.which("redis-server") or "redis-server",
@@ -392,6 +394,7 @@ def own_redis_server() -> Iterator[RedisServer]:
         server.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 async def test_a_real_outage_is_reported_and_recovered_from() -> None:
     with own_redis_server() as server:
@@ -434,6 +437,7 @@ async def test_a_real_outage_is_reported_and_recovered_from() -> None:
             await publisher.close()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 async def test_a_silent_redis_is_detected_by_ping(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stopped (SIGSTOP) server keeps its sockets open and never answers: only the

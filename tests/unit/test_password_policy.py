@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authority.data import make_common_passwords
 from authority.domain.errors import InvalidArgument
 from authority.domain.password_policy import (
     PasswordPolicy,
     load_common_passwords,
     parse_password_list,
 )
+from tools import make_common_passwords
 
 POLICY = PasswordPolicy.default()
 

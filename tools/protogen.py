@@ -4,6 +4,8 @@ The stubs live in exactly one place, ``authority/v1`` inside the client distribu
 (``clients/python``), which ships them; the server depends on it. The proto path equals
 the import path, so generated modules import each other without rewriting, and both the
 server and the client import that one copy as ``authority.v1``.
+
+Run from the checkout: ``python -m tools.protogen [--check]`` (``make proto``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "proto"
-# Where the stubs are written: the root of the client distribution, which owns them.
-STUBS_ROOT = ROOT / "clients" / "python"
+# The import root the stubs are written under (they land in OUT_ROOT/authority/v1): the
+# root of the client distribution, which owns them.
+OUT_ROOT = ROOT / "clients" / "python"
 PACKAGE_DIR = Path("authority") / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 INIT_TEXT = (
@@ -78,22 +81,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale = [
                 str(p)
-                for p in sorted(set(fresh) | set(_current(STUBS_ROOT)))
-                if not (STUBS_ROOT / p).exists()
+                for p in sorted(set(fresh) | set(_current(OUT_ROOT)))
+                if not (OUT_ROOT / p).exists()
                 or not (fresh_root / p).exists()
-                or not filecmp.cmp(STUBS_ROOT / p, fresh_root / p, shallow=False)
+                or not filecmp.cmp(OUT_ROOT / p, fresh_root / p, shallow=False)
             ]
             if stale:
                 print("stale generated stubs (run `make proto`):", *stale, sep="\n  ")
                 return 1
             print(f"stubs up to date ({len(fresh)} files)")
             return 0
-        for old in _current(STUBS_ROOT):
-            (STUBS_ROOT / old).unlink()
+        for old in _current(OUT_ROOT):
+            (OUT_ROOT / old).unlink()
         for path in fresh:
-            (STUBS_ROOT / path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(fresh_root / path, STUBS_ROOT / path)
-        print(f"generated {len(fresh)} files into {STUBS_ROOT.relative_to(ROOT) / PACKAGE_DIR}")
+            (OUT_ROOT / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fresh_root / path, OUT_ROOT / path)
+        print(f"generated {len(fresh)} files into {(OUT_ROOT / PACKAGE_DIR).relative_to(ROOT)}")
         return 0
 
 

@@ -5,8 +5,7 @@ it is not a dependency. The output depends only on the source list and the date 
 so a rerun with ``--date`` reproduces the shipped file byte for byte::
 
     pip download --no-deps -d /tmp/dj django==5.2.19
-    python -m authority.data.make_common_passwords /tmp/dj/django-5.2.19-py3-none-any.whl \\
-        --date 2026-11-27
+    python -m tools.make_common_passwords /tmp/dj/django-5.2.19-py3-none-any.whl --date 2026-11-27
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 LIST_MEMBER = "django/contrib/auth/common-passwords.txt.gz"
-OUTPUT = Path(__file__).with_name("common-passwords.txt")
+# The list ships in the server package; this script stays in the checkout.
+OUTPUT = Path(__file__).resolve().parents[1] / "authority" / "data" / "common-passwords.txt"
 MIN_ENTRIES = 10_000
 ORIGIN = (
     "Royce Williams, 'unhexed, lowercased and deduplicated' "
@@ -107,7 +107,7 @@ def render(source: Source, cleaned: Cleaned, date: str) -> str:
     header = [
         "Common passwords, most common first: one a line, NFC, lower-cased, deduplicated.",
         "Lines starting with '#' are comments. Regenerate with",
-        "  python -m authority.data.make_common_passwords PATH_TO_DJANGO_WHEEL --date DATE",
+        "  python -m tools.make_common_passwords PATH_TO_DJANGO_WHEEL --date DATE",
         f"Package: Django {source.version} (PyPI), file {LIST_MEMBER}",
         f"Source list sha256 (uncompressed): {hashlib.sha256(source.raw).hexdigest()}",
         f"Original source: {ORIGIN}",

@@ -5,7 +5,7 @@ message, so the difference between them is the cost of verification alone. Token
 are minted here (signing only: nothing is verified, so the verify cache starts empty)
 and handed to the load generator in a JSON file written atomically once serving.
 
-Run by ``python -m authority.bench``; standalone: ``python -m authority.bench.server --out F``.
+Run by ``python -m tools.bench``; standalone: ``python -m tools.bench.server --out F``.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ async def serve(out: Path, data_dir: Path, fresh: int, repeat: int, watch_stdin:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m authority.bench.server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.server", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to publish pools to")
     parser.add_argument("--data-dir", type=Path, help="default: a temporary directory")
     parser.add_argument("--fresh", type=int, default=40_000, help="never-verified tokens")

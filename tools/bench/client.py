@@ -20,11 +20,11 @@ from pathlib import Path
 import grpc
 from authority_client import LocalVerifier, StaticJwksSource, WatchedRevocations
 
-from authority.bench.processes import BENCH_ADMIN_TOKEN, Served
 from authority.crypto import generate_private_key, public_jwk
 from authority.domain.keys import Algorithm
 from authority.tokens.jws import SigningKey, sign
 from authority.v1 import admin_pb2, admin_pb2_grpc, token_pb2, token_pb2_grpc
+from tools.bench.processes import BENCH_ADMIN_TOKEN, Served
 
 ISSUER = "https://bench.example.test"
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from authority.bench.cpu import process_cpu_seconds
-from authority.bench.server import ADMIN_TOKEN, ECHO_METHOD
 from authority.v1 import admin_pb2, admin_pb2_grpc, token_pb2, token_pb2_grpc
+from tools.bench.cpu import process_cpu_seconds
+from tools.bench.server import ADMIN_TOKEN, ECHO_METHOD
 
 PRINCIPAL = "bench-user"
 PASSWORD = "bench passphrase that is long enough"

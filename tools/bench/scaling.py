@@ -21,9 +21,9 @@ from pathlib import Path
 
 from authority_client import AuthorityClient
 
-from authority.bench.cpu import process_cpu_seconds
-from authority.bench.processes import BENCH_ADMIN_TOKEN, Served
 from authority.v1 import token_pb2
+from tools.bench.cpu import process_cpu_seconds
+from tools.bench.processes import BENCH_ADMIN_TOKEN, Served
 
 PASSWORD = "bench passphrase that is long enough"
 _RATE = re.compile(r"finished in [\d.]+\w*, ([\d.]+) req/s")

@@ -25,9 +25,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from authority.bench import client, local, propagation, scaling
-from authority.bench.lifecycle import measure_lifecycle, print_lifecycle_report
-from authority.bench.load import (
+from tools.bench import client, local, propagation, scaling
+from tools.bench.lifecycle import measure_lifecycle, print_lifecycle_report
+from tools.bench.load import (
     VERIFY_METHOD,
     LoadGenerator,
     PhaseResult,
@@ -36,7 +36,7 @@ from authority.bench.load import (
     check_valid,
     median_or_none,
 )
-from authority.bench.server import ECHO_METHOD
+from tools.bench.server import ECHO_METHOD
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -71,7 +71,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m authority.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~10 s smoke run")
     parser.add_argument("--rounds", type=int, help="server rounds (default 3, quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per phase (3.0)")
@@ -115,7 +115,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def rerun_command(args: argparse.Namespace) -> str:
     if args.quick:
-        return ".venv/bin/python -m authority.bench --quick"
+        return ".venv/bin/python -m tools.bench --quick"
     flags = [
         f"--rounds {args.rounds}",
         f"--duration {args.duration:g}",
@@ -123,7 +123,7 @@ def rerun_command(args: argparse.Namespace) -> str:
         f"--concurrency {args.concurrency}",
         f"--channels {args.channels}",
     ]
-    return "make bench   # = .venv/bin/python -m authority.bench " + " ".join(flags)
+    return "make bench   # = .venv/bin/python -m tools.bench " + " ".join(flags)
 
 
 # -- the server process ---------------------------------------------------------------------
@@ -150,7 +150,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "authority.bench.server",
+            "tools.bench.server",
             f"--out={self._ready}",
             f"--data-dir={data_dir}",
             f"--fresh={fresh}",

@@ -22,8 +22,8 @@ import asyncpg
 import grpc
 import redis
 
-from authority.bench.processes import BENCH_ADMIN_TOKEN, Served
 from authority.v1 import admin_pb2, admin_pb2_grpc, token_pb2, token_pb2_grpc
+from tools.bench.processes import BENCH_ADMIN_TOKEN, Served
 
 POLL_TIMEOUT = 5.0
 

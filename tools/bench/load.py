@@ -18,8 +18,8 @@ from typing import TypeAlias
 
 import grpc
 
-from authority.bench.cpu import own_cpu_seconds, process_cpu_seconds
 from authority.v1 import token_pb2
+from tools.bench.cpu import own_cpu_seconds, process_cpu_seconds
 
 VERIFY_METHOD = "/authority.v1.TokenService/Verify"
 CALL_TIMEOUT = 10.0

@@ -1,0 +1,31 @@
+"""`authority token issue|refresh|verify`: tokens, over the token API."""
+
+from __future__ import annotations
+
+import argparse
+
+from authority.cli.common import connect, print_message, secret
+from authority.config import Settings
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(args, settings) as client:
+        if args.token_command == "issue":
+            pair = client.issue_with_password(
+                args.principal,
+                secret(args, "password: "),
+                audience=args.audience,
+                scope=args.scope,
+                client_id=args.client_id,
+            )
+        elif args.token_command == "refresh":
+            pair = client.refresh(secret(args, "refresh token: "), client_id=args.client_id)
+        else:
+            response = client.verify(args.token, audience=args.audience)
+            print_message(response)
+            return 0 if response.claims.subject else 3
+        if args.raw:
+            print(pair.access_token)
+        else:
+            print_message(pair)
+        return 0
