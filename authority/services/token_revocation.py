@@ -72,13 +72,15 @@ class TokenRevoker:
         *,
         now: datetime,
     ) -> bool:
-        """True when revoking the session could change nothing: it is revoked, or every
-        access token it can have issued has expired (its end, or its newest refresh token's
-        issue, lies more than an access token's life and the leeway behind)."""
+        """True when revoking the session could change nothing: it is revoked, or it can
+        no longer be refreshed and every access token it can have issued has expired (its
+        absolute end, or its head refresh token's own expiry, lies more than an access
+        token's life and the leeway behind). An older token of the chain says nothing
+        about the head's expiry: the session is revoked then."""
         if session.revoked_at is not None:
             return True
         horizon = timedelta(seconds=self._revocations.horizon)
-        last_issue = record.issued_at if successor is None and record.consumed_at is None else None
-        return now >= session.absolute_expires_at + horizon or (
-            last_issue is not None and now >= last_issue + horizon
-        )
+        if now >= session.absolute_expires_at + horizon:
+            return True
+        is_head = successor is None and record.consumed_at is None
+        return is_head and now >= record.expires_at + horizon

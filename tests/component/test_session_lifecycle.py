@@ -843,3 +843,13 @@ async def test_a_prune_at_the_end_of_grace_does_not_turn_a_retry_into_reuse(h: H
     h.clock.advance(GRACE)  # the window's last instant, which decide() still counts
     await h.prune()  # RevocationService.run's periodic pass happens to land here
     assert await h.refresher.refresh(first.refresh_token) == successor
+
+
+async def test_revoking_an_idle_but_live_refresh_token_ends_its_session(h: Harness) -> None:
+    """Found by this state machine: once every access token of a session had expired,
+    revoking its still-refreshable refresh token wrote nothing, and it kept refreshing."""
+    first = await h.login()
+    h.clock.advance(ACCESS_TTL + LEEWAY)  # its access token is over; the session is not
+    await h.token_revocations.revoke_refresh_token(first.refresh_token)
+    with pytest.raises(Unauthenticated):
+        await h.refresher.refresh(first.refresh_token)
