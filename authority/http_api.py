@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from authority.domain.keys import Algorithm
+from authority.http_conditional import none_match
 from authority.keys.snapshot import Jwks
 
 JWKS_PATH = "/.well-known/jwks.json"
@@ -52,7 +53,7 @@ def build_app(
             "ETag": etag,
             "Cache-Control": f"public, max-age={int(current.max_age.total_seconds())}",
         }
-        if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
+        if none_match(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=headers)
         return web.Response(
             body=current.document, content_type="application/jwk-set+json", headers=headers

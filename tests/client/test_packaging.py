@@ -102,6 +102,14 @@ def _contents(wheel: Path) -> set[str]:
         return {n for n in archive.namelist() if ".dist-info/" not in n}
 
 
+def _licenses(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith("/METADATA")))
+        files = {n.split("/licenses/", 1)[1] for n in archive.namelist() if "/licenses/" in n}
+    assert b"License-Expression: Apache-2.0" in metadata
+    return files
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("dist")
@@ -133,6 +141,15 @@ def test_each_file_belongs_to_exactly_one_wheel(dist: Path) -> None:
     assert {"authority/cli/__init__.py", "authority/app.py"} <= server
     assert {n.split("/")[0] for n in server} == {"authority"}
     assert not [n for n in server if n.startswith(DEV_ONLY) or "/v1/" in n or "/jose/" in n]
+    # PEP 561 in a namespace package: a py.typed in every directory of ours with modules
+    # (mypy finds authority/py.typed for the modules at the top; others look per package).
+    packages = {n.rsplit("/", 1)[0] for n in server if n.endswith(".py")}
+    assert {p + "/py.typed" for p in packages} <= server
+    assert {"authority_client/py.typed", "authority/jose/py.typed"} <= client
+    # The license texts travel in the metadata (PEP 639), NOTICE with the server's data.
+    assert _licenses(dist / "authority-0.1.0-py3-none-any.whl") == {"LICENSE", "NOTICE"}
+    assert _licenses(dist / "authority_client-0.1.0-py3-none-any.whl") == {"LICENSE"}
+    assert "authority/data/README.md" in server  # the password list's BSD notice
 
 
 @pytest.mark.integration
@@ -152,6 +169,21 @@ def test_the_installed_wheels_serve(dist: Path, tmp_path: Path) -> None:
         cwd=tmp_path,
     ).split()  # fmt: skip
     assert all(Path(p).is_relative_to(venv) for p in where), where  # not the checkout
+    # A type checker reads the installed server's annotations (py.typed), at the top of
+    # the namespace and in a subpackage: the wrong types below are errors, not skipped.
+    (tmp_path / "use.py").write_text(
+        "from authority.http_conditional import none_match\n"
+        "from authority.domain.bounds import MAX_SECRET_LENGTH\n"
+        "a: str = none_match(None, '\"x\"')\n"
+        "b: str = MAX_SECRET_LENGTH\n"
+    )
+    typed = subprocess.run(
+        [sys.executable, "-m", "mypy", "--python-executable", python, "--no-incremental",
+         "--config-file", os.devnull, "use.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert "py.typed" not in typed.stdout, typed.stdout
+    assert typed.stdout.count("[assignment]") == 2, typed.stdout
     assert "serve" in _run(venv / "bin" / "authority", "--help", cwd=tmp_path)
 
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
