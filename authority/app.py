@@ -269,6 +269,7 @@ class Authority:
             grace=s.refresh_grace,
             leeway=s.leeway,
             max_token_bytes=s.max_token_bytes,
+            password_grant=s.oauth_password_grant,
         )
         principals = PrincipalService(
             store=self.store,

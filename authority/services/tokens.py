@@ -11,7 +11,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -23,6 +23,8 @@ from authority.domain.claims import authorize_claims, check_exchange_claims
 from authority.domain.clients import Client, Grant, GrantType, authorize
 from authority.domain.clock import Clock
 from authority.domain.errors import (
+    GrantDisabled,
+    GrantNotAllowed,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
@@ -76,6 +78,9 @@ class TokenPair:
     scope: tuple[str, ...]
     refresh_token: str = ""
     refresh_expires_at: datetime | None = None
+    # The access token's jti, for the event of a sessionless token; in process only (not
+    # sealed for a replay, so not part of a pair's identity).
+    token_id: str = field(default="", compare=False)
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -134,6 +139,7 @@ class TokenService:
         grace: timedelta,
         leeway: timedelta,
         max_token_bytes: int,
+        password_grant: bool = True,
     ) -> None:
         self._store = store
         self._keys = keys
@@ -146,6 +152,7 @@ class TokenService:
         self._grace = grace
         self._leeway = leeway.total_seconds()
         self._max_token_bytes = max_token_bytes
+        self.password_grant_enabled = password_grant
 
     # -- grants ---------------------------------------------------------------
 
@@ -160,6 +167,9 @@ class TokenService:
         scope: Sequence[str] = (),
         source: str = "",
     ) -> TokenPair:
+        if not self.password_grant_enabled:
+            # Off for every API (AUTHORITY_OAUTH_PASSWORD_GRANT): nothing is checked or counted.
+            raise GrantDisabled("the password grant is disabled on this server")
         if not name or not password:
             raise InvalidArgument("principal and password are required")
         # A malformed name cannot exist, so refusing it early reveals nothing, and it
@@ -265,7 +275,7 @@ class TokenService:
         return self._event(
             "token.issued",
             TOKEN,
-            pair.session_id,
+            pair.session_id or pair.token_id,
             actor=subject,
             subject=subject,
             client_id=client.id,
@@ -286,7 +296,8 @@ class TokenService:
     ) -> TokenPair:
         client = await self._authenticate_client(client_id, client_secret, source)
         grant = authorize(client, GrantType.CLIENT_CREDENTIALS, audience=audience, scope=scope)
-        pair = self._access_only(client.id, client, grant, {})
+        # No session: the token carries no `sid` (RFC 9068; deploy/envoy relies on it).
+        pair = self._access_only(client.id, client, grant, {}, session=False)
         await self._store.append_events(
             (self._issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS),)
         )
@@ -338,7 +349,7 @@ class TokenService:
         no RPC reaches it."""
         client = self._clients.default_client
         grant = authorize(client, GrantType.PASSWORD, audience=audience, scope=scope)
-        return self._access_only(subject, client, grant, {})
+        return self._access_only(subject, client, grant, {}, session=False)
 
     # -- refresh --------------------------------------------------------------
 
@@ -427,7 +438,7 @@ class TokenService:
         if client is not None and client.confidential:
             await self._clients.authenticate(client.id, secret, require_secret=True)
         if client is not None and GrantType.REFRESH_TOKEN not in client.grant_types:
-            raise PermissionDenied(f"client {client.id!r} may not use the refresh_token grant")
+            raise GrantNotAllowed(f"client {client.id!r} may not use the refresh_token grant")
         return client
 
     def _successor(
@@ -440,7 +451,7 @@ class TokenService:
             issued_at=now,
             expires_at=successor_expiry(session, now),
         )
-        access, expires = self._mint(
+        access, expires, token_id = self._mint(
             subject=session.subject,
             audience=session.audience,
             scope=session.scope,
@@ -450,7 +461,14 @@ class TokenService:
             changed_at=changed_at,
         )
         pair = TokenPair(
-            access, expires, session.id, session.audience, session.scope, token, record.expires_at
+            access,
+            expires,
+            session.id,
+            session.audience,
+            session.scope,
+            token,
+            record.expires_at,
+            token_id,
         )
         return pair, record
 
@@ -595,9 +613,11 @@ class TokenService:
         extra: dict[str, Any],
         *,
         changed_at: datetime | None = None,
+        session: bool = True,
     ) -> TokenPair:
-        session_id = "s_" + secrets.token_urlsafe(16)
-        access, expires = self._mint(
+        """``session`` False: a token no session stands behind, so it has no ``sid``."""
+        session_id = "s_" + secrets.token_urlsafe(16) if session else ""
+        access, expires, token_id = self._mint(
             subject=subject,
             audience=grant.audience,
             scope=grant.scope,
@@ -606,7 +626,9 @@ class TokenService:
             extra=extra,
             changed_at=changed_at,
         )
-        return TokenPair(access, expires, session_id, grant.audience, grant.scope)
+        return TokenPair(
+            access, expires, session_id, grant.audience, grant.scope, token_id=token_id
+        )
 
     def _mint(
         self,
@@ -618,10 +640,11 @@ class TokenService:
         session_id: str,
         extra: dict[str, Any],
         changed_at: datetime | None = None,
-    ) -> tuple[str, int]:
-        """``iat`` follows the subject's last credential change and any subject or client
-        revocation this process knows of (``issued_at``); ``nbf`` and ``exp`` are whole
-        seconds."""
+    ) -> tuple[str, int, str]:
+        """The token, its ``exp`` and its ``jti``. Every token carries ``client_id`` (RFC
+        9068), and ``sid`` only when a session stands behind it. ``iat`` follows the
+        subject's last credential change and any subject or client revocation this process
+        knows of (``issued_at``); ``nbf`` and ``exp`` are whole seconds."""
         signer = self._keys.snapshot().signer
         if signer is None:
             raise Unavailable("no signing key is active")
@@ -634,13 +657,13 @@ class TokenService:
             "sub": subject,
             "aud": audience[0] if len(audience) == 1 else list(audience),
             "exp": expires,
-            "iat": issued_at(stamp, self._not_before(subject, client.id, changed_at)),
+            "iat": issued_at(stamp, self._not_before(subject, client.claim_id, changed_at)),
             "nbf": now,
             "jti": secrets.token_urlsafe(16),
-            "sid": session_id,
+            "client_id": client.claim_id,
         }
-        if client.id:
-            claims["client_id"] = client.id
+        if session_id:
+            claims["sid"] = session_id
         if scope:
             claims["scope"] = " ".join(scope)
-        return sign(claims, signer), expires
+        return sign(claims, signer), expires, claims["jti"]

@@ -89,7 +89,7 @@ def test_quick_start_issue_then_verify(server: ServerProcess) -> None:
     assert claims.token_id and claims.session_id
     assert claims.expires_at.seconds - claims.issued_at.seconds == 600
     payload = jwt.decode(token, options={"verify_signature": False})
-    assert set(payload) >= {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid"}
+    assert set(payload) >= {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id"}
 
 
 def test_admin_rpcs_need_the_admin_credential(server: ServerProcess) -> None:
