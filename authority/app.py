@@ -40,6 +40,8 @@ from authority.http_api import build_app, build_metrics_app
 from authority.http_guard import ConnectionGuard, GuardedListener, describe
 from authority.keys.manager import KeyManager
 from authority.lifecycle import bounded, cancel_all
+from authority.oauth.grants import OAuthGrants, ServiceGrants
+from authority.oauth.http import OAuthEndpoints
 from authority.observability import logging as observability_logging
 from authority.observability import metrics
 from authority.services.admin_credential import AdminCredential
@@ -167,6 +169,7 @@ class Authority:
         self.outbox.on_outcome = functools.partial(self._write_outcome, OUTBOX_RELAY)
         self.audit = AuditConsumer(self.store)
         self.webhooks: WebhookDispatcher | None = None  # needs the KEK: built in start
+        self.oauth_grants: OAuthGrants | None = None  # the HTTP OAuth endpoints' services
 
     def _event_sink(self) -> EventSink:
         s = self.settings
@@ -270,6 +273,14 @@ class Authority:
             leeway=s.leeway,
             max_token_bytes=s.max_token_bytes,
             password_grant=s.oauth_password_grant,
+        )
+        self.oauth_grants = ServiceGrants(
+            tokens=self.token_service,
+            verifier=self.verifier,
+            keys=lambda: self.keys.snapshot().verification_keys,
+            max_token_bytes=s.max_token_bytes,
+            revoke_limit=self.backends.revoke_limit,
+            clock=self.clock,
         )
         principals = PrincipalService(
             store=self.store,
@@ -480,6 +491,8 @@ class Authority:
             issuer=lambda: self.issuer,
             live=lambda: not self._stopped,
             ready=lambda: self.ready and not self._stopped,
+            oauth=OAuthEndpoints(lambda: self.oauth_grants, self.clock),
+            password_grant=s.oauth_password_grant,
             # With its own address, /metrics is served there only.
             metrics=None if s.metrics_address else exposition,
             metrics_content_type=metrics.CONTENT_TYPE,

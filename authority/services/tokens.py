@@ -332,6 +332,11 @@ class TokenService:
             )
         return pair
 
+    async def authenticate_client(self, client_id: str, secret: str, *, source: str) -> Client:
+        """A confidential client, checked and limited as the grants check theirs (the HTTP
+        introspection and revocation endpoints authenticate their callers with it)."""
+        return await self._authenticate_client(client_id, secret, source)
+
     async def _authenticate_client(self, client_id: str, secret: str, source: str) -> Client:
         if not client_id or not secret:
             raise InvalidArgument("client_id and client_secret are required")
