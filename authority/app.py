@@ -41,6 +41,8 @@ from authority.http_guard import ConnectionGuard, GuardedListener, describe
 from authority.keys.manager import KeyManager
 from authority.lifecycle import bounded, cancel_all
 from authority.loops import Loop, run_loops
+from authority.oauth.grants import OAuthGrants, ServiceGrants
+from authority.oauth.http import OAuthEndpoints
 from authority.observability import logging as observability_logging
 from authority.observability import metrics
 from authority.services.admin_credential import AdminCredential
@@ -179,6 +181,7 @@ class Authority:
         self.outbox.on_outcome = functools.partial(self._write_outcome, OUTBOX_RELAY)
         self.audit = AuditConsumer(self.store)
         self.webhooks: WebhookDispatcher | None = None  # needs the KEK: built in start
+        self.oauth_grants: OAuthGrants | None = None  # the HTTP OAuth endpoints' services
 
     def _event_sink(self) -> EventSink:
         s = self.settings
@@ -288,6 +291,7 @@ class Authority:
                 clients=clients,
                 gate=self.backends.gate,
                 clock=self.clock,
+                enabled=s.oauth_password_grant,
             ),
             client_credentials=ClientCredentialsGrant(
                 minter=self.token_minter, store=self.store, clients=client_auth
@@ -308,6 +312,15 @@ class Authority:
             store=self.store,
             verifier=self.verifier,
             revocations=self.revocation_service,
+            clock=self.clock,
+        )
+        self.oauth_grants = ServiceGrants(
+            grants=grants,
+            refresh=refresh,
+            clients=client_auth,
+            revoker=token_revocations,
+            verifier=self.verifier,
+            revoke_limit=self.backends.revoke_limit,
             clock=self.clock,
         )
         principals = PrincipalService(
@@ -530,6 +543,8 @@ class Authority:
             issuer=lambda: self.issuer,
             live=lambda: not self._stopped,
             ready=lambda: self.ready and not self._stopped,
+            oauth=OAuthEndpoints(lambda: self.oauth_grants, self.clock),
+            password_grant=s.oauth_password_grant,
             # With its own address, /metrics is served there only.
             metrics=None if s.metrics_address else exposition,
             metrics_content_type=metrics.CONTENT_TYPE,

@@ -121,6 +121,8 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     reflection: bool = True
+    # The password grant (legacy, RFC 9700 section 2.4), over gRPC and HTTP alike.
+    oauth_password_grant: bool = True
     reuse_port: bool = False  # set by the supervisor for its workers
     # Permit creating a new, empty SQLite database where an installation's KEK or admin
     # token already lies (`authority serve --init`); never wipes an existing database.
@@ -354,6 +356,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": _choice("json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
     "reflection": _bool,
+    "oauth_password_grant": _bool,
     "reuse_port": _bool,
     "allow_fresh_install": _bool,
     "write_failure_threshold": _positive_int,

@@ -1,4 +1,5 @@
-"""The small HTTP surface: JWKS and the discovery document (RFC 8414 / OpenID Discovery)."""
+"""The HTTP surface: JWKS, the discovery document (RFC 8414 / OpenID Discovery), the OAuth
+2.0 endpoints (``authority.oauth``), probes and metrics."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from authority.domain.keys import Algorithm
 from authority.http_conditional import none_match
 from authority.keys.snapshot import Jwks
+from authority.oauth.discovery import JWKS_PATH, OPENID_PATH, RFC8414_PATH, metadata
+from authority.oauth.http import OAuthEndpoints
 
-JWKS_PATH = "/.well-known/jwks.json"
-DISCOVERY_PATH = "/.well-known/openid-configuration"
+DISCOVERY_PATH = OPENID_PATH
 METRICS_PATH = "/metrics"
 
 
@@ -23,28 +24,14 @@ def build_app(
     issuer: Callable[[], str],
     live: Callable[[], bool],
     ready: Callable[[], bool],
+    oauth: OAuthEndpoints,
+    password_grant: bool,
     metrics: Callable[[], bytes] | None = None,
     metrics_content_type: str = "text/plain; version=0.0.4; charset=utf-8",
     middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
     def discovery_document() -> bytes:
-        return json.dumps(
-            {
-                "issuer": issuer(),
-                "jwks_uri": issuer() + JWKS_PATH,
-                "id_token_signing_alg_values_supported": [a.value for a in Algorithm],
-                "token_endpoint_auth_signing_alg_values_supported": [a.value for a in Algorithm],
-                "grant_types_supported": [
-                    "password",
-                    "client_credentials",
-                    "refresh_token",
-                    "urn:ietf:params:oauth:grant-type:token-exchange",
-                ],
-                "response_types_supported": ["token"],
-                "subject_types_supported": ["public"],
-            },
-            sort_keys=True,
-        ).encode()
+        return json.dumps(metadata(issuer(), password=password_grant), sort_keys=True).encode()
 
     async def get_jwks(request: web.Request) -> web.Response:
         current = jwks()
@@ -78,6 +65,8 @@ def build_app(
     app = web.Application(middlewares=list(middlewares))
     app.router.add_get(JWKS_PATH, get_jwks)
     app.router.add_get(DISCOVERY_PATH, get_discovery)
+    app.router.add_get(RFC8414_PATH, get_discovery)
+    oauth.add_to(app)
     app.router.add_get("/healthz", probe(live))
     app.router.add_get("/readyz", probe(ready))
     if metrics is not None:  # Prometheus exposition (authority.observability.metrics)

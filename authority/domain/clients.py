@@ -10,10 +10,19 @@ from enum import StrEnum
 
 from authority.domain.bounds import MAX_SESSION_TTL, check_duration
 from authority.domain.claims import validate_allowed_claims
-from authority.domain.errors import InvalidArgument, PermissionDenied
+from authority.domain.errors import (
+    AudienceNotAllowed,
+    GrantNotAllowed,
+    InvalidArgument,
+    PermissionDenied,
+    ScopeNotAllowed,
+)
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 DEFAULT_CLIENT_ID = ""  # password grants that name no client use the built-in default policy
+# The `client_id` claim of the default client's tokens (RFC 9068 requires one on every
+# access token). Not a valid registered id (CLIENT_ID has no ':'), so no client shares it.
+DEFAULT_CLIENT_CLAIM = "authority:default"
 MAX_LIST = 64
 PRINCIPAL_ID_PREFIX = "p_"  # principal ids; reserved so a client's `sub` never equals one
 
@@ -48,6 +57,11 @@ class Client:
     @property
     def confidential(self) -> bool:
         return bool(self.secret_hash)
+
+    @property
+    def claim_id(self) -> str:
+        """The ``client_id`` claim of this client's access tokens (RFC 9068 section 2.2)."""
+        return self.id or DEFAULT_CLIENT_CLAIM
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +125,13 @@ def authorize(
     if client.disabled:
         raise PermissionDenied(f"client {client.id!r} is disabled")
     if grant_type not in client.grant_types:
-        raise PermissionDenied(f"client {client.id!r} may not use the {grant_type.value} grant")
+        raise GrantNotAllowed(f"client {client.id!r} may not use the {grant_type.value} grant")
     audiences = clean_values(audience, "audience") or client.audiences[:1]
     refused = [a for a in audiences if a not in client.audiences]
     if refused:
-        raise PermissionDenied(f"audience {refused[0]!r} is not allowed for this client")
+        raise AudienceNotAllowed(f"audience {refused[0]!r} is not allowed for this client")
     scopes = clean_values(scope, "scope") or client.default_scopes
     refused = [s for s in scopes if s not in client.scopes]
     if refused:
-        raise PermissionDenied(f"scope {refused[0]!r} is not allowed for this client")
+        raise ScopeNotAllowed(f"scope {refused[0]!r} is not allowed for this client")
     return Grant(audience=audiences, scope=scopes)

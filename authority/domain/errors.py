@@ -41,6 +41,30 @@ class PermissionDenied(AuthorityError):
     code = ErrorCode.PERMISSION_DENIED
 
 
+# Finer kinds of the errors above, for answers that tell them apart (the OAuth 2.0 error
+# codes of RFC 6749 section 5.2); gRPC answers them by their code like their parents.
+
+
+class ClientUnauthenticated(Unauthenticated):
+    """The client's own credentials failed (``invalid_client``), not the grant's."""
+
+
+class GrantDisabled(PermissionDenied):
+    """The grant type is switched off on this server (``unsupported_grant_type``)."""
+
+
+class GrantNotAllowed(PermissionDenied):
+    """The client may not use this grant type (``unauthorized_client``)."""
+
+
+class ScopeNotAllowed(PermissionDenied):
+    """A requested scope is outside the client's policy (``invalid_scope``)."""
+
+
+class AudienceNotAllowed(PermissionDenied):
+    """A requested audience is outside the client's policy (``invalid_target``)."""
+
+
 class NotFound(AuthorityError):
     code = ErrorCode.NOT_FOUND
 

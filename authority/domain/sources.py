@@ -50,3 +50,10 @@ def source_key(address: str) -> str:
         network = ipaddress.IPv6Network((address_, IPV6_SOURCE_PREFIX), strict=False)
         return str(network)
     return str(address_)
+
+
+def host_address(host: str) -> str:
+    """An HTTP peer's address (``aiohttp``'s ``request.remote``) in the canonical form
+    ``peer_address`` gives a gRPC peer, so both APIs share limits and audit addresses."""
+    address = _ip(host.strip("[]"))
+    return str(address) if address is not None else host

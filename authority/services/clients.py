@@ -19,7 +19,7 @@ import structlog
 from authority.domain.claims import validate_allowed_claims
 from authority.domain.clients import Client, GrantType, validate_client
 from authority.domain.clock import Clock
-from authority.domain.errors import InvalidArgument, NotFound, Unauthenticated
+from authority.domain.errors import ClientUnauthenticated, InvalidArgument, NotFound
 from authority.domain.events import CLIENT, Event, new_event
 from authority.domain.revocation import RevocationKind
 from authority.services.revocations import RevocationService
@@ -67,18 +67,18 @@ class ClientService:
         """
         if not client_id:
             if require_secret:
-                raise Unauthenticated(_BAD_CLIENT)
+                raise ClientUnauthenticated(_BAD_CLIENT)
             return self._default
         client = await self._store.get_client(client_id)
         expected = client.secret_hash if client is not None and client.confidential else None
         presented = secret_digest(secret)
         matches = hmac.compare_digest(presented, expected or _DUMMY_DIGEST)
         if client is None:
-            raise Unauthenticated(_BAD_CLIENT)
+            raise ClientUnauthenticated(_BAD_CLIENT)
         if client.confidential and not matches:
-            raise Unauthenticated(_BAD_CLIENT)
+            raise ClientUnauthenticated(_BAD_CLIENT)
         if require_secret and not client.confidential:
-            raise Unauthenticated(_BAD_CLIENT)
+            raise ClientUnauthenticated(_BAD_CLIENT)
         return client
 
     async def lookup(self, client_id: str) -> Client | None:

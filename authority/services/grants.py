@@ -15,7 +15,12 @@ from typing import Any
 from authority.domain.claims import authorize_claims, check_exchange_claims
 from authority.domain.clients import Client, GrantType, authorize
 from authority.domain.clock import Clock
-from authority.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from authority.domain.errors import (
+    GrantDisabled,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from authority.domain.events import PRINCIPAL
 from authority.domain.principals import principal_key, validate_password
 from authority.domain.throttle import Throttled
@@ -48,6 +53,7 @@ class PasswordGrant:
         clients: ClientService,
         gate: AttemptGate,
         clock: Clock,
+        enabled: bool = True,
     ) -> None:
         self._minter = minter
         self._store = store
@@ -55,6 +61,8 @@ class PasswordGrant:
         self._clients = clients
         self._gate = gate
         self._clock = clock
+        # AUTHORITY_OAUTH_PASSWORD_GRANT: a legacy grant (RFC 9700), off for every API.
+        self.enabled = enabled
 
     async def issue(
         self,
@@ -67,6 +75,9 @@ class PasswordGrant:
         scope: Sequence[str] = (),
         source: str = "",
     ) -> TokenPair:
+        if not self.enabled:
+            # Nothing is checked or counted: the grant does not exist on this server.
+            raise GrantDisabled("the password grant is disabled on this server")
         if not name or not password:
             raise InvalidArgument("principal and password are required")
         # A malformed name cannot exist, so refusing it early reveals nothing, and it
@@ -191,7 +202,8 @@ class ClientCredentialsGrant:
     ) -> TokenPair:
         client = await self._clients.authenticate(client_id, client_secret, source)
         grant = authorize(client, GrantType.CLIENT_CREDENTIALS, audience=audience, scope=scope)
-        pair = self._minter.access_only(client.id, client, grant, {})
+        # No session: the token carries no `sid` (RFC 9068; deploy/envoy relies on it).
+        pair = self._minter.access_only(client.id, client, grant, {}, session=False)
         await self._store.append_events(
             (self._minter.issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS),)
         )

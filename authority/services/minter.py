@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +55,9 @@ class TokenPair:
     scope: tuple[str, ...]
     refresh_token: str = ""
     refresh_expires_at: datetime | None = None
+    # The access token's jti, for the event of a sessionless token; in process only (not
+    # sealed for a replay, so not part of a pair's identity).
+    token_id: str = field(default="", compare=False)
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -127,7 +130,7 @@ class TokenMinter:
         return self.event(
             "token.issued",
             TOKEN,
-            pair.session_id,
+            pair.session_id or pair.token_id,
             actor=subject,
             subject=subject,
             client_id=client.id,
@@ -216,7 +219,7 @@ class TokenMinter:
             issued_at=now,
             expires_at=successor_expiry(session, now),
         )
-        access, expires = self._mint(
+        access, expires, token_id = self._mint(
             subject=session.subject,
             audience=session.audience,
             scope=session.scope,
@@ -226,7 +229,14 @@ class TokenMinter:
             changed_at=changed_at,
         )
         pair = TokenPair(
-            access, expires, session.id, session.audience, session.scope, token, record.expires_at
+            access,
+            expires,
+            session.id,
+            session.audience,
+            session.scope,
+            token,
+            record.expires_at,
+            token_id,
         )
         return pair, record
 
@@ -240,11 +250,13 @@ class TokenMinter:
         extra: dict[str, Any],
         *,
         changed_at: datetime | None = None,
+        session: bool = True,
     ) -> TokenPair:
         """An access token under a fresh ``sid`` that nothing stores: the caller stores the
-        session (``access_session``) or needs none (a client acting for itself)."""
-        session_id = "s_" + secrets.token_urlsafe(16)
-        access, expires = self._mint(
+        session (``access_session``). With ``session`` False (a client acting for itself)
+        no session stands behind it, so it carries no ``sid`` (RFC 9068)."""
+        session_id = "s_" + secrets.token_urlsafe(16) if session else ""
+        access, expires, token_id = self._mint(
             subject=subject,
             audience=grant.audience,
             scope=grant.scope,
@@ -253,7 +265,9 @@ class TokenMinter:
             extra=extra,
             changed_at=changed_at,
         )
-        return TokenPair(access, expires, session_id, grant.audience, grant.scope)
+        return TokenPair(
+            access, expires, session_id, grant.audience, grant.scope, token_id=token_id
+        )
 
     def _not_before(
         self, subject: str, client_id: str, changed_at: datetime | None
@@ -276,10 +290,11 @@ class TokenMinter:
         session_id: str,
         extra: dict[str, Any],
         changed_at: datetime | None = None,
-    ) -> tuple[str, int]:
-        """``iat`` follows the subject's last credential change and any subject or client
-        revocation this process knows of (``issued_at``); ``nbf`` and ``exp`` are whole
-        seconds."""
+    ) -> tuple[str, int, str]:
+        """The token, its ``exp`` and its ``jti``. Every token carries ``client_id`` (RFC
+        9068), and ``sid`` only when a session stands behind it. ``iat`` follows the
+        subject's last credential change and any subject or client revocation this process
+        knows of (``issued_at``); ``nbf`` and ``exp`` are whole seconds."""
         signer = self._keys.snapshot().signer
         if signer is None:
             raise Unavailable("no signing key is active")
@@ -292,13 +307,13 @@ class TokenMinter:
             "sub": subject,
             "aud": audience[0] if len(audience) == 1 else list(audience),
             "exp": expires,
-            "iat": issued_at(stamp, self._not_before(subject, client.id, changed_at)),
+            "iat": issued_at(stamp, self._not_before(subject, client.claim_id, changed_at)),
             "nbf": now,
             "jti": secrets.token_urlsafe(16),
-            "sid": session_id,
+            "client_id": client.claim_id,
         }
-        if client.id:
-            claims["client_id"] = client.id
+        if session_id:
+            claims["sid"] = session_id
         if scope:
             claims["scope"] = " ".join(scope)
-        return sign(claims, signer), expires
+        return sign(claims, signer), expires, claims["jti"]

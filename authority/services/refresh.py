@@ -15,7 +15,11 @@ import structlog
 from authority.crypto import SealError, open_with_token, seal_for_token
 from authority.domain.clients import Client, GrantType
 from authority.domain.clock import Clock
-from authority.domain.errors import PermissionDenied, Unauthenticated, Unavailable
+from authority.domain.errors import (
+    GrantNotAllowed,
+    Unauthenticated,
+    Unavailable,
+)
 from authority.domain.events import SESSION
 from authority.domain.revocation import RevocationKind
 from authority.domain.sessions import Outcome, Session, decide
@@ -139,5 +143,5 @@ class RefreshService:
         if client is not None and client.confidential:
             await self._clients.authenticate(client.id, secret, require_secret=True)
         if client is not None and GrantType.REFRESH_TOKEN not in client.grant_types:
-            raise PermissionDenied(f"client {client.id!r} may not use the refresh_token grant")
+            raise GrantNotAllowed(f"client {client.id!r} may not use the refresh_token grant")
         return client

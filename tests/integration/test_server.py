@@ -89,7 +89,7 @@ def test_quick_start_issue_then_verify(server: ServerProcess) -> None:
     assert claims.token_id and claims.session_id
     assert claims.expires_at.seconds - claims.issued_at.seconds == 600
     payload = jwt.decode(token, options={"verify_signature": False})
-    assert set(payload) >= {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid"}
+    assert set(payload) >= {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id"}
 
 
 def test_admin_rpcs_need_the_admin_credential(server: ServerProcess) -> None:
@@ -243,7 +243,8 @@ def test_jwks_over_http_has_validators_and_matches_grpc(server: ServerProcess) -
     config = json.loads(discovery)
     assert config["issuer"] == server.http
     assert config["jwks_uri"] == server.http + "/.well-known/jwks.json"
-    assert "EdDSA" in config["id_token_signing_alg_values_supported"]
+    assert config["token_endpoint"] == server.http + "/oauth2/token"
+    assert "id_token_signing_alg_values_supported" not in config  # no ID tokens
 
 
 # joserfc warns that RFC 9864 deprecates "EdDSA" for "Ed25519"; verifiers in the field

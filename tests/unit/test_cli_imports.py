@@ -25,7 +25,7 @@ SERVER_ONLY = (
     "authority.crypto",
     "authority.supervisor",
     "authority.observability",
-    "authority.services.tokens",
+    "authority.services.minter",
     "authority.services.kek_rotation",
     "asyncpg",
     "aiosqlite",
