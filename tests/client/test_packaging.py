@@ -130,7 +130,7 @@ def test_each_file_belongs_to_exactly_one_wheel(dist: Path) -> None:
     assert "authority_client/verifier.py" in client
     assert {n.split("/")[0] for n in client} == {"authority", "authority_client"}
     assert {n.split("/")[1] for n in client if n.startswith("authority/")} == {"v1", "jose"}
-    assert {"authority/cli.py", "authority/app.py"} <= server
+    assert {"authority/cli/__init__.py", "authority/app.py"} <= server
     assert {n.split("/")[0] for n in server} == {"authority"}
     assert not [n for n in server if n.startswith(DEV_ONLY) or "/v1/" in n or "/jose/" in n]
 
