@@ -181,38 +181,57 @@ def describe(guard: ConnectionGuard) -> dict[str, Any]:
 
 
 class GuardedListener:
-    """An aiohttp runner's server on one address, every connection under ``guard``."""
+    """One address, bound before its application exists, then served under a guard.
+
+    ``bind`` tells the port (port 0 picks a free one), which the issuer names and the
+    application is built with; until ``serve`` the sockets do not listen, so a connection
+    is refused as it would be before binding."""
 
     def __init__(
         self,
-        runner: web.BaseRunner,
-        guard: ConnectionGuard,
         address: tuple[str, int],
         *,
+        handshake_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
         reuse_port: bool = False,
     ) -> None:
-        self.runner = runner
-        self.guard = guard
         self.address = address
+        self.handshake_timeout = handshake_timeout
         self.ssl_context = ssl_context
         self.reuse_port = reuse_port
+        self.runner: web.BaseRunner | None = None
+        self.guard: ConnectionGuard | None = None
+        self._protocol: Callable[[], asyncio.Protocol] | None = None
         self._server: asyncio.Server | None = None
         self.port = 0
 
-    async def start(self) -> None:
-        inner = self.runner.server
-        if inner is None:
-            raise RuntimeError("set the runner up first")
+    async def bind(self) -> int:
+        """Bind (not listen) the address; the bound port."""
         host, port = self.address
         options: dict[str, Any] = {"reuse_port": self.reuse_port or None}
         if self.ssl_context is not None:
             # Connections in the TLS handshake are not yet counted: bound them by time.
-            options |= {"ssl": self.ssl_context, "ssl_handshake_timeout": self.guard.header_timeout}
+            options |= {"ssl": self.ssl_context, "ssl_handshake_timeout": self.handshake_timeout}
         self._server = await asyncio.get_running_loop().create_server(
-            self.guard.protocol_factory(inner), host, port, **options
+            self._accept, host, port, start_serving=False, **options
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    def _accept(self) -> asyncio.Protocol:
+        assert self._protocol is not None  # the sockets listen only once served
+        return self._protocol()
+
+    async def serve(self, runner: web.BaseRunner, guard: ConnectionGuard) -> None:
+        """Accept connections for ``runner`` (set up), every one under ``guard``."""
+        inner = runner.server
+        if inner is None:
+            raise RuntimeError("set the runner up first")
+        if self._server is None:
+            raise RuntimeError("bind the listener first")
+        self.runner, self.guard = runner, guard
+        self._protocol = guard.protocol_factory(inner)
+        await self._server.start_serving()
 
     async def stop(self) -> None:
         """Stop accepting; the runner's cleanup then closes the connections."""

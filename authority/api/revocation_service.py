@@ -38,7 +38,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Response = revocation_pb2.WatchRevocationsResponse
 
 MAX_CHECK_TOKENS = 500  # a full batch of real identities fits the 64 KiB message limit
-# Snapshot messages are cut by size, far below the 1 MiB send limit (app.GRPC_OPTIONS):
+# Snapshot messages are cut by size, far below the 1 MiB send limit (listeners.GRPC_OPTIONS):
 # a count would let a few large values (stored before values were bounded) make one
 # message too large to send, and every follower's stream fail on it.
 SNAPSHOT_CHUNK_BYTES = 32 * 1024

@@ -18,6 +18,7 @@ from pathlib import Path
 # Redis, the HTTP server, logging setup, password hashing, ICU, metrics.
 SERVER_ONLY = (
     "authority.app",
+    "authority.runtime",
     "authority.api",
     "authority.store",
     "authority.redis",

@@ -115,7 +115,7 @@ async def serve(out: Path, data_dir: Path, fresh: int, repeat: int, watch_stdin:
         started = time.perf_counter()
         pools = {
             name: [
-                authority.token_minter.access_only(
+                authority.components.minter.access_only(
                     f"bench-{name}-{i}", client, grant, {}
                 ).access_token
                 for i in range(size)
