@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from grpc_health.v1 import health
@@ -66,6 +67,9 @@ from authority.store.base import Store
 from authority.store.observed import observed
 from authority.tokens.verifier import TokenVerifier
 
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
+
 HTTP_HANDLER_TIMEOUT = 10.0  # seconds; JWKS, discovery, probes and metrics answer from memory
 
 
@@ -97,6 +101,7 @@ class Base:
     outbox: OutboxRelay
     audit: AuditConsumer
     state: RunState
+    tracing: Tracing | None = None  # OpenTelemetry, when OTEL_* turns it on
 
 
 def event_sink(settings: Settings) -> EventSink:
@@ -107,7 +112,7 @@ def event_sink(settings: Settings) -> EventSink:
     return LocalEventSink(groups=(AUDIT_GROUP, WEBHOOK_GROUP))
 
 
-def build_base(settings: Settings, clock: Clock) -> Base:
+def build_base(settings: Settings, clock: Clock, *, tracing: Tracing | None = None) -> Base:
     s = settings
     backends = build_backends(s)
     write_health = WriteHealth(s.write_failure_threshold)
@@ -141,6 +146,7 @@ def build_base(settings: Settings, clock: Clock) -> Base:
         outbox=outbox,
         audit=AuditConsumer(store),
         state=RunState(),
+        tracing=tracing,
     )
 
 

@@ -1,0 +1,173 @@
+"""Tracing (the otel extra): a server span per gRPC and HTTP call, parented to the
+caller's W3C ``traceparent``, with child spans for the store and Redis calls it makes;
+off unless ``OTEL_*`` asks for it; exported over OTLP/HTTP; and the trace id on the
+request's log line."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from authority.config import Settings
+from authority.observability import tracing
+from authority.observability.otel import Tracing
+from authority.runtime.runtime import Authority
+from authority.v1 import admin_pb2, admin_pb2_grpc, token_pb2, token_pb2_grpc
+
+ADMIN_TOKEN = "adm_test_" + "t" * 40
+PASSWORD = "correct horse battery staple"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+@dataclass
+class Traced:
+    authority: Authority
+    spans: InMemorySpanExporter
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def server_span(self, name: str) -> ReadableSpan:
+        (span,) = [s for s in self.finished() if s.name == name and s.kind is SpanKind.SERVER]
+        return span
+
+    def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
+        return [
+            s
+            for s in self.finished()
+            if s.parent is not None and s.parent.span_id == parent.context.span_id
+        ]
+
+
+def settings_for(data_dir: Path, **overrides: object) -> Settings:
+    settings = Settings(
+        grpc_address="127.0.0.1:0",
+        http_address="127.0.0.1:0",
+        data_dir=data_dir,
+        admin_token=ADMIN_TOKEN,
+        kek=None,
+        argon2_memory_kib=1024,
+        argon2_time_cost=1,
+        argon2_parallelism=1,
+        **overrides,  # type: ignore[arg-type]
+    )
+    settings.validate()
+    return settings
+
+
+@pytest.fixture
+async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
+    spans = InMemorySpanExporter()
+    authority = Authority(
+        settings_for(tmp_path), tracing=Tracing.with_processor(SimpleSpanProcessor(spans))
+    )
+    try:
+        await authority.start()
+        yield Traced(authority, spans)
+    finally:
+        await authority.stop(grace=0)
+
+
+def _channel(traced: Traced) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(f"127.0.0.1:{traced.authority.ports.grpc}")
+
+
+async def _issue(channel: grpc.aio.Channel, **metadata: str) -> str:
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    await admin.CreatePrincipal(
+        admin_pb2.CreatePrincipalRequest(name="alice", password=PASSWORD),
+        metadata=[("authorization", f"Bearer {ADMIN_TOKEN}")],
+    )
+    answer = await token_pb2_grpc.TokenServiceStub(channel).Issue(
+        token_pb2.IssueRequest(
+            password=token_pb2.PasswordGrant(principal="alice", password=PASSWORD)
+        ),
+        metadata=list(metadata.items()),
+    )
+    return str(answer.tokens.access_token)
+
+
+# -- on or off -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "on"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "authority"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, False),
+        ({"OTEL_SDK_DISABLED": "TRUE", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+    ],
+)
+def test_tracing_is_off_unless_the_otel_variables_ask_for_it(
+    environ: dict[str, str], on: bool
+) -> None:
+    assert tracing.wanted(environ) is on
+    assert bool(tracing.log_processors(environ)) is on
+
+
+async def test_without_otel_variables_no_tracing_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    authority = Authority(settings_for(tmp_path))
+    assert authority.tracing is None
+    assert authority.base.tracing is None
+
+
+# -- gRPC ------------------------------------------------------------------------------
+
+
+async def test_a_grpc_call_is_a_server_span_parented_to_the_callers_traceparent(
+    traced: Traced,
+) -> None:
+    async with _channel(traced) as channel:
+        token = await _issue(channel, traceparent=TRACEPARENT)
+        verify = token_pb2_grpc.TokenServiceStub(channel).Verify
+        await verify(token_pb2.VerifyRequest(token=token), metadata=[("traceparent", TRACEPARENT)])
+        with pytest.raises(grpc.aio.AioRpcError):  # no admin credential: AdminGate refuses
+            await admin_pb2_grpc.AdminServiceStub(channel).CreatePrincipal(
+                admin_pb2.CreatePrincipalRequest(name="bob", password=PASSWORD)
+            )
+
+    issue = traced.server_span("authority.v1.TokenService/Issue")
+    assert issue.attributes is not None
+    assert dict(issue.attributes) == {
+        "rpc.system": "grpc",
+        "rpc.service": "authority.v1.TokenService",
+        "rpc.method": "Issue",
+        "rpc.grpc.status_code": 0,
+    }
+    assert f"{issue.context.trace_id:032x}" == TRACE_ID
+    assert issue.parent is not None and issue.parent.is_remote
+    assert f"{issue.parent.span_id:016x}" == PARENT_ID
+    assert issue.status.status_code is StatusCode.UNSET
+
+    verified = traced.server_span("authority.v1.TokenService/Verify")
+    assert f"{verified.context.trace_id:032x}" == TRACE_ID
+    assert verified.attributes is not None and verified.attributes["rpc.grpc.status_code"] == 0
+    # No traceparent: a trace of its own. Refused before the handler: traced all the same,
+    # as the caller's error (no error status on the server span).
+    created, refused = [
+        s for s in traced.finished() if s.name == "authority.v1.AdminService/CreatePrincipal"
+    ]
+    assert created.parent is None and refused.parent is None
+    assert refused.context.trace_id not in {created.context.trace_id, issue.context.trace_id}
+    assert refused.attributes is not None
+    assert refused.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert refused.status.status_code is StatusCode.UNSET
