@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from grpc_health.v1 import health
 
 from authority.api.admin_service import AdminServicer
@@ -374,6 +375,16 @@ def http_guard(settings: Settings, cap: int, listener: str) -> ConnectionGuard:
     )
 
 
+def traced_http(tracing: Tracing | None) -> list[Middleware]:
+    """The tracing middleware when tracing is on (outermost: the span covers the guard's
+    refusals and timeouts too); nothing otherwise."""
+    if tracing is None:
+        return []
+    from authority.observability.otel_http import middleware  # noqa: PLC0415 - optional
+
+    return [middleware(tracing)]
+
+
 def http_sites(
     base: Base,
     *,
@@ -405,7 +416,7 @@ def http_sites(
         password_grant=s.oauth_password_grant,
         metrics=None if s.metrics_address else exposition,
         metrics_content_type=metrics.CONTENT_TYPE,
-        middlewares=[guard.middleware],
+        middlewares=[*traced_http(base.tracing), guard.middleware],
     )
     sites = [HttpSite(app, guard)]
     if s.metrics_address:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -171,3 +172,61 @@ async def test_a_grpc_call_is_a_server_span_parented_to_the_callers_traceparent(
     assert refused.attributes is not None
     assert refused.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
     assert refused.status.status_code is StatusCode.UNSET
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+async def _client(channel: grpc.aio.Channel) -> str:
+    answer = await admin_pb2_grpc.AdminServiceStub(channel).CreateClient(
+        admin_pb2.CreateClientRequest(
+            client=admin_pb2.Client(
+                id="reporting",
+                confidential=True,
+                grant_types=[admin_pb2.GRANT_TYPE_CLIENT_CREDENTIALS],
+                audiences=["default"],
+                scopes=["read"],
+                default_scopes=["read"],
+            )
+        ),
+        metadata=[("authorization", f"Bearer {ADMIN_TOKEN}")],
+    )
+    return str(answer.client_secret)
+
+
+async def _token_over_http(traced: Traced, secret: str, **headers: str) -> int:
+    url = f"http://127.0.0.1:{traced.authority.ports.http}/oauth2/token"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url,
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": aiohttp.encode_basic_auth("reporting", secret), **headers},
+        ) as response,
+    ):
+        await response.read()
+        return response.status
+
+
+async def test_an_http_call_is_a_server_span_parented_to_the_callers_traceparent(
+    traced: Traced,
+) -> None:
+    async with _channel(traced) as channel:
+        secret = await _client(channel)
+    assert await _token_over_http(traced, secret, traceparent=TRACEPARENT) == 200
+    assert await _token_over_http(traced, "cs_wrong") == 401
+
+    ok, refused = [s for s in traced.finished() if s.name == "POST /oauth2/token"]
+    assert ok.kind is SpanKind.SERVER and ok.attributes is not None
+    assert dict(ok.attributes) == {
+        "http.request.method": "POST",
+        "http.route": "/oauth2/token",
+        "url.path": "/oauth2/token",
+        "url.scheme": "http",
+        "http.response.status_code": 200,
+    }
+    assert f"{ok.context.trace_id:032x}" == TRACE_ID
+    assert ok.parent is not None and f"{ok.parent.span_id:016x}" == PARENT_ID
+    assert refused.parent is None and refused.attributes is not None
+    assert refused.attributes["http.response.status_code"] == 401
+    assert refused.status.status_code is StatusCode.UNSET  # the caller's error
