@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from opentelemetry import trace
@@ -84,6 +84,15 @@ class Tracing:
             return await call()
         with self.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
             return await call()
+
+    @contextlib.contextmanager
+    def span(self, name: str, attributes: Mapping[str, AttributeValue]) -> Iterator[None]:
+        """A client span ``name`` around the block, inside a recording span only."""
+        if not trace.get_current_span().is_recording():
+            yield
+            return
+        with self.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+            yield
 
     async def shutdown(self) -> None:
         """Export what is buffered, then stop. The export blocks (up to the exporter's

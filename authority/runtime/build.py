@@ -115,9 +115,13 @@ def event_sink(settings: Settings) -> EventSink:
 
 def build_base(settings: Settings, clock: Clock, *, tracing: Tracing | None = None) -> Base:
     s = settings
-    backends = build_backends(s)
+    backends = build_backends(s, tracing)
     write_health = WriteHealth(s.write_failure_threshold)
     store = observed(backends.store, write_health)
+    if tracing is not None:
+        from authority.store.traced import traced  # noqa: PLC0415 - the optional extra
+
+        store = traced(store, tracing, system="postgresql" if s.database_url else "sqlite")
     revocations = RevocationSet()
     events = event_sink(s)
     outbox = OutboxRelay(store=store, sink=events, clock=clock)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +23,7 @@ from authority.observability import tracing
 from authority.observability.otel import Tracing
 from authority.runtime.runtime import Authority
 from authority.v1 import admin_pb2, admin_pb2_grpc, token_pb2, token_pb2_grpc
+from tests.services import redis_url
 
 ADMIN_TOKEN = "adm_test_" + "t" * 40
 PASSWORD = "correct horse battery staple"
@@ -66,12 +68,18 @@ def settings_for(data_dir: Path, **overrides: object) -> Settings:
     return settings
 
 
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The settings of the server under test (``redis``: the gate and limits in Redis)."""
+    if request.param == "redis":
+        return settings_for(tmp_path, redis_url=redis_url(), redis_prefix=f"t{uuid.uuid4().hex}")
+    return settings_for(tmp_path)
+
+
 @pytest.fixture
-async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
+async def traced(backend: Settings) -> AsyncIterator[Traced]:
     spans = InMemorySpanExporter()
-    authority = Authority(
-        settings_for(tmp_path), tracing=Tracing.with_processor(SimpleSpanProcessor(spans))
-    )
+    authority = Authority(backend, tracing=Tracing.with_processor(SimpleSpanProcessor(spans)))
     try:
         await authority.start()
         yield Traced(authority, spans)
@@ -230,3 +238,43 @@ async def test_an_http_call_is_a_server_span_parented_to_the_callers_traceparent
     assert refused.parent is None and refused.attributes is not None
     assert refused.attributes["http.response.status_code"] == 401
     assert refused.status.status_code is StatusCode.UNSET  # the caller's error
+
+
+# -- store and Redis -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"], indirect=True)
+async def test_store_and_redis_calls_are_child_spans_of_the_request(
+    traced: Traced, backend: Settings
+) -> None:
+    async with _channel(traced) as channel:
+        await _issue(channel, traceparent=TRACEPARENT)
+
+    issue = traced.server_span("authority.v1.TokenService/Issue")
+    children = traced.children(issue)
+    store = [s for s in children if s.name.startswith("store.")]
+    assert store, [s.name for s in children]
+    for span in store:
+        assert span.kind is SpanKind.CLIENT and span.attributes is not None
+        assert span.context.trace_id == issue.context.trace_id
+        assert dict(span.attributes) == {
+            "db.system.name": "sqlite",
+            "db.operation.name": span.name.removeprefix("store."),
+        }
+    redis = [s for s in children if s.name.startswith("redis.")]
+    if backend.redis_url is None:
+        assert not redis
+    else:  # the password grant's attempt gate: its scripts, by name only, never their keys
+        assert redis, [s.name for s in children]
+        for span in redis:
+            assert span.attributes is not None
+            assert span.attributes["db.system.name"] == "redis"
+            assert span.attributes["db.operation.name"] == span.name.removeprefix("redis.")
+            assert set(span.attributes) <= {
+                "db.system.name",
+                "db.operation.name",
+                "db.operation.batch.size",
+            }
+    # The background loops (key manager, outbox relay, revocation poll) call the store
+    # too, outside any request: they start no traces of their own.
+    assert all(s.parent is not None for s in traced.finished() if s.kind is SpanKind.CLIENT)
