@@ -5,14 +5,18 @@ request's log line."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import http.server
+import threading
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,6 +27,8 @@ from authority.observability import tracing
 from authority.observability.otel import Tracing
 from authority.runtime.runtime import Authority
 from authority.v1 import admin_pb2, admin_pb2_grpc, token_pb2, token_pb2_grpc
+from tests.integration.conftest import start_server  # noqa: F401 - the fixture
+from tests.integration.server import ServerProcess
 from tests.services import redis_url
 
 ADMIN_TOKEN = "adm_test_" + "t" * 40
@@ -278,3 +284,129 @@ async def test_store_and_redis_calls_are_child_spans_of_the_request(
     # The background loops (key manager, outbox relay, revocation poll) call the store
     # too, outside any request: they start no traces of their own.
     assert all(s.parent is not None for s in traced.finished() if s.kind is SpanKind.CLIENT)
+
+
+# -- OTLP/HTTP export, and the trace id on the request's log line -----------------------
+
+
+class _Receiver(http.server.ThreadingHTTPServer):
+    """A local OTLP/HTTP traces endpoint: decodes every ExportTraceServiceRequest."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Collect)
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.content_types: list[str] = []
+        self.arrived = threading.Condition()
+
+    def spans(self) -> list[Any]:
+        return [
+            span
+            for request in self.requests
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
+
+
+class _Collect(http.server.BaseHTTPRequestHandler):
+    server: _Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        ok = self.path == "/v1/traces"
+        if ok:
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            with self.server.arrived:
+                self.server.requests.append(request)
+                self.server.content_types.append(self.headers["Content-Type"])
+                self.server.arrived.notify_all()
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    server = _Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.integration
+def test_a_real_server_exports_its_spans_over_otlp_http_and_logs_their_trace_id(
+    start_server: Callable[..., ServerProcess],  # noqa: F811 - the imported fixture
+    receiver: _Receiver,
+) -> None:
+    server = start_server(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_SERVICE_NAME="authority-under-test",
+    )
+    with server.client() as client:
+        client.create_principal("alice", PASSWORD)
+        token = client.issue_with_password("alice", PASSWORD).access_token
+        channel = server.channel()
+        token_pb2_grpc.TokenServiceStub(channel).Verify(
+            token_pb2.VerifyRequest(token=token), metadata=[("traceparent", TRACEPARENT)]
+        )
+        channel.close()
+
+    def verify_span() -> Any:
+        spans = [s for s in receiver.spans() if s.name == "authority.v1.TokenService/Verify"]
+        return spans[0] if spans else None
+
+    with receiver.arrived:
+        assert receiver.arrived.wait_for(verify_span, timeout=30)
+    span = verify_span()
+    assert span.trace_id.hex() == TRACE_ID and span.parent_span_id.hex() == PARENT_ID
+    assert span.kind == span.SPAN_KIND_SERVER
+    attributes = {a.key: a.value for a in span.attributes}
+    assert attributes["rpc.system"].string_value == "grpc"
+    assert attributes["rpc.method"].string_value == "Verify"
+    assert attributes["rpc.grpc.status_code"].int_value == 0
+    assert set(receiver.content_types) == {"application/x-protobuf"}
+    (resource,) = {
+        a.value.string_value
+        for request in receiver.requests
+        for r in request.resource_spans
+        for a in r.resource.attributes
+        if a.key == "service.name"
+    }
+    assert resource == "authority-under-test"
+
+    # The request id and the trace id on one line: the Verify call's rpc line.
+    (line,) = [
+        e
+        for e in server.events()
+        if e.get("event") == "rpc" and e.get("method") == "/authority.v1.TokenService/Verify"
+    ]
+    assert line["request_id"]
+    assert line["trace_id"] == span.trace_id.hex()
+    assert line["span_id"] == span.span_id.hex()
+    # Outside a span (startup, shutdown), lines carry no trace id.
+    (ready,) = [e for e in server.events() if e.get("event") == "authority.ready"]
+    assert "trace_id" not in ready
+
+
+@pytest.mark.integration
+def test_without_otel_variables_the_rpc_line_has_no_trace_id(
+    start_server: Callable[..., ServerProcess],  # noqa: F811 - the imported fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER"):
+        monkeypatch.delenv(name, raising=False)
+    server = start_server()
+    with server.client() as client:
+        client.jwks()
+    (line,) = [e for e in server.events() if e.get("event") == "rpc"]
+    assert line["request_id"] and "trace_id" not in line and "span_id" not in line
