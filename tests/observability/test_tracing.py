@@ -6,6 +6,7 @@ request's log line."""
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -410,3 +411,38 @@ def test_without_otel_variables_the_rpc_line_has_no_trace_id(
         client.jwks()
     (line,) = [e for e in server.events() if e.get("event") == "rpc"]
     assert line["request_id"] and "trace_id" not in line and "span_id" not in line
+
+
+# A Python where the otel extra is not installed: every opentelemetry import fails.
+_WITHOUT_OTEL = """
+import importlib.abc, sys
+
+class _NoOpenTelemetry(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoOpenTelemetry())
+"""
+
+
+@pytest.mark.integration
+def test_without_the_extra_the_server_runs_untraced_and_says_so(
+    start_server: Callable[..., ServerProcess],  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_WITHOUT_OTEL)
+    server = start_server(
+        PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+    )
+    with server.client() as client:
+        client.jwks()
+    events = server.events()
+    (warning,) = [e for e in events if e.get("event") == "tracing.unavailable"]
+    assert "authority[otel]" in warning["hint"]
+    (line,) = [e for e in events if e.get("event") == "rpc"]
+    assert line["code"] == "OK" and "trace_id" not in line
