@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from authority.config import Settings
+from authority.config import ConfigError, Settings
 from authority.observability import tracing
 from authority.observability.otel import Tracing
 from authority.runtime.runtime import Authority
@@ -134,6 +134,22 @@ def test_tracing_is_off_unless_the_otel_variables_ask_for_it(
 ) -> None:
     assert tracing.wanted(environ) is on
     assert bool(tracing.log_processors(environ)) is on
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OTEL_TRACES_EXPORTER", "zipkin", "OTEL_TRACES_EXPORTER: 'zipkin' is not supported"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' is not"),
+    ],
+)
+def test_an_exporter_we_cannot_honour_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=message):
+        tracing.from_environment()
 
 
 async def test_without_otel_variables_no_tracing_is_installed(
