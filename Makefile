@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml requirements/dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "authority needs Python 3.11+, found " + sys.version)'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e ./clients/python -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e ./clients/python -e '.[dev,otel]'
 	$(BIN)/python -m pip check
 	touch $@
 

@@ -8,7 +8,7 @@ fan-out (processes sharing a store learn revocations by polling it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import structlog
 
@@ -19,6 +19,9 @@ from authority.ports.fanout import Fanout, LocalFanout
 from authority.ports.rate_limits import FallbackRateLimit, LocalRateLimit, RateLimit
 from authority.store.base import Store
 from authority.store.factory import make_store
+
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +63,8 @@ def revoke_limiter(settings: Settings) -> RateLimiter:
     return RateLimiter(per_minute / 60.0, max(1, per_minute // 2))
 
 
-def build_backends(settings: Settings) -> Backends:
+def build_backends(settings: Settings, tracing: Tracing | None = None) -> Backends:
+    """``tracing``: the Redis commands of a request become its child spans."""
     store = make_store(settings.database_url, settings.database_path)
     revoke_limit: RateLimit = LocalRateLimit(revoke_limiter(settings))
     if settings.redis_url:
@@ -69,9 +73,11 @@ def build_backends(settings: Settings) -> Backends:
         from authority.redis.rate_limits import RedisRateLimit  # noqa: PLC0415 - optional
 
         prefix = settings.redis_prefix
-        fanout: Fanout = RedisFanout(settings.redis_url, prefix=prefix)
+        fanout: Fanout = RedisFanout(settings.redis_url, prefix=prefix, tracing=tracing)
         gate: AttemptGate = FallbackAttemptGate(
-            RedisAttemptGate(settings.redis_url, prefix=prefix, **limits(settings)),
+            RedisAttemptGate(
+                settings.redis_url, prefix=prefix, tracing=tracing, **limits(settings)
+            ),
             LocalAttemptGate(AttemptGuard(**limits(settings))),
             ledger=store,
         )
@@ -83,6 +89,7 @@ def build_backends(settings: Settings) -> Backends:
                 per_minute=limiter.rate_per_second * 60.0,
                 burst=limiter.burst,
                 prefix=prefix,
+                tracing=tracing,
             ),
             revoke_limit,
             name="revoke",

@@ -18,7 +18,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from authority.domain import call_metadata
 from authority.domain.call_metadata import REQUEST_ID_HEADER
-from authority.observability import metrics
+from authority.observability import metrics, tracing
 
 log = structlog.get_logger("authority.rpc")
 
@@ -143,7 +143,8 @@ class _Stdout:
             sys.stdout.flush()
 
 
-def processors(fmt: str = "json") -> list[Processor]:
+def processors(fmt: str = "json", *, extra: Sequence[Processor] = ()) -> list[Processor]:
+    """The chain; ``extra`` runs before redaction (tracing's trace and span ids)."""
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -154,6 +155,7 @@ def processors(fmt: str = "json") -> list[Processor]:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        *extra,
         redact,  # after format_exc_info, so tracebacks are scanned too
         renderer,
     ]
@@ -162,7 +164,8 @@ def processors(fmt: str = "json") -> list[Processor]:
 def configure_logging(*, fmt: str = "json", level: str = "info") -> None:
     """JSON lines on stdout with timestamp, level and event (``console`` for people)."""
     structlog.configure(
-        processors=processors(fmt),
+        # With tracing on, lines logged inside a span carry its trace_id and span_id.
+        processors=processors(fmt, extra=tracing.log_processors()),
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

@@ -14,6 +14,8 @@ handing it out.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -23,20 +25,32 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authority.domain.errors import Unavailable
 
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
+
 # What a Redis call may raise when Redis is down, slow, or refuses the command.
 REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
 
 
-def make_client(url: str, socket_timeout: float) -> Redis:
+def make_client(url: str, socket_timeout: float, tracing: Tracing | None = None) -> Redis:
     """A client that does no I/O until used, gives up after ``socket_timeout`` and never
-    retries (see the module docstring). Responses stay bytes: we decode what we trust."""
-    return Redis.from_url(
+    retries (see the module docstring). Responses stay bytes: we decode what we trust.
+    With ``tracing``, each command is a child span (``authority.redis.traced``)."""
+    cls = Redis
+    if tracing is not None:
+        from authority.redis.traced import TracedRedis  # noqa: PLC0415 - the otel extra
+
+        cls = TracedRedis
+    client = cls.from_url(
         url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout,
         retry=Retry(NoBackoff(), 0),
         decode_responses=False,
     )
+    if tracing is not None:
+        client.tracing = tracing  # type: ignore[attr-defined]
+    return client
 
 
 def unavailable(exc: BaseException) -> Unavailable:

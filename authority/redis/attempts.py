@@ -24,7 +24,7 @@ like every other time here).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -40,6 +40,9 @@ from authority.domain.throttle import (
     pair_key,
 )
 from authority.redis import REDIS_FAILURES, make_client, unavailable
+
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
 
 # As in throttle.py: a microsecond plus one unit in the last place of ``now``, so that
 # retrying at exactly ``now + hint`` is admitted despite float rounding.
@@ -170,6 +173,7 @@ class RedisAttemptGate:
         lockout_forget_after: float = 86_400.0,
         known_source_ttl: float = 30 * 86_400.0,
         max_keys: int = 100_000,
+        tracing: Tracing | None = None,
     ) -> None:
         # The local classes validate the configuration and derive the same parameters.
         principals = RateLimiter(principal_per_minute / 60.0, principal_burst, max_keys=max_keys)
@@ -187,7 +191,7 @@ class RedisAttemptGate:
         self._source_interval = 1.0 / sources.rate_per_second
         self._source_tolerance = (sources.burst - 1) * self._source_interval
         self._prefix = f"{prefix}:attempt"
-        self._client: Redis | None = make_client(url, socket_timeout)
+        self._client: Redis | None = make_client(url, socket_timeout, tracing)
         self._admit = self._client.register_script(_ADMIT)
         self._charge = self._client.register_script(_CHARGE)
         self._failed = self._client.register_script(_FAILED)

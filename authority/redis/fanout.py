@@ -17,7 +17,7 @@ import contextlib
 import json
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from redis.asyncio import Redis
@@ -30,6 +30,9 @@ from authority.domain.errors import Unavailable
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.ports.fanout import OnEvent, OnRevocation
 from authority.redis import REDIS_FAILURES, make_client, unavailable
+
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -115,8 +118,16 @@ class RedisFanout:
     succeeds (a resubscription counts too: it proves Redis is back).
     """
 
-    def __init__(self, url: str, *, prefix: str = "authority", socket_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "authority",
+        socket_timeout: float = 2.0,
+        tracing: Tracing | None = None,
+    ) -> None:
         self._url = url
+        self._tracing = tracing  # the commands only; the listener has no request
         self._prefix = prefix
         self._socket_timeout = socket_timeout
         self._revocations_channel = f"{prefix}:revocations"
@@ -153,7 +164,7 @@ class RedisFanout:
     async def start(self) -> None:
         """Create the client; no I/O, so an unreachable Redis does not stop the process."""
         if self._client is None:
-            self._client = make_client(self._url, self._socket_timeout)
+            self._client = make_client(self._url, self._socket_timeout, self._tracing)
             self._revoke = self._client.register_script(_REVOKE)
             self._closed = False
 

@@ -9,12 +9,16 @@ for the login gate.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
 from authority.domain.errors import Unavailable
 from authority.domain.throttle import RateLimiter, Throttled
 from authority.redis import REDIS_FAILURES, make_client, unavailable
+
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
 from authority.redis.attempts import _ACQUIRE  # the one GCRA bucket, shared with the gate
 
 _EPSILON = 1e-6
@@ -46,12 +50,13 @@ class RedisRateLimit:
         burst: int,
         prefix: str = "authority",
         socket_timeout: float = 2.0,
+        tracing: Tracing | None = None,
     ) -> None:
         limiter = RateLimiter(per_minute / 60.0, burst)  # validates, as the local limit does
         self._interval = 1.0 / limiter.rate_per_second
         self._tolerance = (limiter.burst - 1) * self._interval
         self._prefix = f"{prefix}:limit:{name}"
-        self._client: Redis | None = make_client(url, socket_timeout)
+        self._client: Redis | None = make_client(url, socket_timeout, tracing)
         self._take = self._client.register_script(_TAKE)
 
     async def close(self) -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from grpc_health.v1 import health
 
 from authority.api.admin_service import AdminServicer
@@ -66,6 +68,9 @@ from authority.store.base import Store
 from authority.store.observed import observed
 from authority.tokens.verifier import TokenVerifier
 
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
+
 HTTP_HANDLER_TIMEOUT = 10.0  # seconds; JWKS, discovery, probes and metrics answer from memory
 
 
@@ -97,6 +102,7 @@ class Base:
     outbox: OutboxRelay
     audit: AuditConsumer
     state: RunState
+    tracing: Tracing | None = None  # OpenTelemetry, when OTEL_* turns it on
 
 
 def event_sink(settings: Settings) -> EventSink:
@@ -107,11 +113,15 @@ def event_sink(settings: Settings) -> EventSink:
     return LocalEventSink(groups=(AUDIT_GROUP, WEBHOOK_GROUP))
 
 
-def build_base(settings: Settings, clock: Clock) -> Base:
+def build_base(settings: Settings, clock: Clock, *, tracing: Tracing | None = None) -> Base:
     s = settings
-    backends = build_backends(s)
+    backends = build_backends(s, tracing)
     write_health = WriteHealth(s.write_failure_threshold)
     store = observed(backends.store, write_health)
+    if tracing is not None:
+        from authority.store.traced import traced  # noqa: PLC0415 - the optional extra
+
+        store = traced(store, tracing, system="postgresql" if s.database_url else "sqlite")
     revocations = RevocationSet()
     events = event_sink(s)
     outbox = OutboxRelay(store=store, sink=events, clock=clock)
@@ -141,6 +151,7 @@ def build_base(settings: Settings, clock: Clock) -> Base:
         outbox=outbox,
         audit=AuditConsumer(store),
         state=RunState(),
+        tracing=tracing,
     )
 
 
@@ -368,6 +379,16 @@ def http_guard(settings: Settings, cap: int, listener: str) -> ConnectionGuard:
     )
 
 
+def traced_http(tracing: Tracing | None) -> list[Middleware]:
+    """The tracing middleware when tracing is on (outermost: the span covers the guard's
+    refusals and timeouts too); nothing otherwise."""
+    if tracing is None:
+        return []
+    from authority.observability.otel_http import middleware  # noqa: PLC0415 - optional
+
+    return [middleware(tracing)]
+
+
 def http_sites(
     base: Base,
     *,
@@ -399,7 +420,7 @@ def http_sites(
         password_grant=s.oauth_password_grant,
         metrics=None if s.metrics_address else exposition,
         metrics_content_type=metrics.CONTENT_TYPE,
-        middlewares=[guard.middleware],
+        middlewares=[*traced_http(base.tracing), guard.middleware],
     )
     sites = [HttpSite(app, guard)]
     if s.metrics_address:

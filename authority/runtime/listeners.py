@@ -9,6 +9,7 @@ port but the ``authority.ready`` line.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -37,6 +38,9 @@ from authority.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -70,10 +74,12 @@ async def start_grpc(
     max_connections: int,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     admin_listed: bool = True,
+    tracing: Tracing | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A started gRPC server on ``address``, and its bound port. ``admin`` None: this
     listener refuses admin RPCs. ``admin_listed`` False: reflection does not list
-    AdminService (a separate admin listener serves it)."""
+    AdminService (a separate admin listener serves it). ``tracing`` None: no tracing
+    interceptor at all."""
     s = settings
     tokens, keys, admin_servicer, revocations = servicers
     bounds = grpc_connection_options(
@@ -83,14 +89,21 @@ async def start_grpc(
         max_age=s.max_connection_age,
         max_age_grace=s.max_connection_age_grace,
     )
+    # One log line and the RPC metrics per call. One interceptor per server: it caches
+    # the wrapped handlers of *this* server's servicers.
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        observability_logging.RpcInterceptor(is_admin=is_admin),
+        DecodeGuard(),  # inside the logging one: undecodable calls are logged too
+        AdminGate(admin),  # after decoding, as the handlers' own checks were
+    ]
+    if tracing is not None:
+        from authority.observability.otel_grpc import TracingInterceptor  # noqa: PLC0415
+
+        # Outermost: the server span is current while the logging interceptor writes
+        # the rpc line (which then carries its trace id), and refused calls are traced.
+        interceptors.insert(0, TracingInterceptor(tracing))
     server = grpc.aio.server(
-        # One log line and the RPC metrics per call. One interceptor per server: it
-        # caches the wrapped handlers of *this* server's servicers.
-        interceptors=[
-            observability_logging.RpcInterceptor(is_admin=is_admin),
-            DecodeGuard(),  # inside the logging one: undecodable calls are logged too
-            AdminGate(admin),  # after decoding, as the handlers' own checks were
-        ],
+        interceptors=interceptors,
         options=[*GRPC_OPTIONS, *bounds, ("grpc.so_reuseport", int(s.reuse_port))],
     )
     token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -23,6 +24,7 @@ from authority.domain.clock import Clock, SystemClock
 from authority.http_guard import GuardedListener
 from authority.lifecycle import bounded, cancel_all
 from authority.loops import run_loops
+from authority.observability import tracing as observability_tracing
 from authority.runtime.background import LIVENESS, READINESS, background_loops
 from authority.runtime.build import Base, Components, Servicers, build, build_base, issuer_for
 from authority.runtime.listeners import (
@@ -35,6 +37,9 @@ from authority.runtime.listeners import (
 from authority.services.admin_credential import AdminCredential
 from authority.services.installation import open_installation
 from authority.tls import admin_credentials, server_credentials
+
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +66,9 @@ class Authority:
     ports: Ports = field(default_factory=Ports)
     # Extra gRPC handlers served next to ours (the benchmark's bare echo uses this).
     extra_handlers: Sequence[grpc.GenericRpcHandler] = ()
+    # OpenTelemetry, as the OTEL_* variables configure it; None (the default without
+    # them, or without the otel extra): no tracing code on any path.
+    tracing: Tracing | None = field(default_factory=observability_tracing.from_environment)
     base: Base = field(init=False)
     _components: Components | None = field(init=False)
     _servers: list[grpc.aio.Server] = field(init=False)
@@ -68,7 +76,7 @@ class Authority:
     _loops: asyncio.Task[None] | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.base = build_base(self.settings, self.clock)
+        self.base = build_base(self.settings, self.clock, tracing=self.tracing)
         self._components = None  # built by start, once the installation is open
         self._servers = []
         self._http = []
@@ -173,6 +181,7 @@ class Authority:
                 max_connections=max_connections,
                 extra_handlers=self.extra_handlers,
                 admin_listed=admin_listed,
+                tracing=self.tracing,
             )
             self._servers.append(server)
             return port
@@ -235,4 +244,6 @@ class Authority:
             if self._components is not None:
                 await bounded("webhooks", self._components.webhooks.close(), STEP_SECONDS)
             await bounded("store", base.store.close(), 2 * STEP_SECONDS)
+            if self.tracing is not None:  # the last spans, exported (or given up on)
+                await bounded("tracing", self.tracing.shutdown(), 2 * STEP_SECONDS)
         log.info("authority.stopped")
