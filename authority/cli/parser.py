@@ -33,11 +33,12 @@ def _add_keys(commands: Commands) -> None:
     rotate = keys_commands.add_parser("rotate", help="publish a new key now (planned rotation)")
     rotate.add_argument("--algorithm", choices=["eddsa", "es256", "rs256"])
     compromise = keys_commands.add_parser(
-        "compromise",
-        help="remove a key at once (a kid may start with '-': use --kid KID, or -- KID)",
+        "compromise", help="remove a key at once (a kid starting with '-' is taken as is)"
     )
     compromise.add_argument("kid", nargs="?")
-    compromise.add_argument("--kid", dest="kid_option", help="the kid (safe when it starts with -)")
+    compromise.add_argument(
+        "--kid", dest="kid_option", action="append", default=[], help="the kid (as the positional)"
+    )
     compromise.add_argument("--reason", default="")
 
 
@@ -160,6 +161,64 @@ def _add_audit(commands: Commands) -> None:
     audit.add_argument("--page-size", type=int, default=0, help="records per page (max 500)")
     audit.add_argument("--page-token", default="", help="continue after a previous page")
     audit.add_argument("--all", action="store_true", help="follow every page")
+
+
+# `keys compromise`'s own options; anything else there that starts with "-" is a kid.
+_COMPROMISE_OPTIONS = ("--kid", "--reason", "--help", "-h")
+_COMPROMISE_TAKES_VALUE = ("--kid", "--reason")
+
+
+def _is_compromise_option(arg: str) -> bool:
+    """An option string of `keys compromise`, or an abbreviation argparse would expand."""
+    name = arg.split("=", 1)[0]
+    if name in _COMPROMISE_OPTIONS:
+        return True
+    return (
+        name.startswith("--")
+        and len(name) > 2
+        and any(o.startswith(name) for o in _COMPROMISE_OPTIONS)
+    )
+
+
+def kid_arguments(argv: list[str]) -> list[str]:
+    """Spell a kid that starts with "-" (one in 64 does) as ``--kid=KID`` for argparse.
+
+    A kid is base64url, so about one in 64 begins with "-", and argparse takes such a
+    word for an unknown option. After ``keys compromise`` every word starting with "-"
+    that is none of the command's options, and the value after ``--kid`` or ``--reason``,
+    is rewritten to ``--kid=WORD`` (or ``--reason=WORD``); ``--`` keeps working.
+    """
+    start = _compromise_start(argv)
+    if start is None:
+        return argv
+    out, rest = argv[:start], argv[start:]
+    index = 0
+    while index < len(rest):
+        arg = rest[index]
+        if arg == "--":
+            out.extend(rest[index:])
+            break
+        if arg in _COMPROMISE_TAKES_VALUE and index + 1 < len(rest):
+            out.append(f"{arg}={rest[index + 1]}")
+            index += 2
+            continue
+        if arg.startswith("-") and arg != "-" and not _is_compromise_option(arg):
+            out.append(f"--kid={arg}")
+        else:
+            out.append(arg)
+        index += 1
+    return out
+
+
+def _compromise_start(argv: list[str]) -> int | None:
+    """The index after ``keys compromise``, past the global options, or None."""
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        # The global options: --target takes a value (unless spelt --target=VALUE).
+        index += 1 if "=" in argv[index] or argv[index] in ("-h", "--help") else 2
+    if argv[index : index + 2] == ["keys", "compromise"]:
+        return index + 2
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from authority.v1 import keys_pb2
 from tests.integration.server import ADMIN_TOKEN, ServerProcess
 
 PASSWORD = "a perfectly fine passphrase"
@@ -149,3 +150,29 @@ def test_an_operator_registers_a_service_client(server: ServerProcess) -> None:
     bad = _cli(server, "clients", "create", "x y", "--grant", "password", "--audience", "a")
     assert bad.returncode == 1
     assert "INVALID_ARGUMENT" in bad.stderr
+
+
+def test_a_kid_that_starts_with_a_dash_reaches_the_server(server: ServerProcess) -> None:
+    """One kid in 64 starts with "-": every spelling must reach the server as a kid."""
+    kid = "-madeUpKidThatArgparseWouldTakeForAnOption"
+    for spelling in (
+        ("keys", "compromise", kid),
+        ("keys", "compromise", kid, "--reason", "INC-1"),
+        ("keys", "compromise", "--reason", "INC-1", kid),
+        ("keys", "compromise", "--kid", kid),
+        ("keys", "compromise", "--", kid),
+    ):
+        answer = _cli(server, *spelling)
+        assert answer.returncode == 1, (spelling, answer.stderr)
+        assert "NOT_FOUND" in answer.stderr and "usage:" not in answer.stderr, spelling
+
+    with server.client() as client:
+        real = next(k.kid for k in client.list_keys() if k.state == keys_pb2.KEY_STATE_ACTIVE)
+    compromised = _cli(server, "keys", "compromise", "--reason", "-test", real)
+    assert compromised.returncode == 0, compromised.stderr
+    with server.client() as client:
+        states = {k.kid: k.state for k in client.list_keys()}
+    assert states[real] == keys_pb2.KEY_STATE_COMPROMISED
+
+    two = _cli(server, "keys", "compromise", kid, "--kid", "other")
+    assert two.returncode == 2 and "exactly one kid" in two.stderr
