@@ -26,6 +26,22 @@ def _stdin_flag(parser: argparse.ArgumentParser, what: str = "the password") -> 
     parser.add_argument("--password-stdin", action="store_true", help=f"read {what} from stdin")
 
 
+def _client_secret_flags(parser: argparse.ArgumentParser) -> None:
+    """A confidential client's secret: from stdin or a prompt, never from argv."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--client-secret-stdin",
+        action="store_true",
+        help="read the --client-id's secret from stdin (the line after the password or "
+        "refresh token when that comes from stdin too)",
+    )
+    source.add_argument(
+        "--client-secret-prompt",
+        action="store_true",
+        help="ask for the --client-id's secret on the terminal",
+    )
+
+
 def _add_keys(commands: Commands) -> None:
     keys = commands.add_parser("keys", help="signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -126,13 +142,15 @@ def _add_token(commands: Commands) -> None:
     token_commands = token.add_subparsers(dest="token_command", required=True)
     issue = token_commands.add_parser("issue", help="issue a token with the password grant")
     issue.add_argument("--principal", required=True)
-    issue.add_argument("--client-id", default="")
+    issue.add_argument("--client-id", default="", help="the client logging in (default: built-in)")
+    _client_secret_flags(issue)
     issue.add_argument("--audience", action="append", default=[])
     issue.add_argument("--scope", action="append", default=[])
     issue.add_argument("--raw", action="store_true", help="print only the access token")
     _stdin_flag(issue)
     refresh = token_commands.add_parser("refresh", help="exchange a refresh token")
-    refresh.add_argument("--client-id", default="")
+    refresh.add_argument("--client-id", default="", help="the client the session belongs to")
+    _client_secret_flags(refresh)
     refresh.add_argument("--raw", action="store_true", help="print only the access token")
     _stdin_flag(refresh, "the refresh token")
     verify = token_commands.add_parser("verify", help="verify a token (exit 3 when invalid)")

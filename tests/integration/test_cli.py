@@ -176,3 +176,45 @@ def test_a_kid_that_starts_with_a_dash_reaches_the_server(server: ServerProcess)
 
     two = _cli(server, "keys", "compromise", kid, "--kid", "other")
     assert two.returncode == 2 and "exactly one kid" in two.stderr
+
+
+def test_a_password_grant_through_a_confidential_client(server: ServerProcess) -> None:
+    """The client secret comes from stdin (after the password) or a prompt, never argv."""
+    created = _cli(
+        server,
+        *("clients", "create", "webapp", "--grant", "password", "--grant", "refresh_token"),
+        *("--audience", "default"),
+    )
+    assert created.returncode == 0, created.stderr
+    client_secret = json.loads(created.stdout)["client_secret"]
+    assert _cli(server, "principals", "create", "dora", "--password-stdin", stdin=PASSWORD)
+    login = ("token", "issue", "--principal", "dora", "--client-id", "webapp", "--password-stdin")
+
+    without = _cli(server, *login, stdin=PASSWORD)
+    assert without.returncode == 1 and "UNAUTHENTICATED" in without.stderr
+    wrong = _cli(server, *login, "--client-secret-stdin", stdin=f"{PASSWORD}\nnot-the-secret\n")
+    assert wrong.returncode == 1 and "UNAUTHENTICATED" in wrong.stderr
+
+    issued = _cli(server, *login, "--client-secret-stdin", stdin=f"{PASSWORD}\n{client_secret}\n")
+    assert issued.returncode == 0, issued.stderr
+    assert client_secret not in issued.stdout + issued.stderr
+    pair = json.loads(issued.stdout)
+    with server.client() as client:
+        claims = client.verify(pair["access_token"]).claims
+    assert claims.client_id == "webapp"
+
+    refresh = ("token", "refresh", "--client-id", "webapp", "--password-stdin", "--raw")
+    refused = _cli(server, *refresh, stdin=pair["refresh_token"])
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    refreshed = _cli(
+        server, *refresh, "--client-secret-stdin", stdin=f"{pair['refresh_token']}\n{client_secret}"
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+
+    no_client = _cli(
+        server,
+        *("token", "issue", "--principal", "dora", "--password-stdin"),
+        "--client-secret-stdin",
+        stdin=f"{PASSWORD}\n{client_secret}\n",
+    )
+    assert no_client.returncode == 2 and "needs --client-id" in no_client.stderr
