@@ -239,8 +239,22 @@ def _compromise_start(argv: list[str]) -> int | None:
     return None
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, read only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import version  # noqa: PLC0415 (only when asked for)
+
+        print(f"authority {version('authority')}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authority", description=DESCRIPTION)
+    parser.add_argument("--version", action=_Version)
     parser.add_argument(
         "--target", help="gRPC address of the server (default: AUTHORITY_GRPC_ADDRESS)"
     )

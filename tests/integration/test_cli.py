@@ -6,11 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
 
 from authority.v1 import keys_pb2
 from tests.integration.server import ADMIN_TOKEN, ServerProcess
 
 PASSWORD = "a perfectly fine passphrase"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(server: ServerProcess, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -218,3 +222,15 @@ def test_a_password_grant_through_a_confidential_client(server: ServerProcess) -
         stdin=f"{PASSWORD}\n{client_secret}\n",
     )
     assert no_client.returncode == 2 and "needs --client-id" in no_client.stderr
+
+
+def test_version_prints_the_installed_distribution_version() -> None:
+    """`authority --version` (the console script) names the version the pyproject declares."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    script = Path(sys.executable).parent / "authority"
+    answer = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == f"authority {declared}\n"
+    assert answer.stdout.strip() == f"authority {metadata.version('authority')}"
