@@ -12,9 +12,8 @@ import grpc
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from authority.api import ext_authz
+from authority.api import ext_authz, reflection
 from authority.api.admin_auth import AdminGate
 from authority.api.admin_service import AdminServicer
 from authority.api.decoding import DecodeGuard
@@ -515,9 +514,7 @@ class Authority:
         server.add_generic_rpc_handlers(tuple(self.extra_handlers))
         if self.settings.reflection:
             listed = [name for name in SERVICE_NAMES if admin_listed or name != ADMIN_SERVICE]
-            reflection.enable_server_reflection(
-                (*listed, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-            )
+            reflection.enable((*listed, health.SERVICE_NAME), server)
         if credentials is None:
             port = server.add_insecure_port(address)
         else:
