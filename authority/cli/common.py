@@ -17,6 +17,7 @@ from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
 from authority.config import Settings
+from authority.domain.errors import InvalidArgument
 from authority.services.admin_credential import ADMIN_TOKEN_FILENAME, load_admin_secret
 
 
@@ -29,6 +30,17 @@ def secret(args: argparse.Namespace, prompt: str) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
     return getpass.getpass(prompt)
+
+
+def client_secret(args: argparse.Namespace) -> str:
+    """The secret of ``--client-id`` when asked for; read after the command's own secret."""
+    if not (args.client_secret_stdin or args.client_secret_prompt):
+        return ""
+    if not args.client_id:
+        raise InvalidArgument("a client secret needs --client-id")
+    if args.client_secret_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return getpass.getpass(f"client secret of {args.client_id}: ")
 
 
 def _admin_token(settings: Settings) -> str | None:

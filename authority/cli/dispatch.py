@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 import grpc
 
-from authority.cli.parser import build_parser
+from authority.cli.parser import build_parser, kid_arguments
 from authority.config import ConfigError, Settings
 from authority.domain.errors import AuthorityError
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(kid_arguments(sys.argv[1:] if argv is None else argv))
     # Only the chosen command's module is imported: see the package docstring.
     command = importlib.import_module(f"authority.cli.{args.command}")
     handler: Callable[[argparse.Namespace, Settings], int] = command.run

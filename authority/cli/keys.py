@@ -22,9 +22,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
             print_message(client.rotate_keys(algorithm))
         else:
-            kid = args.kid_option or args.kid
-            if not kid:
-                print("error: name the kid to compromise (--kid KID)", file=sys.stderr)
+            kids = {*args.kid_option, *([args.kid] if args.kid is not None else [])}
+            if len(kids) != 1:
+                print("error: name exactly one kid to compromise", file=sys.stderr)
                 return 2
-            print_message(client.compromise_key(kid, args.reason))
+            print_message(client.compromise_key(kids.pop(), args.reason))
     return 0

@@ -26,6 +26,22 @@ def _stdin_flag(parser: argparse.ArgumentParser, what: str = "the password") -> 
     parser.add_argument("--password-stdin", action="store_true", help=f"read {what} from stdin")
 
 
+def _client_secret_flags(parser: argparse.ArgumentParser) -> None:
+    """A confidential client's secret: from stdin or a prompt, never from argv."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--client-secret-stdin",
+        action="store_true",
+        help="read the --client-id's secret from stdin (the line after the password or "
+        "refresh token when that comes from stdin too)",
+    )
+    source.add_argument(
+        "--client-secret-prompt",
+        action="store_true",
+        help="ask for the --client-id's secret on the terminal",
+    )
+
+
 def _add_keys(commands: Commands) -> None:
     keys = commands.add_parser("keys", help="signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -33,11 +49,12 @@ def _add_keys(commands: Commands) -> None:
     rotate = keys_commands.add_parser("rotate", help="publish a new key now (planned rotation)")
     rotate.add_argument("--algorithm", choices=["eddsa", "es256", "rs256"])
     compromise = keys_commands.add_parser(
-        "compromise",
-        help="remove a key at once (a kid may start with '-': use --kid KID, or -- KID)",
+        "compromise", help="remove a key at once (a kid starting with '-' is taken as is)"
     )
     compromise.add_argument("kid", nargs="?")
-    compromise.add_argument("--kid", dest="kid_option", help="the kid (safe when it starts with -)")
+    compromise.add_argument(
+        "--kid", dest="kid_option", action="append", default=[], help="the kid (as the positional)"
+    )
     compromise.add_argument("--reason", default="")
 
 
@@ -125,13 +142,15 @@ def _add_token(commands: Commands) -> None:
     token_commands = token.add_subparsers(dest="token_command", required=True)
     issue = token_commands.add_parser("issue", help="issue a token with the password grant")
     issue.add_argument("--principal", required=True)
-    issue.add_argument("--client-id", default="")
+    issue.add_argument("--client-id", default="", help="the client logging in (default: built-in)")
+    _client_secret_flags(issue)
     issue.add_argument("--audience", action="append", default=[])
     issue.add_argument("--scope", action="append", default=[])
     issue.add_argument("--raw", action="store_true", help="print only the access token")
     _stdin_flag(issue)
     refresh = token_commands.add_parser("refresh", help="exchange a refresh token")
-    refresh.add_argument("--client-id", default="")
+    refresh.add_argument("--client-id", default="", help="the client the session belongs to")
+    _client_secret_flags(refresh)
     refresh.add_argument("--raw", action="store_true", help="print only the access token")
     _stdin_flag(refresh, "the refresh token")
     verify = token_commands.add_parser("verify", help="verify a token (exit 3 when invalid)")
@@ -162,8 +181,80 @@ def _add_audit(commands: Commands) -> None:
     audit.add_argument("--all", action="store_true", help="follow every page")
 
 
+# `keys compromise`'s own options; anything else there that starts with "-" is a kid.
+_COMPROMISE_OPTIONS = ("--kid", "--reason", "--help", "-h")
+_COMPROMISE_TAKES_VALUE = ("--kid", "--reason")
+
+
+def _is_compromise_option(arg: str) -> bool:
+    """An option string of `keys compromise`, or an abbreviation argparse would expand."""
+    name = arg.split("=", 1)[0]
+    if name in _COMPROMISE_OPTIONS:
+        return True
+    return (
+        name.startswith("--")
+        and len(name) > 2
+        and any(o.startswith(name) for o in _COMPROMISE_OPTIONS)
+    )
+
+
+def kid_arguments(argv: list[str]) -> list[str]:
+    """Spell a kid that starts with "-" (one in 64 does) as ``--kid=KID`` for argparse.
+
+    A kid is base64url, so about one in 64 begins with "-", and argparse takes such a
+    word for an unknown option. After ``keys compromise`` every word starting with "-"
+    that is none of the command's options, and the value after ``--kid`` or ``--reason``,
+    is rewritten to ``--kid=WORD`` (or ``--reason=WORD``); ``--`` keeps working.
+    """
+    start = _compromise_start(argv)
+    if start is None:
+        return argv
+    out, rest = argv[:start], argv[start:]
+    index = 0
+    while index < len(rest):
+        arg = rest[index]
+        if arg == "--":
+            out.extend(rest[index:])
+            break
+        if arg in _COMPROMISE_TAKES_VALUE and index + 1 < len(rest):
+            out.append(f"{arg}={rest[index + 1]}")
+            index += 2
+            continue
+        if arg.startswith("-") and arg != "-" and not _is_compromise_option(arg):
+            out.append(f"--kid={arg}")
+        else:
+            out.append(arg)
+        index += 1
+    return out
+
+
+def _compromise_start(argv: list[str]) -> int | None:
+    """The index after ``keys compromise``, past the global options, or None."""
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        # The global options: --target takes a value (unless spelt --target=VALUE).
+        index += 1 if "=" in argv[index] or argv[index] in ("-h", "--help") else 2
+    if argv[index : index + 2] == ["keys", "compromise"]:
+        return index + 2
+    return None
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, read only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import version  # noqa: PLC0415 (only when asked for)
+
+        print(f"authority {version('authority')}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authority", description=DESCRIPTION)
+    parser.add_argument("--version", action=_Version)
     parser.add_argument(
         "--target", help="gRPC address of the server (default: AUTHORITY_GRPC_ADDRESS)"
     )

@@ -15,9 +15,8 @@ import grpc
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from authority.api import ext_authz
+from authority.api import ext_authz, reflection
 from authority.api.admin_auth import AdminGate
 from authority.api.decoding import DecodeGuard
 from authority.config import Settings, parse_address
@@ -115,9 +114,7 @@ async def start_grpc(
     server.add_generic_rpc_handlers(tuple(extra_handlers))
     if s.reflection:
         listed = [name for name in SERVICE_NAMES if admin_listed or name != ADMIN_SERVICE]
-        reflection.enable_server_reflection(
-            (*listed, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable((*listed, health.SERVICE_NAME), server)
     if credentials is None:
         port = server.add_insecure_port(address)
     else:

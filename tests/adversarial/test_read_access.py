@@ -25,6 +25,7 @@ from authority_client import (
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from authority.v1 import admin_pb2, revocation_pb2, revocation_pb2_grpc
+from tests.integration import reflection_v1
 from tests.integration.server import ServerProcess
 
 StartServer = Callable[..., ServerProcess]
@@ -192,15 +193,18 @@ def _ready_event(server: ServerProcess) -> dict[str, object]:
 def test_with_an_admin_listener_the_public_reflection_lists_no_admin_service(
     start_server: StartServer,
 ) -> None:
+    """In both reflection versions: v1alpha (grpcio-reflection's) and v1 (our own)."""
     single = start_server()
-    assert ADMIN_SERVICE in _reflected_services(single.target)  # one listener serves all
+    for reflected in (_reflected_services, reflection_v1.services):
+        assert ADMIN_SERVICE in reflected(single.target)  # one listener serves all
 
     split = start_server(AUTHORITY_ADMIN_ADDRESS="127.0.0.1:0")
     admin_port = int(str(_ready_event(split)["admin_port"]))
-    public = _reflected_services(split.target)
-    assert ADMIN_SERVICE not in public
-    assert "authority.v1.TokenService" in public and "authority.v1.RevocationService" in public
-    assert ADMIN_SERVICE in _reflected_services(f"127.0.0.1:{admin_port}")
+    for reflected in (_reflected_services, reflection_v1.services):
+        public = reflected(split.target)
+        assert ADMIN_SERVICE not in public
+        assert "authority.v1.TokenService" in public and "authority.v1.RevocationService" in public
+        assert ADMIN_SERVICE in reflected(f"127.0.0.1:{admin_port}")
 
 
 def _get(url: str) -> tuple[int, bytes]:

@@ -6,10 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
 
+from authority.v1 import keys_pb2
 from tests.integration.server import ADMIN_TOKEN, ServerProcess
 
 PASSWORD = "a perfectly fine passphrase"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(server: ServerProcess, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -149,3 +154,83 @@ def test_an_operator_registers_a_service_client(server: ServerProcess) -> None:
     bad = _cli(server, "clients", "create", "x y", "--grant", "password", "--audience", "a")
     assert bad.returncode == 1
     assert "INVALID_ARGUMENT" in bad.stderr
+
+
+def test_a_kid_that_starts_with_a_dash_reaches_the_server(server: ServerProcess) -> None:
+    """One kid in 64 starts with "-": every spelling must reach the server as a kid."""
+    kid = "-madeUpKidThatArgparseWouldTakeForAnOption"
+    for spelling in (
+        ("keys", "compromise", kid),
+        ("keys", "compromise", kid, "--reason", "INC-1"),
+        ("keys", "compromise", "--reason", "INC-1", kid),
+        ("keys", "compromise", "--kid", kid),
+        ("keys", "compromise", "--", kid),
+    ):
+        answer = _cli(server, *spelling)
+        assert answer.returncode == 1, (spelling, answer.stderr)
+        assert "NOT_FOUND" in answer.stderr and "usage:" not in answer.stderr, spelling
+
+    with server.client() as client:
+        real = next(k.kid for k in client.list_keys() if k.state == keys_pb2.KEY_STATE_ACTIVE)
+    compromised = _cli(server, "keys", "compromise", "--reason", "-test", real)
+    assert compromised.returncode == 0, compromised.stderr
+    with server.client() as client:
+        states = {k.kid: k.state for k in client.list_keys()}
+    assert states[real] == keys_pb2.KEY_STATE_COMPROMISED
+
+    two = _cli(server, "keys", "compromise", kid, "--kid", "other")
+    assert two.returncode == 2 and "exactly one kid" in two.stderr
+
+
+def test_a_password_grant_through_a_confidential_client(server: ServerProcess) -> None:
+    """The client secret comes from stdin (after the password) or a prompt, never argv."""
+    created = _cli(
+        server,
+        *("clients", "create", "webapp", "--grant", "password", "--grant", "refresh_token"),
+        *("--audience", "default"),
+    )
+    assert created.returncode == 0, created.stderr
+    client_secret = json.loads(created.stdout)["client_secret"]
+    assert _cli(server, "principals", "create", "dora", "--password-stdin", stdin=PASSWORD)
+    login = ("token", "issue", "--principal", "dora", "--client-id", "webapp", "--password-stdin")
+
+    without = _cli(server, *login, stdin=PASSWORD)
+    assert without.returncode == 1 and "UNAUTHENTICATED" in without.stderr
+    wrong = _cli(server, *login, "--client-secret-stdin", stdin=f"{PASSWORD}\nnot-the-secret\n")
+    assert wrong.returncode == 1 and "UNAUTHENTICATED" in wrong.stderr
+
+    issued = _cli(server, *login, "--client-secret-stdin", stdin=f"{PASSWORD}\n{client_secret}\n")
+    assert issued.returncode == 0, issued.stderr
+    assert client_secret not in issued.stdout + issued.stderr
+    pair = json.loads(issued.stdout)
+    with server.client() as client:
+        claims = client.verify(pair["access_token"]).claims
+    assert claims.client_id == "webapp"
+
+    refresh = ("token", "refresh", "--client-id", "webapp", "--password-stdin", "--raw")
+    refused = _cli(server, *refresh, stdin=pair["refresh_token"])
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+    refreshed = _cli(
+        server, *refresh, "--client-secret-stdin", stdin=f"{pair['refresh_token']}\n{client_secret}"
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+
+    no_client = _cli(
+        server,
+        *("token", "issue", "--principal", "dora", "--password-stdin"),
+        "--client-secret-stdin",
+        stdin=f"{PASSWORD}\n{client_secret}\n",
+    )
+    assert no_client.returncode == 2 and "needs --client-id" in no_client.stderr
+
+
+def test_version_prints_the_installed_distribution_version() -> None:
+    """`authority --version` (the console script) names the version the pyproject declares."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    script = Path(sys.executable).parent / "authority"
+    answer = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == f"authority {declared}\n"
+    assert answer.stdout.strip() == f"authority {metadata.version('authority')}"

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import jwt
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from joserfc import jwt as jose_jwt
@@ -22,6 +23,7 @@ from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet
 
 from authority.v1 import admin_pb2, keys_pb2, token_pb2
+from tests.integration import reflection_v1
 from tests.integration.server import ADMIN_TOKEN, ServerProcess
 
 PASSWORD = "correct horse battery staple"
@@ -69,6 +71,26 @@ def test_health_and_reflection_list_every_service(server: ServerProcess) -> None
         listed = {s.name for s in response.list_services_response.service}
         assert set(SERVICES) <= listed
         assert "grpc.health.v1.Health" in listed
+    # Reflection v1 too (grpcurl, grpcui and Postman ask for it first), listing the same.
+    assert reflection_v1.services(server.target) == listed
+    assert {
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= listed
+    for symbol, declared in (
+        ("authority.v1.TokenService", "authority/v1/token.proto"),
+        ("grpc.reflection.v1.ServerReflection", "grpc/reflection/v1/reflection.proto"),
+    ):
+        answer = reflection_v1.ask(server.target, file_containing_symbol=symbol)
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in answer.file_descriptor_response.file_descriptor_proto
+        ]
+        assert declared in {f.name for f in files}, symbol
+    v1 = next(f for f in files if f.name == "grpc/reflection/v1/reflection.proto")
+    assert v1.package == "grpc.reflection.v1"
+    request = next(m for m in v1.message_type if m.name == "ServerReflectionRequest")
+    assert {f.name: f.number for f in request.field}["list_services"] == 7
 
 
 def test_quick_start_issue_then_verify(server: ServerProcess) -> None:
