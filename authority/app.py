@@ -297,7 +297,10 @@ class Authority:
                 minter=self.token_minter, store=self.store, clients=client_auth
             ),
             token_exchange=TokenExchangeGrant(
-                minter=self.token_minter, store=self.store, clients=client_auth
+                minter=self.token_minter,
+                store=self.store,
+                clients=client_auth,
+                verifier=self.verifier,
             ),
         )
         refresh = RefreshService(
