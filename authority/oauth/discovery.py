@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from authority.domain.exchange import GRANT_TYPE as TOKEN_EXCHANGE
+
 TOKEN_PATH = "/oauth2/token"
 REVOKE_PATH = "/oauth2/revoke"
 INTROSPECT_PATH = "/oauth2/introspect"
@@ -36,6 +38,7 @@ def grant_types(*, password: bool) -> list[str]:
         *(["password"] if password else []),
         "client_credentials",
         "refresh_token",
+        TOKEN_EXCHANGE,
     ]
 
 

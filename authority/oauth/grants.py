@@ -61,6 +61,20 @@ class OAuthGrants(Protocol):
 
     async def refresh(self, token: str, client: ClientCredentials) -> TokenPair: ...
 
+    async def token_exchange(
+        self,
+        client: ClientCredentials,
+        *,
+        subject_token: str,
+        subject_token_type: str,
+        actor_token: str,
+        actor_token_type: str,
+        requested_token_type: str,
+        audience: Sequence[str],
+        scope: Sequence[str],
+        source: str,
+    ) -> TokenPair: ...
+
     async def authenticate_client(self, client: ClientCredentials, *, source: str) -> None:
         """A confidential client's credentials, or ClientUnauthenticated."""
 
@@ -132,6 +146,32 @@ class ServiceGrants:
     async def refresh(self, token: str, client: ClientCredentials) -> TokenPair:
         return await self._refresh.refresh(
             token, client_id=client.client_id, client_secret=client.secret
+        )
+
+    async def token_exchange(
+        self,
+        client: ClientCredentials,
+        *,
+        subject_token: str,
+        subject_token_type: str,
+        actor_token: str,
+        actor_token_type: str,
+        requested_token_type: str,
+        audience: Sequence[str],
+        scope: Sequence[str],
+        source: str,
+    ) -> TokenPair:
+        return await self._grants.token_exchange.exchange(
+            client.client_id,
+            client.secret,
+            subject_token=subject_token,
+            subject_token_type=subject_token_type,
+            actor_token=actor_token,
+            actor_token_type=actor_token_type,
+            requested_token_type=requested_token_type,
+            audience=audience,
+            scope=scope,
+            source=source,
         )
 
     async def authenticate_client(self, client: ClientCredentials, *, source: str) -> None:

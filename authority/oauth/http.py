@@ -40,6 +40,8 @@ from authority.domain.errors import (
     Unauthenticated,
 )
 from authority.domain.events import RequestContext, bind_request
+from authority.domain.exchange import ACCESS_TOKEN
+from authority.domain.exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from authority.domain.sources import host_address
 from authority.domain.tokens import AccessClaims
 from authority.oauth.discovery import INTROSPECT_PATH, REVOKE_PATH, TOKEN_PATH
@@ -57,7 +59,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 REQUEST_ID_HEADER = "X-Request-ID"
 _MAX_REQUEST_ID = 64
 # Parameters that may repeat (RFC 8693 section 2.1 lets `audience` name several).
-_REPEATABLE = frozenset({"audience"})
+_REPEATABLE = frozenset({"audience", "resource"})
 
 
 class OAuthError(Exception):
@@ -374,6 +376,27 @@ class OAuthEndpoints:
                 raise invalid_request("refresh_token is required")
             # A narrower `scope` is not supported: the answer names the session's scope.
             pair = await grants.refresh(token, client)
+        elif grant_type == TOKEN_EXCHANGE:
+            if method == "none":
+                raise invalid_client("token exchange needs client authentication")
+            if form.all("resource"):
+                # RFC 8693 section 2.2.2: a target this server cannot issue for.
+                raise OAuthError(400, "invalid_target", "resource is not supported; use audience")
+            pair = await grants.token_exchange(
+                client,
+                subject_token=form.one("subject_token"),
+                subject_token_type=form.one("subject_token_type"),
+                actor_token=form.one("actor_token"),
+                actor_token_type=form.one("actor_token_type"),
+                requested_token_type=form.one("requested_token_type"),
+                audience=audience,
+                scope=scope,
+                source=source,
+            )
+            answer = token_response(pair, self._clock.timestamp())
+            # RFC 8693 section 2.2.1: the type of what was issued (always an access token).
+            answer["issued_token_type"] = ACCESS_TOKEN
+            return _json(200, answer, dict(NO_STORE))
         else:
             raise OAuthError(
                 400, "unsupported_grant_type", f"grant_type {grant_type[:64]!r} is not supported"

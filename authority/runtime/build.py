@@ -284,7 +284,9 @@ def build(
             enabled=s.oauth_password_grant,
         ),
         client_credentials=ClientCredentialsGrant(minter=minter, store=store, clients=client_auth),
-        token_exchange=TokenExchangeGrant(minter=minter, store=store, clients=client_auth),
+        token_exchange=TokenExchangeGrant(
+            minter=minter, store=store, clients=client_auth, verifier=verifier
+        ),
     )
     refresh = RefreshService(
         minter=minter,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authority.domain.claims import authorize_claims, check_exchange_claims
-from authority.domain.clients import Client, GrantType, authorize
+from authority.domain.clients import Client, Grant, GrantType, authorize
 from authority.domain.clock import Clock
 from authority.domain.errors import (
     GrantDisabled,
@@ -22,13 +22,22 @@ from authority.domain.errors import (
     Unauthenticated,
 )
 from authority.domain.events import PRINCIPAL
+from authority.domain.exchange import (
+    act_claim,
+    check_meant_for,
+    check_token_types,
+    exchange_scope,
+    not_after,
+)
 from authority.domain.principals import principal_key, validate_password
 from authority.domain.throttle import Throttled
+from authority.domain.tokens import AccessClaims, Verification
 from authority.ports.attempts import AttemptGate
 from authority.services.clients import ClientService
 from authority.services.minter import TokenMinter, TokenPair
 from authority.services.passwords import PasswordHasher
 from authority.store.base import Store
+from authority.tokens.verifier import TokenVerifier
 
 _BAD_CREDENTIALS = "invalid principal or password"
 
@@ -211,12 +220,87 @@ class ClientCredentialsGrant:
 
 
 class TokenExchangeGrant:
-    """A trusted client acting for a principal, with the extra claims it is allowed."""
+    """Token exchange: RFC 8693 (``exchange``: a subject token, maybe an actor token, for
+    a narrower access token), and the deprecated form (``issue``: a trusted client names a
+    principal, with the extra claims it is allowed), kept for one release."""
 
-    def __init__(self, *, minter: TokenMinter, store: Store, clients: ClientAuthenticator) -> None:
+    def __init__(
+        self,
+        *,
+        minter: TokenMinter,
+        store: Store,
+        clients: ClientAuthenticator,
+        verifier: TokenVerifier,
+    ) -> None:
         self._minter = minter
         self._store = store
         self._clients = clients
+        self._verifier = verifier
+
+    async def exchange(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        subject_token: str,
+        subject_token_type: str,
+        actor_token: str = "",
+        actor_token_type: str = "",
+        requested_token_type: str = "",
+        audience: Sequence[str] = (),
+        scope: Sequence[str] = (),
+        source: str = "",
+    ) -> TokenPair:
+        """An access token for the subject token's principal, for ``audience``, with at
+        most the subject token's scope, never outliving the tokens it came from, with
+        ``act`` naming the actor (rules: ``authority.domain.exchange``)."""
+        check_token_types(
+            subject_token=subject_token,
+            subject_token_type=subject_token_type,
+            actor_token=actor_token,
+            actor_token_type=actor_token_type,
+            requested_token_type=requested_token_type,
+        )
+        # Confidential clients only (the authenticator requires a secret); the tokens are
+        # looked at only after the client proved who it is.
+        client = await self._clients.authenticate(client_id, client_secret, source)
+        grant = authorize(client, GrantType.TOKEN_EXCHANGE, audience=audience, scope=scope)
+        subject = self._valid(subject_token, client.id, "subject token")
+        actor = self._valid(actor_token, client.id, "actor token") if actor_token else None
+        extra = act_claim(subject, actor)
+        scopes = exchange_scope(grant.scope if scope else (), subject.scope, client.scopes)
+        # Only a principal's token has a session (a client's own token has none), so a
+        # client id can never be taken for a principal's id here.
+        principal = await self._store.get_principal(subject.subject) if subject.session_id else None
+        if principal is None or principal.disabled:
+            # A client's own token (client credentials) has no principal behind it.
+            raise Unauthenticated("the subject token's subject is not an enabled principal")
+        changed = principal.credentials_changed_at
+        if changed is not None and subject.issued_at <= changed.timestamp():
+            raise Unauthenticated("the subject token predates the subject's credential change")
+        pair = await self._minter.access_session(
+            principal,
+            client,
+            Grant(audience=grant.audience, scope=scopes),
+            extra,
+            GrantType.TOKEN_EXCHANGE,
+            not_after=not_after(subject, actor),
+        )
+        if pair is None:
+            raise Unauthenticated("the subject's credentials changed during the exchange")
+        return pair
+
+    def _valid(self, token: str, client_id: str, what: str) -> AccessClaims:
+        """The claims of one of our valid access tokens (signature, type, issuer, time,
+        revocation: the one verifier), meant for ``client_id``; invalid_grant otherwise."""
+        signed = self._verifier.signed_claims(token)
+        if isinstance(signed, Verification):
+            raise Unauthenticated(f"the {what} is not valid: {signed.detail}")
+        verdict = self._verifier.verify(token, signed.audience)
+        if verdict.claims is None:
+            raise Unauthenticated(f"the {what} is not valid: {verdict.detail}")
+        check_meant_for(verdict.claims, client_id, what)
+        return verdict.claims
 
     async def issue(
         self,

@@ -183,13 +183,19 @@ class TokenMinter:
         extra: dict[str, Any],
         grant_type: GrantType,
         *before: Event,
+        not_after: int | None = None,
     ) -> TokenPair | None:
         """An access token without a refresh token, for a principal. Its ``sid`` is stored
         as a session without refresh tokens (until the token's end of life), under the same
         generation check as a login, so a credential change orders it the same way and
         revokes its token by ``sid``. None when the principal changed meanwhile."""
         pair = self.access_only(
-            principal.id, client, grant, extra, changed_at=principal.credentials_changed_at
+            principal.id,
+            client,
+            grant,
+            extra,
+            changed_at=principal.credentials_changed_at,
+            not_after=not_after,
         )
         now = self._clock.now()
         session = Session(
@@ -251,6 +257,7 @@ class TokenMinter:
         *,
         changed_at: datetime | None = None,
         session: bool = True,
+        not_after: int | None = None,
     ) -> TokenPair:
         """An access token under a fresh ``sid`` that nothing stores: the caller stores the
         session (``access_session``). With ``session`` False (a client acting for itself)
@@ -264,6 +271,7 @@ class TokenMinter:
             session_id=session_id,
             extra=extra,
             changed_at=changed_at,
+            not_after=not_after,
         )
         return TokenPair(
             access, expires, session_id, grant.audience, grant.scope, token_id=token_id
@@ -290,6 +298,7 @@ class TokenMinter:
         session_id: str,
         extra: dict[str, Any],
         changed_at: datetime | None = None,
+        not_after: int | None = None,
     ) -> tuple[str, int, str]:
         """The token, its ``exp`` and its ``jti``. Every token carries ``client_id`` (RFC
         9068), and ``sid`` only when a session stands behind it. ``iat`` follows the
@@ -301,6 +310,9 @@ class TokenMinter:
         stamp = self._clock.timestamp()
         now = int(stamp)
         expires = now + int(client.access_token_ttl.total_seconds())
+        if not_after is not None:
+            # A token exchange never outlives the tokens it was exchanged for.
+            expires = min(expires, not_after)
         claims: dict[str, Any] = {
             **extra,
             "iss": self._issuer,

@@ -180,10 +180,15 @@ def test_every_advertised_capability_answers_a_real_call(server: ServerProcess) 
         "introspection_endpoint_auth_methods_supported",
     }
     assert document["issuer"] == server.http
-    assert document["grant_types_supported"] == ["password", "client_credentials", "refresh_token"]
+    assert document["grant_types_supported"] == [
+        "password",
+        "client_credentials",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+    ]
     assert request(str(document["jwks_uri"]), method="GET").status == 200
 
-    secret = make_client(server, "app", CLIENT_GRANTS)
+    secret = make_client(server, "app", (*CLIENT_GRANTS, GRANTS.GRANT_TYPE_TOKEN_EXCHANGE))
     make_client(
         server,
         "public",
@@ -206,11 +211,12 @@ def test_every_advertised_capability_answers_a_real_call(server: ServerProcess) 
         "password": {"grant_type": "password", "username": "alice", "password": PASSWORD},
         "client_credentials": {"grant_type": "client_credentials"},
     }
+    exchange = "urn:ietf:params:oauth:grant-type:token-exchange"
     issued: dict[tuple[str, str], dict[str, object]] = {}
     for method in document["token_endpoint_auth_methods_supported"]:  # type: ignore[attr-defined]
         for grant in document["grant_types_supported"]:  # type: ignore[attr-defined]
-            if grant == "refresh_token":
-                continue  # below, with each method's refresh token
+            if grant in ("refresh_token", exchange):
+                continue  # below, with each method's refresh token or access token
             if grant == "client_credentials" and method == "none":
                 continue  # needs a confidential client by definition (RFC 6749 4.4)
             fields, headers = authenticated(method)
@@ -223,6 +229,19 @@ def test_every_advertised_capability_answers_a_real_call(server: ServerProcess) 
         form = {"grant_type": "refresh_token", "refresh_token": str(refresh_token), **fields}
         answer = request(token_url, form, headers=headers)
         assert answer.status == 200, (method, answer.body)
+    for method in document["token_endpoint_auth_methods_supported"]:  # type: ignore[attr-defined]
+        if method == "none":
+            continue  # RFC 8693 exchange is for confidential clients only
+        fields, headers = authenticated(method)
+        form = {
+            "grant_type": exchange,
+            "subject_token": str(issued[method, "password"]["access_token"]),
+            "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            **fields,
+        }
+        answer = request(token_url, form, headers=headers)
+        assert answer.status == 200, (method, answer.body)
+        assert answer.json()["issued_token_type"] == form["subject_token_type"]
 
     access = str(issued["client_secret_basic", "client_credentials"]["access_token"])
     introspect_url = str(document["introspection_endpoint"])

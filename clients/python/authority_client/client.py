@@ -18,6 +18,9 @@ from authority.v1 import (
     token_pb2_grpc,
 )
 
+# RFC 8693 section 3: the token type of this authority's access tokens.
+ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"
+
 
 class AuthorityClient:
     """One channel to the authority. ``admin_token`` is sent only on admin RPCs."""
@@ -116,6 +119,7 @@ class AuthorityClient:
         audience: Sequence[str] = (),
         scope: Sequence[str] = (),
     ) -> token_pb2.TokenPair:
+        """Deprecated: the client names a principal (use ``exchange``, RFC 8693)."""
         grant = token_pb2.TokenExchangeGrant(
             client_id=client_id, client_secret=client_secret, subject=subject
         )
@@ -125,6 +129,36 @@ class AuthorityClient:
             token_exchange=grant, audience=list(audience), scope=list(scope)
         )
         return self.tokens.Issue(request, timeout=self._timeout).tokens
+
+    def exchange(
+        self,
+        client_id: str,
+        client_secret: str,
+        subject_token: str,
+        *,
+        actor_token: str = "",
+        audience: Sequence[str] = (),
+        scope: Sequence[str] = (),
+        subject_token_type: str = ACCESS_TOKEN_TYPE_URN,
+        requested_token_type: str = "",
+    ) -> token_pb2.IssueResponse:
+        """RFC 8693 token exchange: ``subject_token`` (an access token of this authority,
+        issued to or for ``client_id``) for a new access token of its principal, with at
+        most its scope; ``actor_token`` sets ``act``. The answer's ``issued_token_type``
+        names the token's type."""
+        grant = token_pb2.TokenExchangeGrant(
+            client_id=client_id,
+            client_secret=client_secret,
+            subject_token=subject_token,
+            subject_token_type=subject_token_type,
+            actor_token=actor_token,
+            actor_token_type=ACCESS_TOKEN_TYPE_URN if actor_token else "",
+            requested_token_type=requested_token_type,
+        )
+        request = token_pb2.IssueRequest(
+            token_exchange=grant, audience=list(audience), scope=list(scope)
+        )
+        return self.tokens.Issue(request, timeout=self._timeout)
 
     def refresh(
         self, refresh_token: str, *, client_id: str = "", client_secret: str = ""

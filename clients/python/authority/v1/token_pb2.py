@@ -26,41 +26,45 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uthority/v1/token.proto\x12\x0c\x61uthority.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n\x0cIssueRequest\x12/\n\x08password\x18\x01 \x01(\x0b\x32\x1b.authority.v1.PasswordGrantH\x00\x12\x42\n\x12\x63lient_credentials\x18\x02 \x01(\x0b\x32$.authority.v1.ClientCredentialsGrantH\x00\x12:\n\x0etoken_exchange\x18\x03 \x01(\x0b\x32 .authority.v1.TokenExchangeGrantH\x00\x12\x10\n\x08\x61udience\x18\x04 \x03(\t\x12\r\n\x05scope\x18\x05 \x03(\t\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x15\n\rclient_secret\x18\x07 \x01(\tB\x07\n\x05grant\"4\n\rPasswordGrant\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"B\n\x16\x43lientCredentialsGrant\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"x\n\x12TokenExchangeGrant\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\'\n\x06\x63laims\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"8\n\rIssueResponse\x12\'\n\x06tokens\x18\x01 \x01(\x0b\x32\x17.authority.v1.TokenPair\"\xfc\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12;\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12<\n\x18refresh_token_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x03(\t\x12\x10\n\x08\x61udience\x18\x08 \x03(\t\"Q\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x15\n\rclient_secret\x18\x03 \x01(\t\":\n\x0fRefreshResponse\x12\'\n\x06tokens\x18\x01 \x01(\x0b\x32\x17.authority.v1.TokenPair\"\xac\x01\n\rRevokeRequest\x12\x16\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tH\x00\x12\x17\n\rrefresh_token\x18\x02 \x01(\tH\x00\x12\x14\n\nsession_id\x18\x03 \x01(\tH\x00\x12\x11\n\x07subject\x18\x04 \x01(\tH\x00\x12\x13\n\tclient_id\x18\x05 \x01(\tH\x00\x12\x12\n\x08token_id\x18\x06 \x01(\tH\x00\x12\x0e\n\x06reason\x18\x07 \x01(\tB\x08\n\x06target\"@\n\x0eRevokeResponse\x12.\n\nrevoked_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\rVerifyRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x03(\t\"r\n\x0eVerifyResponse\x12*\n\x06result\x18\x01 \x01(\x0e\x32\x1a.authority.v1.VerifyResult\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12$\n\x06\x63laims\x18\x03 \x01(\x0b\x32\x14.authority.v1.Claims\"\xca\x02\n\x06\x43laims\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x10\n\x08\x61udience\x18\x03 \x03(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nnot_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08token_id\x18\x07 \x01(\t\x12\x12\n\nsession_id\x18\x08 \x01(\t\x12\x11\n\tclient_id\x18\t \x01(\t\x12\r\n\x05scope\x18\n \x03(\t\x12&\n\x05\x65xtra\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06key_id\x18\x0c \x01(\t*\x9f\x03\n\x0cVerifyResult\x12\x1d\n\x19VERIFY_RESULT_UNSPECIFIED\x10\x00\x12\x17\n\x13VERIFY_RESULT_VALID\x10\x01\x12\x1b\n\x17VERIFY_RESULT_MALFORMED\x10\x02\x12\x1b\n\x17VERIFY_RESULT_TOO_LARGE\x10\x03\x12&\n\"VERIFY_RESULT_DISALLOWED_ALGORITHM\x10\x04\x12\x1d\n\x19VERIFY_RESULT_UNKNOWN_KEY\x10\x05\x12\x1f\n\x1bVERIFY_RESULT_BAD_SIGNATURE\x10\x06\x12\x19\n\x15VERIFY_RESULT_EXPIRED\x10\x07\x12\x1f\n\x1bVERIFY_RESULT_NOT_YET_VALID\x10\x08\x12\x1e\n\x1aVERIFY_RESULT_WRONG_ISSUER\x10\t\x12 \n\x1cVERIFY_RESULT_WRONG_AUDIENCE\x10\n\x12\x19\n\x15VERIFY_RESULT_REVOKED\x10\x0b\x12\x1c\n\x18VERIFY_RESULT_WRONG_TYPE\x10\x0c\x32\xa2\x02\n\x0cTokenService\x12@\n\x05Issue\x12\x1a.authority.v1.IssueRequest\x1a\x1b.authority.v1.IssueResponse\x12\x46\n\x07Refresh\x12\x1c.authority.v1.RefreshRequest\x1a\x1d.authority.v1.RefreshResponse\x12\x43\n\x06Revoke\x12\x1b.authority.v1.RevokeRequest\x1a\x1c.authority.v1.RevokeResponse\x12\x43\n\x06Verify\x12\x1b.authority.v1.VerifyRequest\x1a\x1c.authority.v1.VerifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61uthority/v1/token.proto\x12\x0c\x61uthority.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n\x0cIssueRequest\x12/\n\x08password\x18\x01 \x01(\x0b\x32\x1b.authority.v1.PasswordGrantH\x00\x12\x42\n\x12\x63lient_credentials\x18\x02 \x01(\x0b\x32$.authority.v1.ClientCredentialsGrantH\x00\x12:\n\x0etoken_exchange\x18\x03 \x01(\x0b\x32 .authority.v1.TokenExchangeGrantH\x00\x12\x10\n\x08\x61udience\x18\x04 \x03(\t\x12\r\n\x05scope\x18\x05 \x03(\t\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x15\n\rclient_secret\x18\x07 \x01(\tB\x07\n\x05grant\"4\n\rPasswordGrant\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"B\n\x16\x43lientCredentialsGrant\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"\x80\x02\n\x12TokenExchangeGrant\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\x12\x13\n\x07subject\x18\x03 \x01(\tB\x02\x18\x01\x12+\n\x06\x63laims\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x02\x18\x01\x12\x15\n\rsubject_token\x18\x05 \x01(\t\x12\x1a\n\x12subject_token_type\x18\x06 \x01(\t\x12\x13\n\x0b\x61\x63tor_token\x18\x07 \x01(\t\x12\x18\n\x10\x61\x63tor_token_type\x18\x08 \x01(\t\x12\x1c\n\x14requested_token_type\x18\t \x01(\t\"S\n\rIssueResponse\x12\'\n\x06tokens\x18\x01 \x01(\x0b\x32\x17.authority.v1.TokenPair\x12\x19\n\x11issued_token_type\x18\x02 \x01(\t\"\xfc\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12;\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\x12<\n\x18refresh_token_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x03(\t\x12\x10\n\x08\x61udience\x18\x08 \x03(\t\"Q\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x15\n\rclient_secret\x18\x03 \x01(\t\":\n\x0fRefreshResponse\x12\'\n\x06tokens\x18\x01 \x01(\x0b\x32\x17.authority.v1.TokenPair\"\xac\x01\n\rRevokeRequest\x12\x16\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tH\x00\x12\x17\n\rrefresh_token\x18\x02 \x01(\tH\x00\x12\x14\n\nsession_id\x18\x03 \x01(\tH\x00\x12\x11\n\x07subject\x18\x04 \x01(\tH\x00\x12\x13\n\tclient_id\x18\x05 \x01(\tH\x00\x12\x12\n\x08token_id\x18\x06 \x01(\tH\x00\x12\x0e\n\x06reason\x18\x07 \x01(\tB\x08\n\x06target\"@\n\x0eRevokeResponse\x12.\n\nrevoked_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\rVerifyRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x03(\t\"r\n\x0eVerifyResponse\x12*\n\x06result\x18\x01 \x01(\x0e\x32\x1a.authority.v1.VerifyResult\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12$\n\x06\x63laims\x18\x03 \x01(\x0b\x32\x14.authority.v1.Claims\"\xca\x02\n\x06\x43laims\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x10\n\x08\x61udience\x18\x03 \x03(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nnot_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08token_id\x18\x07 \x01(\t\x12\x12\n\nsession_id\x18\x08 \x01(\t\x12\x11\n\tclient_id\x18\t \x01(\t\x12\r\n\x05scope\x18\n \x03(\t\x12&\n\x05\x65xtra\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06key_id\x18\x0c \x01(\t*\x9f\x03\n\x0cVerifyResult\x12\x1d\n\x19VERIFY_RESULT_UNSPECIFIED\x10\x00\x12\x17\n\x13VERIFY_RESULT_VALID\x10\x01\x12\x1b\n\x17VERIFY_RESULT_MALFORMED\x10\x02\x12\x1b\n\x17VERIFY_RESULT_TOO_LARGE\x10\x03\x12&\n\"VERIFY_RESULT_DISALLOWED_ALGORITHM\x10\x04\x12\x1d\n\x19VERIFY_RESULT_UNKNOWN_KEY\x10\x05\x12\x1f\n\x1bVERIFY_RESULT_BAD_SIGNATURE\x10\x06\x12\x19\n\x15VERIFY_RESULT_EXPIRED\x10\x07\x12\x1f\n\x1bVERIFY_RESULT_NOT_YET_VALID\x10\x08\x12\x1e\n\x1aVERIFY_RESULT_WRONG_ISSUER\x10\t\x12 \n\x1cVERIFY_RESULT_WRONG_AUDIENCE\x10\n\x12\x19\n\x15VERIFY_RESULT_REVOKED\x10\x0b\x12\x1c\n\x18VERIFY_RESULT_WRONG_TYPE\x10\x0c\x32\xa2\x02\n\x0cTokenService\x12@\n\x05Issue\x12\x1a.authority.v1.IssueRequest\x1a\x1b.authority.v1.IssueResponse\x12\x46\n\x07Refresh\x12\x1c.authority.v1.RefreshRequest\x1a\x1d.authority.v1.RefreshResponse\x12\x43\n\x06Revoke\x12\x1b.authority.v1.RevokeRequest\x1a\x1c.authority.v1.RevokeResponse\x12\x43\n\x06Verify\x12\x1b.authority.v1.VerifyRequest\x1a\x1c.authority.v1.VerifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authority.v1.token_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERIFYRESULT']._serialized_start=1824
-  _globals['_VERIFYRESULT']._serialized_end=2239
+  _globals['_TOKENEXCHANGEGRANT'].fields_by_name['subject']._loaded_options = None
+  _globals['_TOKENEXCHANGEGRANT'].fields_by_name['subject']._serialized_options = b'\030\001'
+  _globals['_TOKENEXCHANGEGRANT'].fields_by_name['claims']._loaded_options = None
+  _globals['_TOKENEXCHANGEGRANT'].fields_by_name['claims']._serialized_options = b'\030\001'
+  _globals['_VERIFYRESULT']._serialized_start=1988
+  _globals['_VERIFYRESULT']._serialized_end=2403
   _globals['_ISSUEREQUEST']._serialized_start=106
   _globals['_ISSUEREQUEST']._serialized_end=381
   _globals['_PASSWORDGRANT']._serialized_start=383
   _globals['_PASSWORDGRANT']._serialized_end=435
   _globals['_CLIENTCREDENTIALSGRANT']._serialized_start=437
   _globals['_CLIENTCREDENTIALSGRANT']._serialized_end=503
-  _globals['_TOKENEXCHANGEGRANT']._serialized_start=505
-  _globals['_TOKENEXCHANGEGRANT']._serialized_end=625
-  _globals['_ISSUERESPONSE']._serialized_start=627
-  _globals['_ISSUERESPONSE']._serialized_end=683
-  _globals['_TOKENPAIR']._serialized_start=686
-  _globals['_TOKENPAIR']._serialized_end=938
-  _globals['_REFRESHREQUEST']._serialized_start=940
-  _globals['_REFRESHREQUEST']._serialized_end=1021
-  _globals['_REFRESHRESPONSE']._serialized_start=1023
-  _globals['_REFRESHRESPONSE']._serialized_end=1081
-  _globals['_REVOKEREQUEST']._serialized_start=1084
-  _globals['_REVOKEREQUEST']._serialized_end=1256
-  _globals['_REVOKERESPONSE']._serialized_start=1258
-  _globals['_REVOKERESPONSE']._serialized_end=1322
-  _globals['_VERIFYREQUEST']._serialized_start=1324
-  _globals['_VERIFYREQUEST']._serialized_end=1372
-  _globals['_VERIFYRESPONSE']._serialized_start=1374
-  _globals['_VERIFYRESPONSE']._serialized_end=1488
-  _globals['_CLAIMS']._serialized_start=1491
-  _globals['_CLAIMS']._serialized_end=1821
-  _globals['_TOKENSERVICE']._serialized_start=2242
-  _globals['_TOKENSERVICE']._serialized_end=2532
+  _globals['_TOKENEXCHANGEGRANT']._serialized_start=506
+  _globals['_TOKENEXCHANGEGRANT']._serialized_end=762
+  _globals['_ISSUERESPONSE']._serialized_start=764
+  _globals['_ISSUERESPONSE']._serialized_end=847
+  _globals['_TOKENPAIR']._serialized_start=850
+  _globals['_TOKENPAIR']._serialized_end=1102
+  _globals['_REFRESHREQUEST']._serialized_start=1104
+  _globals['_REFRESHREQUEST']._serialized_end=1185
+  _globals['_REFRESHRESPONSE']._serialized_start=1187
+  _globals['_REFRESHRESPONSE']._serialized_end=1245
+  _globals['_REVOKEREQUEST']._serialized_start=1248
+  _globals['_REVOKEREQUEST']._serialized_end=1420
+  _globals['_REVOKERESPONSE']._serialized_start=1422
+  _globals['_REVOKERESPONSE']._serialized_end=1486
+  _globals['_VERIFYREQUEST']._serialized_start=1488
+  _globals['_VERIFYREQUEST']._serialized_end=1536
+  _globals['_VERIFYRESPONSE']._serialized_start=1538
+  _globals['_VERIFYRESPONSE']._serialized_end=1652
+  _globals['_CLAIMS']._serialized_start=1655
+  _globals['_CLAIMS']._serialized_end=1985
+  _globals['_TOKENSERVICE']._serialized_start=2406
+  _globals['_TOKENSERVICE']._serialized_end=2696
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _VerifyResult:
@@ -222,8 +227,24 @@ Global___ClientCredentialsGrant: _TypeAlias = ClientCredentialsGrant  # noqa: Y0
 
 @_typing.final
 class TokenExchangeGrant(_message.Message):
-    """TokenExchangeGrant lets an authenticated service client obtain a token for
-    a subject it has already authenticated by other means.
+    """TokenExchangeGrant is OAuth 2.0 Token Exchange (RFC 8693): a confidential
+    client that holds the token-exchange grant presents an access token of a
+    principal (`subject_token`) and gets a new access token for that principal,
+    for the request's `audience` (each allowed for the client), with at most the
+    subject token's scope, expiring no later than the subject (and actor) token.
+    The subject and actor tokens must be this authority's valid, unrevoked
+    access tokens, each issued to the exchanging client (`client_id`) or for it
+    (`aud` names the client's id). With an actor token the new token carries
+    `act` (RFC 8693 section 4.1) naming the actor's `sub` and `client_id`, over
+    the subject token's own `act`. No refresh token is issued.
+    Errors: INVALID_ARGUMENT for a missing or unsupported token type,
+    UNAUTHENTICATED for bad client credentials or a subject or actor token that
+    is invalid, revoked, expired or not meant for the client, PERMISSION_DENIED
+    for an audience or scope the client may not have or a scope wider than the
+    subject token's.
+
+    The deprecated form (`subject` and `claims`: the client names a principal)
+    still works for one release; a request may not mix the two.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -232,18 +253,53 @@ class TokenExchangeGrant(_message.Message):
     CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     SUBJECT_FIELD_NUMBER: _builtins.int
     CLAIMS_FIELD_NUMBER: _builtins.int
+    SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
+    SUBJECT_TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    ACTOR_TOKEN_FIELD_NUMBER: _builtins.int
+    ACTOR_TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    REQUESTED_TOKEN_TYPE_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     """The exchanging client's id; it must be allowed the token-exchange grant."""
     client_secret: _builtins.str
     """The exchanging client's secret."""
-    subject: _builtins.str
-    """The principal name the token is for."""
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def subject(self) -> _builtins.str:
+        """Deprecated: use `subject_token`. The principal name the token is for."""
+
+    @subject.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def subject(self, value: _builtins.str) -> None:
+        """Deprecated: use `subject_token`. The principal name the token is for."""
+
+    subject_token: _builtins.str
+    """The token that represents the principal the new token is for: an access
+    token of this authority.
+    """
+    subject_token_type: _builtins.str
+    """The type of `subject_token`: must be
+    "urn:ietf:params:oauth:token-type:access_token".
+    """
+    actor_token: _builtins.str
+    """Optional: an access token of this authority representing the party that
+    acts for the subject (for example the client's own client-credentials
+    token). Sets the new token's `act` claim.
+    """
+    actor_token_type: _builtins.str
+    """The type of `actor_token`, required with it: must be
+    "urn:ietf:params:oauth:token-type:access_token".
+    """
+    requested_token_type: _builtins.str
+    """Optional: the type of token wanted. Only
+    "urn:ietf:params:oauth:token-type:access_token" is issued.
+    """
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def claims(self) -> _struct_pb2.Struct:
-        """Extra claims to embed in the access token. Registered claim names (iss,
-        sub, aud, exp, iat, nbf, jti, sid, client_id, scope) are rejected
-        (INVALID_ARGUMENT); any other name must be registered on the client
-        (Client.allowed_claims or allowed_sensitive_claims), else
+        """Deprecated, with `subject`. Extra claims to embed in the access token.
+        Registered claim names (iss, sub, aud, exp, iat, nbf, jti, sid, client_id,
+        scope) are rejected (INVALID_ARGUMENT); any other name must be registered
+        on the client (Client.allowed_claims or allowed_sensitive_claims), else
         PERMISSION_DENIED.
         """
 
@@ -254,10 +310,15 @@ class TokenExchangeGrant(_message.Message):
         client_secret: _builtins.str = ...,
         subject: _builtins.str = ...,
         claims: _struct_pb2.Struct | None = ...,
+        subject_token: _builtins.str = ...,
+        subject_token_type: _builtins.str = ...,
+        actor_token: _builtins.str = ...,
+        actor_token_type: _builtins.str = ...,
+        requested_token_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims", "client_id", b"client_id", "client_secret", b"client_secret", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_token", b"actor_token", "actor_token_type", b"actor_token_type", "claims", b"claims", "client_id", b"client_id", "client_secret", b"client_secret", "requested_token_type", b"requested_token_type", "subject", b"subject", "subject_token", b"subject_token", "subject_token_type", b"subject_token_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -270,6 +331,12 @@ class IssueResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKENS_FIELD_NUMBER: _builtins.int
+    ISSUED_TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    issued_token_type: _builtins.str
+    """The type of the issued token for an RFC 8693 token exchange (RFC 8693
+    section 2.2.1): "urn:ietf:params:oauth:token-type:access_token". Empty
+    for the other grants.
+    """
     @_builtins.property
     def tokens(self) -> Global___TokenPair:
         """The access and refresh token of the new session."""
@@ -278,10 +345,11 @@ class IssueResponse(_message.Message):
         self,
         *,
         tokens: Global___TokenPair | None = ...,
+        issued_token_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_token_type", b"issued_token_type", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
