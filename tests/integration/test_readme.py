@@ -62,6 +62,7 @@ NOT_RUN = {
     "make run &   # the authority": "a long-running example backend",
     "envoy --disable-hot-restart -c deploy/envoy/envoy.yaml": "a long-running Envoy",
     "proto/authority/v1/   the contracts": "the repository's tree",
+    "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318": "needs the reader's collector",
 }
 
 
