@@ -25,7 +25,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tools.bench import client, local, propagation, scaling
+from tools.bench import client, floor, local, propagation, scaling
+from tools.bench.bare import BareServer
+from tools.bench.h2 import h2load
 from tools.bench.lifecycle import measure_lifecycle, print_lifecycle_report
 from tools.bench.load import (
     VERIFY_METHOD,
@@ -36,11 +38,12 @@ from tools.bench.load import (
     check_valid,
     median_or_none,
 )
+from tools.bench.processes import pinned
 from tools.bench.server import ECHO_METHOD
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-PHASES = ("echo", "verify-miss", "verify-hit")
+PHASES = ("bare-echo", "echo", "verify-miss", "verify-hit")
 TARGETS = {"verify-miss": 0.75, "verify-hit": 0.90}
 # Below this share of one core the server was waiting for the load generator.
 SATURATED = 0.85
@@ -142,7 +145,7 @@ class ServerInfo:
 class ServerProcess:
     """The server subprocess; ``stop`` always ends it (SIGTERM, then SIGKILL after a timeout)."""
 
-    def __init__(self, workdir: Path, fresh: int, repeat: int) -> None:
+    def __init__(self, workdir: Path, fresh: int, repeat: int, cpus: str | None = None) -> None:
         self._ready = workdir / "ready.json"
         self._log_path = workdir / "server.log"
         data_dir = workdir / "data"
@@ -160,7 +163,7 @@ class ServerProcess:
         with open(self._log_path, "wb") as log:
             # stdin stays open: its EOF tells the server that we are gone, however we died.
             self._process = subprocess.Popen(  # noqa: S603 - our own module, no shell
-                command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT
+                pinned(command, cpus), stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT
             )
 
     def log_tail(self, lines: int = 20) -> str:
@@ -210,27 +213,30 @@ class ServerProcess:
 
 
 async def measure_server(
-    info: ServerInfo, args: argparse.Namespace, server: ServerProcess
+    info: ServerInfo, args: argparse.Namespace, server: ServerProcess, bare: BareServer
 ) -> tuple[list[PhaseResult], int, list[str]]:
-    """Rounds of echo, verify-miss, verify-hit; returns results and every failure."""
+    """Rounds of bare-echo (the floor process), echo, verify-miss, verify-hit; returns
+    results and every failure."""
     load = LoadGenerator(info.port, info.pid, channels=args.channels, concurrency=args.concurrency)
+    floor = LoadGenerator(bare.port, bare.pid, channels=args.channels, concurrency=args.concurrency)
     fresh = Pool(info.fresh, cycle=False)
     plan = (
-        ("echo", ECHO_METHOD, Pool(info.repeat, cycle=True), check_echo),
-        ("verify-miss", VERIFY_METHOD, fresh, check_valid),
-        ("verify-hit", VERIFY_METHOD, Pool(info.repeat, cycle=True), check_valid),
+        ("bare-echo", floor, ECHO_METHOD, Pool(info.repeat, cycle=True), check_echo),
+        ("echo", load, ECHO_METHOD, Pool(info.repeat, cycle=True), check_echo),
+        ("verify-miss", load, VERIFY_METHOD, fresh, check_valid),
+        ("verify-hit", load, VERIFY_METHOD, Pool(info.repeat, cycle=True), check_valid),
     )
     results: list[PhaseResult] = []
     try:
         await load.verify_all(info.repeat)  # fills the cache for the hit phase
         # Unmeasured: connect every channel and warm both paths, so round 1 is not penalised.
-        for _, method, pool, check in (plan[0], plan[2]):
-            await load.run_phase(
+        for _, generator, method, pool, check in (plan[0], plan[1], plan[3]):
+            await generator.run_phase(
                 "settle", 0, method, pool, check, warmup=0.0, duration=2 * args.warmup
             )
         for round_number in range(1, args.rounds + 1):
-            for phase, method, pool, check in plan:
-                result = await load.run_phase(
+            for phase, generator, method, pool, check in plan:
+                result = await generator.run_phase(
                     phase,
                     round_number,
                     method,
@@ -245,8 +251,10 @@ async def measure_server(
                     raise RuntimeError(f"the server died:\n{server.log_tail()}")
     finally:
         await load.close()
+        await floor.close()
     print(f"  verify-miss used {fresh.used:,} of {len(info.fresh):,} fresh tokens, each once")
-    return results, load.failures.count, load.failures.samples
+    failures = load.failures.count + floor.failures.count
+    return results, failures, load.failures.samples + floor.failures.samples
 
 
 def _pct(value: float | None) -> str:
@@ -281,6 +289,8 @@ class ServerSummary:
     cpu: dict[str, float | None]  # phase -> median per-round echo/verify CPU-per-call ratio
     starved: list[str]
     failures: int
+    miss_extra_us: float | None  # median per round: verify-miss minus bare-echo CPU per call
+    bare_us: float | None  # median bare-echo server CPU per call
 
 
 def summarise_server(results: list[PhaseResult], failures: int) -> ServerSummary:
@@ -301,12 +311,20 @@ def summarise_server(results: list[PhaseResult], failures: int) -> ServerSummary
             c_ratios.append(e_us / o_us if e_us and o_us else None)
         throughput[phase] = median_or_none(t_ratios)
         cpu[phase] = median_or_none(c_ratios)
+    extra: list[float | None] = []
+    for phases in by_round.values():
+        miss, bare = (
+            phases["verify-miss"].server_us_per_call,
+            phases["bare-echo"].server_us_per_call,
+        )
+        extra.append(miss - bare if miss is not None and bare is not None else None)
+    bare_us = median_or_none([p["bare-echo"].server_us_per_call for p in by_round.values()])
     starved = [
         f"{r.phase} (round {r.round}, {_pct(r.server_utilisation)})"
         for r in results
         if r.server_utilisation is not None and r.server_utilisation < SATURATED
     ]
-    return ServerSummary(throughput, cpu, starved, failures)
+    return ServerSummary(throughput, cpu, starved, failures, median_or_none(extra), bare_us)
 
 
 def print_server_report(results: list[PhaseResult], summary: ServerSummary) -> None:
@@ -396,7 +414,7 @@ def run_scale_parts(
     print()
     print("6. Many cores: Verify (repeat token) with --workers 1 and 2, load from h2load")
     scaled = None
-    if scaling.h2load() is None:
+    if h2load() is None:
         print("  skipped: h2load not found (Debian: apt-get install nghttp2-client)")
     else:
         scaled = scaling.run(args.rounds, args.duration)
@@ -430,8 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {args.concurrency} calls in flight on {args.channels} channels"
     )
     with tempfile.TemporaryDirectory(prefix="authority-bench-") as workdir:
-        server = ServerProcess(Path(workdir), args.fresh, args.repeat)
+        server_cpus, load_cpus, how = floor.cpu_plan()
+        server = ServerProcess(Path(workdir), args.fresh, args.repeat, server_cpus)
+        bare = BareServer(server_cpus)
+        own_cpus = os.sched_getaffinity(0)
         try:
+            if load_cpus is not None:  # this process is part 1's load generator
+                os.sched_setaffinity(0, {int(load_cpus)})
+            print(f"  {how}; the Python load generator (this process) with h2load's CPU")
             info = server.wait_ready()
             print(
                 f"  server pid {info.pid}, port {info.port}; minted {len(info.fresh):,} fresh +"
@@ -446,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {'round':>5}  {'phase':<12} {'calls/s':>9} {'server us/call':>12}"
                 f" {'server CPU':>11} {'client CPU':>11} {'failures':>9}"
             )
-            results, failures, samples = asyncio.run(measure_server(info, args, server))
+            results, failures, samples = asyncio.run(measure_server(info, args, server, bare))
             print(
                 f"  (then part 3: the token lifecycle, {args.duration:g} s per operation,"
                 f" {LIFECYCLE_CONCURRENCY} calls in flight)"
@@ -457,10 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     info.pid,
                     duration=args.duration,
                     concurrency=LIFECYCLE_CONCURRENCY,
+                    bare=(bare.port, bare.pid),
                 )
             )
         finally:
+            os.sched_setaffinity(0, own_cpus)
             server.stop()
+            bare.stop()
     summary = summarise_server(results, failures)
     print_server_report(results, summary)
     print(f"  failed calls (warm-ups included): {failures}")
@@ -494,8 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{' client-bound;' if summary.starved else ''}"
         f" decode vs raw Ed25519: ours {_ratio(ratios[names[3]])},"
         f" PyJWT {_ratio(ratios[names[1]])}, PyJWT by kid {_ratio(ratios[names[2]])};"
-        f" issue(password) {lifecycle[1].rate:,.0f}/s, issue(client credentials)"
-        f" {lifecycle[2].rate:,.0f}/s, refresh {lifecycle[3].rate:,.0f}/s;"
+        f" issue(password) {lifecycle[2].rate:,.0f}/s, issue(client credentials)"
+        f" {lifecycle[3].rate:,.0f}/s, refresh {lifecycle[4].rate:,.0f}/s;"
         + (
             f" revocation lag p50 {propagated.quantile(0.5) * 1000:.1f} ms"
             f" p99 {propagated.quantile(0.99) * 1000:.1f} ms over {propagated.revocations};"

@@ -118,7 +118,8 @@ def _ext_authz_request(token: str) -> bytes:
         ("authorization", f"Bearer {token}"),
     ):
         http.headers[name] = value
-    return request.SerializeToString()
+    body: bytes = request.SerializeToString()
+    return body
 
 
 def _answered(http_port: int) -> tuple[int, int]:
