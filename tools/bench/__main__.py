@@ -25,10 +25,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tools.bench import client, floor, local, propagation, scaling
+from tools.bench import client, floor, local, pgrefresh, propagation, scaling, sustained
 from tools.bench.bare import BareServer
 from tools.bench.h2 import h2load
-from tools.bench.lifecycle import measure_lifecycle, print_lifecycle_report
+from tools.bench.lifecycle import LifecycleResult, measure_lifecycle, print_lifecycle_report
 from tools.bench.load import (
     VERIFY_METHOD,
     LoadGenerator,
@@ -40,6 +40,7 @@ from tools.bench.load import (
 )
 from tools.bench.processes import pinned
 from tools.bench.server import ECHO_METHOD
+from tools.bench.targets import Target, print_targets
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -52,6 +53,7 @@ MISS_RATE_BOUND = 6000
 READY_TIMEOUT = 180.0
 STOP_TIMEOUT = 10.0
 LIFECYCLE_CONCURRENCY = 16
+NO_H2LOAD = "h2load not found (Debian: apt-get install nghttp2-client)"
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
@@ -61,6 +63,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "local_rounds": 5,
         "local_seconds": 0.5,
         "revocations": 1000,
+        "sustained_seconds": 60.0,
+        "probe_seconds": 5.0,
+        "fill": 65_536,
     },
     "quick": {
         "rounds": 1,
@@ -69,6 +74,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "local_rounds": 3,
         "local_seconds": 0.2,
         "revocations": 100,
+        "sustained_seconds": 3.0,
+        "probe_seconds": 1.0,
+        "fill": 1024,
     },
 }
 
@@ -89,6 +97,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--revocations", type=int, help="revocations timed across replicas (1000, quick 100)"
     )
     parser.add_argument(
+        "--sustained-seconds", type=float, help="mixed load at 80%% of the maximum (60, quick 3)"
+    )
+    parser.add_argument("--probe-seconds", type=float, help="maximum of the mix probe (5, quick 1)")
+    parser.add_argument(
+        "--fill", type=int, help="never-seen tokens per worker's verify cache (65536, quick 1024)"
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("AUTHORITY_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
         help="PostgreSQL for the replica part (a scratch database is created and dropped)",
@@ -105,12 +120,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.fresh is None:
         needed = args.rounds * (args.warmup + args.duration) * MISS_RATE_BOUND
         args.fresh = max(5_000, math.ceil(needed / 1000) * 1000)
-    for name in ("rounds", "concurrency", "channels", "repeat", "local_rounds", "fresh"):
+    for name in ("rounds", "concurrency", "channels", "repeat", "local_rounds", "fresh", "fill"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("duration", "local_seconds"):
+    for name in ("duration", "local_seconds", "probe_seconds"):
         if not 0 < getattr(args, name) <= 60:
             parser.error(f"--{name.replace('_', '-')} must be in (0, 60]")
+    if not 0 < args.sustained_seconds <= 600:
+        parser.error("--sustained-seconds must be in (0, 600]")
     if not 0 <= args.warmup <= 10:
         parser.error("--warmup must be in [0, 10]")
     return args
@@ -388,10 +405,19 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_scale_parts(
-    args: argparse.Namespace,
-) -> tuple[propagation.PropagationResult | None, scaling.ScalingResult | None]:
-    """Parts 4 and 5, each skipped (saying why) where this machine cannot run it."""
+@dataclass
+class LaterParts:
+    """Parts 4 to 8; None where a part was skipped (it printed why)."""
+
+    client_local: client.LocalResult
+    propagated: propagation.PropagationResult | None = None
+    scaled: scaling.ScalingResult | None = None
+    refreshed: pgrefresh.RefreshResult | None = None
+    sustained: sustained.SustainedResult | None = None
+
+
+def run_later_parts(args: argparse.Namespace) -> LaterParts:
+    """Parts 4 to 8, each skipped (saying why) where this machine cannot run it."""
     print()
     print(
         "4. Revocation propagation across three replicas (PostgreSQL + Redis): from Revoke"
@@ -410,29 +436,50 @@ def run_scale_parts(
     client_local = client.run_local(args.local_rounds, args.local_seconds)
     client_watch = client.run_watch(args.revocations)
     client.print_client_report(client_local, client_watch)
+    later = LaterParts(client_local, propagated)
 
     print()
     print("6. Many cores: Verify (repeat token) with --workers 1 and 2, load from h2load")
-    scaled = None
     if h2load() is None:
-        print("  skipped: h2load not found (Debian: apt-get install nghttp2-client)")
+        print(f"  skipped: {NO_H2LOAD}")
     else:
-        scaled = scaling.run(args.rounds, args.duration)
-        scaling.print_scaling_report(scaled)
+        later.scaled = scaling.run(args.rounds, args.duration)
+        scaling.print_scaling_report(later.scaled)
 
+    print()
     print(
-        f"  summary: local verify {client_local.miss / client_local.raw:.2f}x raw (miss),"
-        f" {client_local.hit / client_local.raw:.0f}x (cached); watch lag"
-        f" p50 {client_watch.quantile(0.5) * 1000:.1f} ms p99"
-        f" {client_watch.quantile(0.99) * 1000:.1f} ms"
+        f"7. Refresh on PostgreSQL vs a bare asyncpg transaction of as many statements;"
+        f" {args.rounds} round(s) of {args.duration:g} s each, {pgrefresh.CONCURRENCY} in flight"
     )
-    return propagated, scaled
+    if problem:
+        print(f"  skipped: {problem}; set --database-url/--redis-url to run it")
+    else:
+        later.refreshed = pgrefresh.run(
+            args.database_url, args.redis_url, args.rounds, args.duration
+        )
+        pgrefresh.print_refresh_report(later.refreshed)
+
+    print()
+    print(
+        f"8. Sustained mixed load on --workers 2 (PostgreSQL + Redis) at"
+        f" {sustained.LOAD_SHARE:.0%} of its maximum for {args.sustained_seconds:g} s;"
+        " memory per cached token"
+    )
+    if problem:
+        print(f"  skipped: {problem}; set --database-url/--redis-url to run it")
+    else:
+        later.sustained = sustained.run(
+            args.database_url,
+            args.redis_url,
+            args.sustained_seconds,
+            args.probe_seconds,
+            args.fill,
+        )
+        sustained.print_sustained_report(later.sustained)
+    return later
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    started = time.monotonic()
+def print_banner() -> None:
     load_avg = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
         f"authority bench  {datetime.now(UTC):%Y-%m-%d %H:%M}Z  {os.cpu_count()} CPUs"
@@ -442,10 +489,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print("Ratios only: absolute numbers on this shared machine are not comparable across runs.")
     print()
+
+
+def run_floor_part(args: argparse.Namespace) -> floor.FloorResult | None:
+    """Part 0, skipped (saying why) without h2load."""
+    print(
+        f"0. The floor: a bare grpc.aio server process (no interceptors) next to `authority"
+        f" serve` (default settings); h2load, {floor.CONNECTIONS} connections x {floor.STREAMS}"
+        f" streams, 1 s warm-up + {args.duration:g} s per phase, {args.rounds} round(s)"
+    )
+    if h2load() is None:
+        print(f"  skipped: {NO_H2LOAD}")
+        return None
+    print(f"  {floor.cpu_plan()[2]}")
+    floor.print_header()
+    floored = floor.run(args.rounds, args.duration, 1.0)
+    floor.print_floor_report(floored)
+    return floored
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    started = time.monotonic()
+    print_banner()
+    floored = run_floor_part(args)
+    print()
     print(
         f"1. Server: Verify vs a bare echo RPC in one server process; {args.rounds} round(s) of"
-        f" echo, verify-miss, verify-hit, each {args.warmup:g} s warm-up + {args.duration:g} s;"
-        f" {args.concurrency} calls in flight on {args.channels} channels"
+        f" bare-echo (the floor process), echo, verify-miss, verify-hit, each {args.warmup:g} s"
+        f" warm-up + {args.duration:g} s; {args.concurrency} calls in flight on"
+        f" {args.channels} channels"
     )
     with tempfile.TemporaryDirectory(prefix="authority-bench-") as workdir:
         server_cpus, load_cpus, how = floor.cpu_plan()
@@ -507,8 +581,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_lifecycle_report(lifecycle)
     lifecycle_failures = sum(r.failures for r in lifecycle)
 
-    propagated, scaled = run_scale_parts(args)
+    later = run_later_parts(args)
 
+    print()
+    print("Issue 13: every ratio next to its target (measured in this run)")
+    raw_us = 1e6 / decoded[0].ops_per_second
+    print_targets(issue_targets(floored, summary, raw_us, {r.name: r for r in lifecycle}, later))
+    errors = (
+        (floored.errors if floored else 0)
+        + (later.refreshed.failures if later.refreshed else 0)
+        + (later.sustained.errors if later.sustained else 0)
+    )
+    print_summary(
+        summary,
+        decoded,
+        lifecycle,
+        later,
+        all_failures=failures + local_failures + lifecycle_failures + errors,
+        args=args,
+        started=started,
+    )
+    print(f"Rerun: {rerun_command(args)}")
+    return 1 if failures or local_failures or lifecycle_failures or errors else 0
+
+
+def print_summary(
+    summary: ServerSummary,
+    decoded: list[local.VariantResult],
+    lifecycle: list[LifecycleResult],
+    later: LaterParts,
+    *,
+    all_failures: int,
+    args: argparse.Namespace,
+    started: float,
+) -> None:
+    """The one-line summary of the run (older parts' headline numbers)."""
+    propagated, scaled = later.propagated, later.scaled
     ratios = {r.name: r.ratio_to_raw for r in decoded}
     names = [r.name for r in decoded]
     print()
@@ -534,11 +642,92 @@ def main(argv: Sequence[str] | None = None) -> int:
             if scaled
             else " scaling skipped;"
         )
-        + f" failures {failures + local_failures + lifecycle_failures}; {os.cpu_count()} CPUs,"
-        f" {args.rounds}x{args.duration:g}s, {time.monotonic() - started:.0f}s total."
+        + f" failures {all_failures};"
+        f" {os.cpu_count()} CPUs, {args.rounds}x{args.duration:g}s,"
+        f" {time.monotonic() - started:.0f}s total."
     )
-    print(f"Rerun: {rerun_command(args)}")
-    return 1 if failures or local_failures or lifecycle_failures else 0
+
+
+def issue_targets(
+    floored: floor.FloorResult | None,
+    summary: ServerSummary,
+    raw_us: float,
+    lifecycle: dict[str, LifecycleResult],
+    later: LaterParts,
+) -> list[Target]:
+    """The rows of the closing table, in the order of issue 13."""
+    bare = lifecycle["bare echo (floor process)"].cpu_per_call
+
+    def times_bare(name: str) -> float | None:
+        per_call = lifecycle[name].cpu_per_call
+        return per_call / bare if per_call is not None and bare else None
+
+    extra = summary.miss_extra_us
+    local_raw = later.client_local.raw
+    fill = later.sustained.memory if later.sustained else []
+    rows = [
+        Target(
+            "Health/Check vs bare Health/Check, calls/s (h2load)",
+            floored.ratio("authority health") if floored else None,
+            0.95,
+        ),
+        Target(
+            "Verify, repeated token, vs bare Health/Check (h2load)",
+            floored.ratio("verify repeat") if floored else None,
+            0.90,
+        ),
+        Target(
+            "ext_authz Check, valid token, vs bare Health/Check (h2load)",
+            floored.ratio("ext_authz") if floored else None,
+            0.85,
+        ),
+        Target(
+            "cache-miss Verify CPU above bare echo, in raw verifies",
+            extra / raw_us if extra is not None else None,
+            1.25,
+            at_least=False,
+            note=f"({_us(extra)} us above bare {_us(summary.bare_us)} us; raw Ed25519"
+            f" {raw_us:.0f} us)",
+        ),
+        Target(
+            "client-credentials Issue CPU, x bare echo",
+            times_bare("issue: client credentials"),
+            2.0,
+            at_least=False,
+        ),
+        Target("Refresh on SQLite CPU, x bare echo", times_bare("refresh"), 2.5, at_least=False),
+        Target(
+            "Refresh on PostgreSQL vs bare asyncpg transaction, calls/s",
+            later.refreshed.ratio if later.refreshed else None,
+            0.5,
+        ),
+        Target(
+            "LocalVerifier never-seen token vs raw verify",
+            later.client_local.miss / local_raw,
+            0.85,
+        ),
+        Target(
+            "LocalVerifier repeated token vs raw verify", later.client_local.hit / local_raw, 10
+        ),
+        Target(
+            "sustained load errors",
+            float(later.sustained.errors) if later.sustained else None,
+            0,
+            at_least=False,
+            unit="",
+        ),
+    ]
+    rows += [
+        Target(
+            f"bytes per cached token, worker {m.pid} ({m.tokens:,} tokens)",
+            m.per_token,
+            sustained.TARGET_BYTES_PER_TOKEN,
+            at_least=False,
+            unit="B",
+        )
+        for m in fill
+    ]
+    return rows
 
 
 if __name__ == "__main__":

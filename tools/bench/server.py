@@ -68,7 +68,8 @@ async def serve(out: Path, data_dir: Path, fresh: int, repeat: int, watch_stdin:
         source_attempts_per_minute=10**9,
         lockout_threshold=10**9,
         kek=None,
-        log_level="warning",
+        # The default: one rpc log line per call is part of what every call costs.
+        log_level="info",
     )
     settings.validate()
     authority = Authority(settings, extra_handlers=[echo_handler()])
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "--watch-stdin", action="store_true", help="exit when stdin reaches EOF (parent gone)"
     )
     args = parser.parse_args(argv)
-    configure_logging(fmt="json", level="warning")
+    configure_logging(fmt="json", level="info")
     with contextlib.ExitStack() as stack:
         data_dir = args.data_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="authority-bench-"))
