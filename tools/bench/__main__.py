@@ -69,7 +69,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "rounds": 1,
-        "duration": 1.5,
+        "duration": 1.0,
         "warmup": 0.3,
         "local_rounds": 3,
         "local_seconds": 0.2,
@@ -425,17 +425,21 @@ def run_later_parts(args: argparse.Namespace) -> LaterParts:
     )
     problem = propagation.services_problem(args.database_url, args.redis_url)
     propagated = None
+    started = time.monotonic()
     if problem:
         print(f"  skipped: {problem}; set --database-url/--redis-url to run it")
     else:
         propagated = propagation.run(args.database_url, args.redis_url, args.revocations)
         propagation.print_propagation_report(propagated)
+        _took(started)
 
     print()
     print("5. Client library: local verification vs raw Ed25519, and the watch stream")
+    started = time.monotonic()
     client_local = client.run_local(args.local_rounds, args.local_seconds)
     client_watch = client.run_watch(args.revocations)
     client.print_client_report(client_local, client_watch)
+    _took(started)
     later = LaterParts(client_local, propagated)
 
     print()
@@ -443,8 +447,10 @@ def run_later_parts(args: argparse.Namespace) -> LaterParts:
     if h2load() is None:
         print(f"  skipped: {NO_H2LOAD}")
     else:
+        started = time.monotonic()
         later.scaled = scaling.run(args.rounds, args.duration)
         scaling.print_scaling_report(later.scaled)
+        _took(started)
 
     print()
     print(
@@ -454,10 +460,12 @@ def run_later_parts(args: argparse.Namespace) -> LaterParts:
     if problem:
         print(f"  skipped: {problem}; set --database-url/--redis-url to run it")
     else:
+        started = time.monotonic()
         later.refreshed = pgrefresh.run(
             args.database_url, args.redis_url, args.rounds, args.duration
         )
         pgrefresh.print_refresh_report(later.refreshed)
+        _took(started)
 
     print()
     print(
@@ -468,6 +476,7 @@ def run_later_parts(args: argparse.Namespace) -> LaterParts:
     if problem:
         print(f"  skipped: {problem}; set --database-url/--redis-url to run it")
     else:
+        started = time.monotonic()
         later.sustained = sustained.run(
             args.database_url,
             args.redis_url,
@@ -476,7 +485,12 @@ def run_later_parts(args: argparse.Namespace) -> LaterParts:
             args.fill,
         )
         sustained.print_sustained_report(later.sustained)
+        _took(started)
     return later
+
+
+def _took(started: float) -> None:
+    print(f"  (this part took {time.monotonic() - started:.0f} s)")
 
 
 def print_banner() -> None:
@@ -496,15 +510,18 @@ def run_floor_part(args: argparse.Namespace) -> floor.FloorResult | None:
     print(
         f"0. The floor: a bare grpc.aio server process (no interceptors) next to `authority"
         f" serve` (default settings); h2load, {floor.CONNECTIONS} connections x {floor.STREAMS}"
-        f" streams, 1 s warm-up + {args.duration:g} s per phase, {args.rounds} round(s)"
+        f" streams, {0.5 if args.quick else 1:g} s warm-up + {args.duration:g} s per phase,"
+        f" {args.rounds} round(s)"
     )
     if h2load() is None:
         print(f"  skipped: {NO_H2LOAD}")
         return None
     print(f"  {floor.cpu_plan()[2]}")
     floor.print_header()
-    floored = floor.run(args.rounds, args.duration, 1.0)
+    started = time.monotonic()
+    floored = floor.run(args.rounds, args.duration, 0.5 if args.quick else 1.0)
     floor.print_floor_report(floored)
+    _took(started)
     return floored
 
 
@@ -521,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" warm-up + {args.duration:g} s; {args.concurrency} calls in flight on"
         f" {args.channels} channels"
     )
+    part_started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="authority-bench-") as workdir:
         server_cpus, load_cpus, how = floor.cpu_plan()
         server = ServerProcess(Path(workdir), args.fresh, args.repeat, server_cpus)
@@ -558,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bare=(bare.port, bare.pid),
                 )
             )
+            lifecycle_done = time.monotonic()
         finally:
             os.sched_setaffinity(0, own_cpus)
             server.stop()
@@ -579,19 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("3. Token lifecycle on the embedded default (measured in part 1's server, after it)")
     print_lifecycle_report(lifecycle)
+    print(f"  (parts 1 and 3 took {lifecycle_done - part_started:.0f} s)")
     lifecycle_failures = sum(r.failures for r in lifecycle)
 
     later = run_later_parts(args)
 
-    print()
-    print("Issue 13: every ratio next to its target (measured in this run)")
-    raw_us = 1e6 / decoded[0].ops_per_second
-    print_targets(issue_targets(floored, summary, raw_us, {r.name: r for r in lifecycle}, later))
-    errors = (
-        (floored.errors if floored else 0)
-        + (later.refreshed.failures if later.refreshed else 0)
-        + (later.sustained.errors if later.sustained else 0)
-    )
+    errors = report_issue(floored, summary, decoded[0], lifecycle, later)
     print_summary(
         summary,
         decoded,
@@ -645,6 +657,25 @@ def print_summary(
         + f" failures {all_failures};"
         f" {os.cpu_count()} CPUs, {args.rounds}x{args.duration:g}s,"
         f" {time.monotonic() - started:.0f}s total."
+    )
+
+
+def report_issue(
+    floored: floor.FloorResult | None,
+    summary: ServerSummary,
+    raw: local.VariantResult,
+    lifecycle: list[LifecycleResult],
+    later: LaterParts,
+) -> int:
+    """Print the closing table; returns the errors of the parts that gate on them."""
+    print()
+    print("Issue 13: every ratio next to its target (measured in this run)")
+    raw_us = 1e6 / raw.ops_per_second
+    print_targets(issue_targets(floored, summary, raw_us, {r.name: r for r in lifecycle}, later))
+    return (
+        (floored.errors if floored else 0)
+        + (later.refreshed.failures if later.refreshed else 0)
+        + (later.sustained.errors if later.sustained else 0)
     )
 
 

@@ -7,7 +7,6 @@ server's own counters for errors (``authority_rpc_requests`` by code).
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import subprocess
@@ -64,8 +63,8 @@ def run_h2load(
         raise RuntimeError("h2load not found")
     command = [
         tool,
-        f"--duration={max(1, math.ceil(seconds))}",
-        f"--warm-up-time={max(0, math.ceil(warmup))}",
+        f"--duration={max(100, round(seconds * 1000))}ms",
+        f"--warm-up-time={max(0, round(warmup * 1000))}ms",
         f"--clients={connections}",
         f"--max-concurrent-streams={streams}",
         "--threads=1",

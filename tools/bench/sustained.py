@@ -72,6 +72,7 @@ class SustainedResult:
     seconds: float
     ops: dict[str, OpStats]
     late_p99: float  # seconds the generator sent behind schedule, p99
+    late_max: float
     memory: list[Memory]
     samples: list[str]
     fresh_exhausted: bool
@@ -262,8 +263,8 @@ async def _probe(traffic: _Traffic, seconds: float) -> float:
     return rate
 
 
-async def _open_loop(traffic: _Traffic, rate: float, seconds: float) -> tuple[float, float]:
-    """Send the mix at ``rate`` for ``seconds``: (calls/s sent, p99 lateness in s)."""
+async def _open_loop(traffic: _Traffic, rate: float, seconds: float) -> tuple[float, float, float]:
+    """Send the mix at ``rate`` for ``seconds``: (calls/s sent, p99 and max lateness in s)."""
     count = max(1, int(rate * seconds))
     plan = weighted_plan(MIX, count)
     tasks: set[asyncio.Task[None]] = set()
@@ -283,7 +284,7 @@ async def _open_loop(traffic: _Traffic, rate: float, seconds: float) -> tuple[fl
     sent = count / (time.perf_counter() - started)
     await asyncio.gather(*tasks)
     late.sort()
-    return sent, percentile(late, 0.99)
+    return sent, percentile(late, 0.99), late[-1]
 
 
 async def _issue_many(
@@ -354,8 +355,8 @@ async def _measure(served: Served, seconds: float, probe: float, fill: int) -> S
         )
         repeat, revocable, fresh = (
             tokens[:REPEAT],
-            tokens[REPEAT : REPEAT + 500],
-            tokens[REPEAT + 500 :],
+            tokens[REPEAT:-fill],
+            tokens[-fill:],
         )
         workers = await _channel_per_worker(served)
         for channel in workers.values():  # the repeat tokens are cached in every worker
@@ -377,7 +378,7 @@ async def _measure(served: Served, seconds: float, probe: float, fill: int) -> S
             f" {maximum:,.0f} calls/s; now {seconds:g} s at {offered:,.0f} calls/s",
             flush=True,
         )
-        achieved, late = await _open_loop(traffic, offered, seconds)
+        achieved, late, late_max = await _open_loop(traffic, offered, seconds)
         started = time.perf_counter()
         for channel in workers.values():
             await _fill(channel, fresh)
@@ -402,6 +403,7 @@ async def _measure(served: Served, seconds: float, probe: float, fill: int) -> S
             seconds,
             traffic.ops,
             late,
+            late_max,
             memory,
             samples,
             traffic.fresh_exhausted,
@@ -434,7 +436,8 @@ def print_sustained_report(result: SustainedResult) -> None:
     print(
         f"  sent {result.achieved:,.0f} calls/s of {result.offered:,.0f} asked"
         f" ({result.achieved / result.maximum:.0%} of the maximum); generator behind schedule"
-        f" p99 {result.late_p99 * 1000:.1f} ms (counted in the latencies)"
+        f" p99 {result.late_p99 * 1000:.1f} ms, max {result.late_max * 1000:.1f} ms (counted in the"
+        " latencies)"
     )
     print(f"  {'RPC':<14} {'calls':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>7}")
     for name, stats in result.ops.items():
