@@ -380,8 +380,7 @@ async def _measure(served: Served, seconds: float, probe: float, fill: int) -> S
         )
         achieved, late, late_max = await _open_loop(traffic, offered, seconds)
         started = time.perf_counter()
-        for channel in workers.values():
-            await _fill(channel, fresh)
+        await asyncio.gather(*(_fill(channel, fresh) for channel in workers.values()))
         print(
             f"  filled {len(workers)} worker cache(s) with {len(fresh):,} never-seen tokens each"
             f" in {time.perf_counter() - started:.1f} s",
