@@ -82,9 +82,15 @@ async def _timed(
 
 
 async def measure_lifecycle(
-    port: int, pid: int, *, duration: float, concurrency: int
+    port: int, pid: int, *, duration: float, concurrency: int, bare: tuple[int, int]
 ) -> list[LifecycleResult]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    """The rows of part 3; the first is the bare server's echo (``bare``: its port and
+    pid), the second the in-process echo, both as the ratios' denominators."""
+    bare_port, bare_pid = bare
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{bare_port}") as bare_channel,
+    ):
         tokens = token_pb2_grpc.TokenServiceStub(channel)
         admin = admin_pb2_grpc.AdminServiceStub(channel)
         metadata = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -107,7 +113,16 @@ async def measure_lifecycle(
             request_serializer=token_pb2.VerifyRequest.SerializeToString,
             response_deserializer=token_pb2.VerifyResponse.FromString,
         )
+        bare_echo = bare_channel.unary_unary(
+            ECHO_METHOD,
+            request_serializer=token_pb2.VerifyRequest.SerializeToString,
+            response_deserializer=token_pb2.VerifyResponse.FromString,
+        )
         echo_request = token_pb2.VerifyRequest(token="x" * 400)
+
+        async def call_bare_echo() -> None:
+            await bare_echo(echo_request)
+
         password_request = token_pb2.IssueRequest(
             password=token_pb2.PasswordGrant(principal=PRINCIPAL, password=PASSWORD)
         )
@@ -153,6 +168,12 @@ async def measure_lifecycle(
             ("refresh", refreshers),
         ]
         results = []
+        bare_plan: list[tuple[str, Sequence[Worker]]] = [
+            ("bare echo (floor process)", [call_bare_echo] * concurrency)
+        ]
+        for name, workers in bare_plan:
+            await _timed(name, bare_pid, workers, min(0.5, duration))  # warm-up, not reported
+            results.append(await _timed(name, bare_pid, workers, duration))
         for name, workers in plan:
             await _timed(name, pid, workers, min(0.5, duration))  # warm-up, not reported
             results.append(await _timed(name, pid, workers, duration))
@@ -173,14 +194,20 @@ async def measure_lifecycle(
 
 def print_lifecycle_report(results: list[LifecycleResult]) -> None:
     """The table; the last two rows compare Verify alone and during a login flood."""
-    echo = results[0].cpu_per_call
-    header = ("operation", "calls/s", "server us/call", "x echo CPU", "failures")
-    print("  {:<26} {:>9} {:>15} {:>11} {:>9}".format(*header))
+    bare, echo = results[0].cpu_per_call, results[1].cpu_per_call
+    header = ("operation", "calls/s", "server us/call", "x echo CPU", "x bare CPU", "failures")
+    print("  {:<26} {:>9} {:>15} {:>11} {:>11} {:>9}".format(*header))
     for result in results:
         per_call = result.cpu_per_call
         us = f"{per_call * 1e6:,.0f}" if per_call is not None else "n/a"
-        times = f"{per_call / echo:.1f}x" if per_call is not None and echo else "n/a"
-        print(f"  {result.name:<26} {result.rate:>9,.0f} {us:>15} {times:>11} {result.failures:>9}")
+        times = [
+            f"{per_call / base:.1f}x" if per_call is not None and base else "n/a"
+            for base in (echo, bare)
+        ]
+        print(
+            f"  {result.name:<26} {result.rate:>9,.0f} {us:>15} {times[0]:>11} {times[1]:>11}"
+            f" {result.failures:>9}"
+        )
     alone, flooded = results[-2], results[-1]
     if alone.rate:
         print(

@@ -8,12 +8,7 @@ need most of a core itself and hide the second worker. Rounds interleave
 
 from __future__ import annotations
 
-import math
-import re
-import shutil
 import statistics
-import struct
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,12 +18,12 @@ from authority_client import AuthorityClient
 
 from authority.v1 import token_pb2
 from tools.bench.cpu import process_cpu_seconds
+from tools.bench.h2 import h2load, run_h2load
 from tools.bench.processes import BENCH_ADMIN_TOKEN, Served
+from tools.bench.stats import grpc_frame
 
 PASSWORD = "bench passphrase that is long enough"
-_RATE = re.compile(r"finished in [\d.]+\w*, ([\d.]+) req/s")
-_STATUS = re.compile(r"status codes: (\d+) 2xx")
-_REQUESTS = re.compile(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded")
+VERIFY_PATH = "/authority.v1.TokenService/Verify"
 
 
 @dataclass(frozen=True)
@@ -40,38 +35,8 @@ class ScalingResult:
         return statistics.median(self.rates[workers])
 
 
-def h2load() -> str | None:
-    return shutil.which("h2load")
-
-
-def _grpc_frame(message: bytes) -> bytes:
-    return b"\x00" + struct.pack(">I", len(message)) + message
-
-
 def _load(tool: str, port: int, body: Path, seconds: float, connections: int) -> float:
-    command = [
-        tool,
-        f"--duration={max(2, math.ceil(seconds))}",
-        "--warm-up-time=1",
-        f"--clients={connections}",
-        "--max-concurrent-streams=16",
-        "--threads=1",
-        "--header=content-type: application/grpc",
-        "--header=te: trailers",
-        f"--data={body}",
-        f"http://127.0.0.1:{port}/authority.v1.TokenService/Verify",
-    ]
-    output = subprocess.run(  # noqa: S603 - a fixed command line
-        command, capture_output=True, text=True, check=False, timeout=seconds + 30
-    ).stdout
-    rate, requests, statuses = (
-        _RATE.search(output),
-        _REQUESTS.search(output),
-        _STATUS.search(output),
-    )
-    if not (rate and requests and statuses) or requests.group(1) != requests.group(2):
-        raise RuntimeError(f"h2load did not complete cleanly:\n{output[-800:]}")
-    return float(rate.group(1))
+    return run_h2load(port, VERIFY_PATH, body, seconds, connections=connections).rate
 
 
 def _cpu(pids: list[int]) -> float:
@@ -92,7 +57,7 @@ def _serve_and_load(
                         if fresh.verify(token).result != token_pb2.VERIFY_RESULT_VALID:
                             raise RuntimeError("the bench token did not verify")
             body = Path(workdir) / "verify.bin"
-            body.write_bytes(_grpc_frame(token_pb2.VerifyRequest(token=token).SerializeToString()))
+            body.write_bytes(grpc_frame(token_pb2.VerifyRequest(token=token).SerializeToString()))
             before, started = _cpu(served.pids), time.perf_counter()
             rate = _load(tool, served.grpc_port, body, seconds, connections)
             cores = (_cpu(served.pids) - before) / (time.perf_counter() - started)

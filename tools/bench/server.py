@@ -22,39 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from authority.app import Authority
 from authority.config import Settings
 from authority.domain.clients import GrantType, authorize
 from authority.observability.logging import configure_logging
 from authority.services.clients import default_client
-from authority.v1 import token_pb2
+from tools.bench.echo import ECHO_METHOD, echo_handler
 
 ADMIN_TOKEN = "bench-admin-" + "x" * 40
-ECHO_SERVICE = "bench.v1.Echo"
-ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
-
-
-async def _echo(
-    request: token_pb2.VerifyRequest, context: grpc.aio.ServicerContext[Any, Any]
-) -> token_pb2.VerifyResponse:
-    """Deserialise the same request as Verify and answer with a message of similar size."""
-    return token_pb2.VerifyResponse(detail=request.token)
-
-
-def echo_handler() -> grpc.GenericRpcHandler:
-    """The bare RPC that Verify is measured against."""
-    return grpc.method_handlers_generic_handler(
-        ECHO_SERVICE,
-        {
-            "Echo": grpc.unary_unary_rpc_method_handler(
-                _echo,
-                request_deserializer=token_pb2.VerifyRequest.FromString,
-                response_serializer=token_pb2.VerifyResponse.SerializeToString,
-            )
-        },
-    )
+__all__ = ["ADMIN_TOKEN", "ECHO_METHOD", "echo_handler", "serve"]
 
 
 def _write_atomically(path: Path, document: dict[str, Any]) -> None:
@@ -92,7 +68,8 @@ async def serve(out: Path, data_dir: Path, fresh: int, repeat: int, watch_stdin:
         source_attempts_per_minute=10**9,
         lockout_threshold=10**9,
         kek=None,
-        log_level="warning",
+        # The default: one rpc log line per call is part of what every call costs.
+        log_level="info",
     )
     settings.validate()
     authority = Authority(settings, extra_handlers=[echo_handler()])
@@ -149,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "--watch-stdin", action="store_true", help="exit when stdin reaches EOF (parent gone)"
     )
     args = parser.parse_args(argv)
-    configure_logging(fmt="json", level="warning")
+    configure_logging(fmt="json", level="info")
     with contextlib.ExitStack() as stack:
         data_dir = args.data_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="authority-bench-"))

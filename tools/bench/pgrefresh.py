@@ -1,0 +1,190 @@
+"""Part 7 of ``make bench``: Refresh on PostgreSQL next to a bare asyncpg transaction.
+
+One ``authority serve`` on a fresh database (PostgreSQL + Redis, as in production) runs
+Refresh with 16 calls in flight, each on its own session chain. In the same run, on the
+same database, 16 asyncpg tasks over a pool of the server's size (10) run the bare
+transaction: the statements one refresh makes (read from authority/store/facets:
+``find_refresh``'s SELECT, ``get_principal``'s SELECT, ``consume_refresh``'s UPDATE, its
+INSERT of the successor and its INSERT of the outbox event; the default client is
+built in, so no client row is read) and a commit. Rounds interleave the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+
+from authority.v1 import admin_pb2, admin_pb2_grpc, token_pb2, token_pb2_grpc
+from tools.bench.processes import BENCH_ADMIN_TOKEN, Served
+
+CONCURRENCY = 16
+POOL_SIZE = 10  # the server's asyncpg pool (authority/store/postgres/database.py)
+STATEMENTS = 5
+PASSWORD = "bench passphrase that is long enough"
+KEK = "YmVuY2gta2VrLWJlbmNoLWtlay1iZW5jaC1rZWstMzI"
+ROWS = 10_000
+TARGET = 0.5
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    refresh: list[float]  # calls/s per round
+    bare: list[float]  # transactions/s per round
+    failures: int
+
+    @property
+    def ratios(self) -> list[float]:
+        return [r / b for r, b in zip(self.refresh, self.bare, strict=True) if b]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def production_env(database_url: str, redis_url: str, name: str) -> dict[str, str]:
+    """The environment of a server on database ``name`` with Redis keys under ``name``."""
+    return {
+        "AUTHORITY_DATABASE_URL": database_url_for(database_url, name),
+        "AUTHORITY_REDIS_URL": redis_url,
+        "AUTHORITY_REDIS_PREFIX": name,
+        "AUTHORITY_ISSUER": "https://bench.example.test",
+        "AUTHORITY_KEK": KEK,
+    }
+
+
+def database_url_for(database_url: str, name: str) -> str:
+    return urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+
+
+async def admin_sql(database_url: str, statement: str) -> None:
+    connection = await asyncpg.connect(database_url, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _closed_loop(step: Callable[[int], Awaitable[None]], seconds: float) -> tuple[float, int]:
+    """Run ``CONCURRENCY`` copies of ``step(i)`` in a loop for ``seconds``: (per s, failures)."""
+    stop = asyncio.Event()
+    done, failed = [0], [0]
+
+    async def loop(index: int) -> None:
+        while not stop.is_set():
+            try:
+                await step(index)
+                done[0] += 1
+            except (grpc.aio.AioRpcError, asyncpg.PostgresError):
+                failed[0] += 1
+
+    tasks = [asyncio.create_task(loop(i)) for i in range(CONCURRENCY)]
+    await asyncio.sleep(seconds * 0.2)  # warm-up, not counted
+    first, started = done[0], time.perf_counter()
+    await asyncio.sleep(seconds)
+    count, elapsed = done[0] - first, time.perf_counter() - started
+    stop.set()
+    await asyncio.gather(*tasks)
+    return count / elapsed, failed[0]
+
+
+async def _measure(served: Served, dsn: str, rounds: int, seconds: float) -> RefreshResult:
+    async with grpc.aio.insecure_channel(served.target) as channel:
+        tokens = token_pb2_grpc.TokenServiceStub(channel)
+        await admin_pb2_grpc.AdminServiceStub(channel).CreatePrincipal(
+            admin_pb2.CreatePrincipalRequest(name="bench", password=PASSWORD),
+            metadata=(("authorization", f"Bearer {BENCH_ADMIN_TOKEN}"),),
+        )
+        login = token_pb2.IssueRequest(
+            password=token_pb2.PasswordGrant(principal="bench", password=PASSWORD)
+        )
+        chains = [(await tokens.Issue(login)).tokens.refresh_token for _ in range(CONCURRENCY)]
+
+        async def refresh(index: int) -> None:
+            answer = await tokens.Refresh(token_pb2.RefreshRequest(refresh_token=chains[index]))
+            chains[index] = answer.tokens.refresh_token
+
+        pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    "CREATE TABLE bench_rows (k bytea PRIMARY KEY, v bytea NOT NULL,"
+                    " n integer NOT NULL, touched timestamptz);"
+                    " CREATE TABLE bench_log (id bigserial PRIMARY KEY, k bytea NOT NULL,"
+                    " at timestamptz NOT NULL)"
+                )
+                await conn.copy_records_to_table(
+                    "bench_rows",
+                    records=[(i.to_bytes(32, "big"), os.urandom(64), 0, None) for i in range(ROWS)],
+                    columns=["k", "v", "n", "touched"],
+                )
+            counter = [ROWS]
+
+            async def bare(index: int) -> None:
+                counter[0] += 1
+                new, key = counter[0].to_bytes(32, "big"), (counter[0] % ROWS).to_bytes(32, "big")
+                other = ((counter[0] * 7919) % ROWS).to_bytes(32, "big")
+                async with pool.acquire() as conn, conn.transaction():
+                    await conn.fetchrow("SELECT v, n FROM bench_rows WHERE k = $1", key)
+                    await conn.fetchrow("SELECT n FROM bench_rows WHERE k = $1", other)
+                    await conn.execute(
+                        "UPDATE bench_rows SET n = n + 1, touched = now() WHERE k = $1", key
+                    )
+                    await conn.execute(
+                        "INSERT INTO bench_rows (k, v, n) VALUES ($1, $2, 0)", new, os.urandom(64)
+                    )
+                    await conn.execute("INSERT INTO bench_log (k, at) VALUES ($1, now())", key)
+
+            refreshed: list[float] = []
+            bared: list[float] = []
+            failures = 0
+            for _ in range(rounds):
+                for step, rates in ((refresh, refreshed), (bare, bared)):
+                    rate, failed = await _closed_loop(step, seconds)
+                    rates.append(rate)
+                    failures += failed
+        finally:
+            await pool.close()
+    return RefreshResult(refreshed, bared, failures)
+
+
+def run(database_url: str, redis_url: str, rounds: int, seconds: float) -> RefreshResult:
+    name = f"bench_{uuid.uuid4().hex}"
+    asyncio.run(admin_sql(database_url, f'CREATE DATABASE "{name}"'))
+    try:
+        with tempfile.TemporaryDirectory(prefix="authority-bench-pgrefresh-") as workdir:
+            served = Served(
+                Path(workdir) / "data", production_env(database_url, redis_url, name)
+            ).wait_ready()
+            try:
+                return asyncio.run(
+                    _measure(served, database_url_for(database_url, name), rounds, seconds)
+                )
+            finally:
+                served.stop()
+    finally:
+        asyncio.run(admin_sql(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def print_refresh_report(result: RefreshResult) -> None:
+    for label, rates in (
+        ("Refresh (authority, PostgreSQL)", result.refresh),
+        (f"bare asyncpg transaction ({STATEMENTS} statements + commit)", result.bare),
+    ):
+        shown = ", ".join(f"{r:,.0f}" for r in rates)
+        print(f"  {label:<52} {statistics.median(rates):>8,.0f}/s  ({shown})")
+    verdict = "meets" if result.ratio >= TARGET else "BELOW"
+    print(
+        f"  Refresh / bare transaction: {result.ratio:.2f}x {verdict}  (target >= {TARGET}x);"
+        f" failures {result.failures}"
+    )
