@@ -170,7 +170,9 @@ def _stop(server: ServerProcess) -> None:
         time.sleep(0.01)
     assert code == 0, "\n".join(server.lines[-30:])
     assert any("authority.stopped" in line for line in server.lines)
-    assert not any("stop_overran" in line or "tasks_abandoned" in line for line in server.lines)
+    # A step may overrun its own bound on a starved machine (it is then cancelled and the
+    # stop goes on: that is the bound working); a task that would not even die is a bug.
+    assert not any("tasks_abandoned" in line for line in server.lines)
     assert elapsed <= BOUND
 
 
