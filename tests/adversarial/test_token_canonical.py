@@ -18,10 +18,10 @@ import grpc
 import pytest
 from authority_client import LocalVerifier
 from authority_client import verifier as client_verifier
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from hypothesis import given
 from hypothesis import strategies as st
 
+from authority.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authority.jose.jws import P256_ORDER
 from authority.tokens import jws
 from authority.v1 import token_pb2

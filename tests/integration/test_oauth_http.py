@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import grpc
 import jwt
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from authority.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authority.v1 import admin_pb2, token_pb2
 from tests.integration.server import ServerProcess
 

@@ -12,14 +12,14 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authority.api import ext_authz
 from authority.crypto import generate_private_key, public_jwk
 from authority.domain.clock import ManualClock
 from authority.domain.keys import Algorithm
 from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
+from authority.envoy.config.core.v3 import base_pb2
+from authority.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authority.tokens.jws import SigningKey, VerificationKey, sign
 from authority.tokens.verifier import TokenVerifier
 

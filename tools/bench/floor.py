@@ -22,9 +22,9 @@ from pathlib import Path
 
 import grpc
 from authority_client import AuthorityClient
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2
 
+from authority.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authority.v1 import token_pb2
 from tools.bench.bare import HEALTH_CHECK_METHOD, BareServer
 from tools.bench.cpu import process_cpu_seconds
