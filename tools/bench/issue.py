@@ -117,9 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     info.port,
                     info.pid,
                     (bare.port, bare.pid),
-                    args.rounds,
-                    args.duration,
-                    args.hold,
+                    rounds=args.rounds,
+                    duration=args.duration,
+                    hold=args.hold,
                 )
             )
         finally:
