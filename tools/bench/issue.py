@@ -2,7 +2,8 @@
 
 For iterating on the Issue path (issue 13, item 4) without the whole of ``make bench``;
 the same server, pinning and workers as part 3, interleaved rounds, ratios per round.
-``--hold SECONDS`` keeps issuing that long first (e.g. under ``py-spy record``).
+``--hold SECONDS`` keeps issuing that long first (e.g. under ``py-spy record``);
+``--fresh N`` fills the verify cache with N tokens first, as part 1 of the bench does.
 
 Run: ``.venv/bin/python -m tools.bench.issue [--rounds 3] [--duration 2] [--hold 0]``.
 """
@@ -70,13 +71,25 @@ async def _issuer(channel: grpc.aio.Channel) -> Worker:
 
 
 async def measure(
-    port: int, pid: int, bare: tuple[int, int], *, rounds: int, duration: float, hold: float
+    port: int,
+    pid: int,
+    bare: tuple[int, int],
+    *,
+    rounds: int,
+    duration: float,
+    hold: float,
+    fresh: list[str],
 ) -> list[list[LifecycleResult]]:
     async with (
         grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
         grpc.aio.insecure_channel(f"127.0.0.1:{bare[0]}") as bare_channel,
     ):
         issue = await _issuer(channel)
+        verify = token_pb2_grpc.TokenServiceStub(channel).Verify
+        for start in range(0, len(fresh), 200):
+            await asyncio.gather(
+                *(verify(token_pb2.VerifyRequest(token=t)) for t in fresh[start : start + 200])
+            )
         plan: list[tuple[str, int, Worker]] = [
             ("bare echo", bare[1], _echo(bare_channel)),
             ("echo", pid, _echo(channel)),
@@ -101,11 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--hold", type=float, default=0.0)
+    parser.add_argument("--fresh", type=int, default=1)
     args = parser.parse_args(argv)
     server_cpus, load_cpus, how = floor.cpu_plan()
     print(how)
     with tempfile.TemporaryDirectory(prefix="authority-bench-issue-") as workdir:
-        server = ServerProcess(Path(workdir), 1, 1, server_cpus)
+        server = ServerProcess(Path(workdir), args.fresh, 1, server_cpus)
         bare = BareServer(server_cpus)
         own = os.sched_getaffinity(0)
         try:
@@ -120,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rounds=args.rounds,
                     duration=args.duration,
                     hold=args.hold,
+                    fresh=info.fresh if args.fresh > 1 else [],
                 )
             )
         finally:
