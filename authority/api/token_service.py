@@ -14,6 +14,7 @@ from authority.api.request_context import source_address
 from authority.domain.bounds import check_revocation_value
 from authority.domain.clock import Clock
 from authority.domain.errors import InvalidArgument
+from authority.domain.events import current_request
 from authority.domain.exchange import ACCESS_TOKEN
 from authority.domain.revocation import RevocationKind
 from authority.domain.sources import source_key
@@ -79,10 +80,11 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
         self, request: token_pb2.IssueRequest, context: Context
     ) -> token_pb2.IssueResponse:
         grant = request.WhichOneof("grant")
+        # The caller's address as ``rpc`` bound it for this call (no second parse).
         audience, scope, source = (
             list(request.audience),
             list(request.scope),
-            source_address(context),
+            current_request().source_address,
         )
         if grant == "password":
             pair = await self._grants.password.issue(

@@ -2,7 +2,13 @@
 
 Client secrets are 256-bit random values shown once; the store keeps SHA-256 only.
 Authentication compares digests in constant time and spends the same work on an
-unknown client id as on a known one.
+unknown client id as on a known one. It reads the client row on every call (shared by
+concurrent calls only through a read that starts after each of them: ``SharedReads``),
+so a rotation, disable or delete is seen by the next call on every replica.
+
+Why SHA-256 and not a password hash: a client secret is 256 random bits, so no
+dictionary or brute force can reach it and a deliberately slow hash would add cost
+without adding safety (argon2 is for the principals' passwords, chosen by people).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from authority.domain.errors import ClientUnauthenticated, InvalidArgument, NotF
 from authority.domain.events import CLIENT, Event, new_event
 from authority.domain.revocation import RevocationKind
 from authority.services.revocations import RevocationService
+from authority.services.shared_reads import SharedReads
 from authority.store.base import ClientStore
 
 log = structlog.get_logger(__name__)
@@ -51,6 +58,7 @@ class ClientService:
         max_access_ttl_seconds: float,
     ) -> None:
         self._store = store
+        self._reads: SharedReads[str, Client | None] = SharedReads(store.get_client)
         self._clock = clock
         self._default = default_client
         self._revocations = revocations
@@ -69,7 +77,7 @@ class ClientService:
             if require_secret:
                 raise ClientUnauthenticated(_BAD_CLIENT)
             return self._default
-        client = await self._store.get_client(client_id)
+        client = await self._reads.get(client_id)
         expected = client.secret_hash if client is not None and client.confidential else None
         presented = secret_digest(secret)
         matches = hmac.compare_digest(presented, expected or _DUMMY_DIGEST)

@@ -34,6 +34,7 @@ from authority.domain.throttle import Throttled
 from authority.domain.tokens import AccessClaims, Verification
 from authority.ports.attempts import AttemptGate
 from authority.services.clients import ClientService
+from authority.services.group_commit import GroupCommit
 from authority.services.minter import TokenMinter, TokenPair
 from authority.services.passwords import PasswordHasher
 from authority.store.base import Store
@@ -193,11 +194,13 @@ class ClientAuthenticator:
 
 
 class ClientCredentialsGrant:
-    """A client acting for itself: an access token whose subject is the client."""
+    """A client acting for itself: an access token whose subject is the client. Nothing is
+    stored but the ``token.issued`` event, committed before the token is returned; the
+    events of concurrent calls share a transaction (``GroupCommit``)."""
 
     def __init__(self, *, minter: TokenMinter, store: Store, clients: ClientAuthenticator) -> None:
         self._minter = minter
-        self._store = store
+        self._events = GroupCommit(store.append_events)
         self._clients = clients
 
     async def issue(
@@ -213,8 +216,8 @@ class ClientCredentialsGrant:
         grant = authorize(client, GrantType.CLIENT_CREDENTIALS, audience=audience, scope=scope)
         # No session: the token carries no `sid` (RFC 9068; deploy/envoy relies on it).
         pair = self._minter.access_only(client.id, client, grant, {}, session=False)
-        await self._store.append_events(
-            (self._minter.issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS),)
+        await self._events.append(
+            self._minter.issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS)
         )
         return pair
 
