@@ -1,0 +1,209 @@
+"""The per-RPC ``rpc`` line: one per call, with its request id, and no secret in it.
+
+While ``configure_logging``'s JSON chain is structlog's, the line is rendered here, as
+that chain would render it, byte for byte: the bound context variables (the request id)
+first, then method, peer, principal, latency_ms, code, event, level, timestamp, and
+trace_id and span_id inside a span; every key is checked and every value scrubbed by the
+same redaction (``sensitive_key``, ``scrub``). That skips, per call, the bound logger's
+copy and the generic processor walk, which cost more than all the rest of a call's
+bookkeeping. The line is written without a flush (``STDOUT.write_soon``): it reaches
+stdout within ``FLUSH_DELAY``. Under any other configuration (the console renderer, a
+test's own chain) the line goes through structlog as any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import contextvars
+import json
+import logging
+import time
+from json.encoder import encode_basestring_ascii
+from typing import Any
+
+import grpc
+import structlog
+from structlog.typing import Processor
+
+from authority.observability.logging import (
+    REDACTED,
+    STDOUT,
+    JsonChain,
+    json_chain,
+    scrub,
+    sensitive_key,
+)
+
+log = structlog.get_logger("authority.rpc")
+
+EVENT = "rpc"
+# The line's own keys, after the context variables (a variable of the same name yields).
+FIELDS = ("method", "peer", "principal", "latency_ms", "code", "event", "level", "timestamp")
+
+# Who the call authenticated, for the line. Code that learns it may set it; the call
+# wrapper otherwise derives it (the admin credential, or the ``sub`` of the token
+# Issue/Refresh just minted).
+principal: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "authority_principal", default=None
+)
+
+MINTING = frozenset({"/authority.v1.TokenService/Issue", "/authority.v1.TokenService/Refresh"})
+
+
+def minted_subject(response: Any) -> str | None:
+    """The ``sub`` of the access token in an Issue/Refresh answer (ours, just signed)."""
+    token = getattr(getattr(response, "tokens", None), "access_token", "")
+    parts = token.split(".") if isinstance(token, str) else []
+    if len(parts) != 3:
+        return None
+    with contextlib.suppress(ValueError):
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        sub = claims.get("sub") if isinstance(claims, dict) else None
+        return sub if isinstance(sub, str) else None
+    return None
+
+
+def status_of(error: BaseException) -> grpc.StatusCode:
+    """The status of a call that ended with ``error`` (not an abort)."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):  # the caller went away
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def enabled() -> bool:
+    """Whether the line will be written: skip gathering it (peer, principal) otherwise."""
+    chain = json_chain()
+    if chain is not None:
+        return chain.info
+    check = getattr(log, "is_enabled_for", None)
+    return True if check is None else bool(check(logging.INFO))
+
+
+class _Timestamps:
+    """``TimeStamper(fmt="iso", utc=True)``'s text, its date and time formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def iso(self, now_ns: int) -> str:
+        second, nanoseconds = divmod(now_ns, 1_000_000_000)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        micro = nanoseconds // 1000
+        # datetime.isoformat leaves out a zero fraction.
+        return f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
+
+
+_TIMESTAMPS = _Timestamps()
+_PEERS: dict[str, str] = {}  # peer -> its scrubbed JSON text (peers repeat per connection)
+_MAX_PEERS = 4096
+
+
+def _string(value: str) -> str:
+    return encode_basestring_ascii(scrub(value))
+
+
+def _peer(peer: str) -> str:
+    text = _PEERS.get(peer)
+    if text is None:
+        if len(_PEERS) >= _MAX_PEERS:
+            _PEERS.clear()
+        text = _PEERS[peer] = _string(peer)
+    return text
+
+
+def _pair(key: str, value: Any) -> str | None:
+    """``"key": value`` as the chain renders it; None for a value it would render
+    through a fallback (the caller then lets the chain do the whole line)."""
+    name = encode_basestring_ascii(key)
+    if sensitive_key(key):
+        return f"{name}: {encode_basestring_ascii(REDACTED)}"
+    if isinstance(value, str):
+        return f"{name}: {_string(value)}"
+    if value is None:
+        return f"{name}: null"
+    return None
+
+
+def _extra_pairs(extra: tuple[Processor, ...]) -> list[str] | None:
+    """The keys the chain's extra processors (trace ids) add, rendered; None: fall back."""
+    if not extra:
+        return []
+    added: Any = {}
+    for processor in extra:
+        added = processor(None, "info", added)
+    if not isinstance(added, dict) or any(key in FIELDS for key in added):
+        return None
+    pairs = [_pair(str(key), value) for key, value in added.items()]
+    return None if None in pairs else [p for p in pairs if p is not None]
+
+
+class RpcLine:
+    """The line of one method: its constant parts rendered once."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self._method = f'"method": {_string(method)}'
+
+    def write(self, *, peer: str, who: str | None, elapsed: float, code: grpc.StatusCode) -> None:
+        latency_ms = round(elapsed * 1000, 3)
+        chain = json_chain()
+        line = None
+        if chain is not None:
+            if not chain.info:
+                return
+            line = self.render(
+                chain,
+                peer=peer,
+                who=who,
+                latency_ms=latency_ms,
+                code=code.name,
+                now_ns=time.time_ns(),
+            )
+        if line is not None:
+            STDOUT.write_soon(line)
+            return
+        log.info(
+            EVENT,
+            method=self.method,
+            peer=peer,
+            principal=who,
+            latency_ms=latency_ms,
+            code=code.name,
+        )
+
+    def render(
+        self,
+        chain: JsonChain,
+        *,
+        peer: str,
+        who: str | None,
+        latency_ms: float,
+        code: str,
+        now_ns: int,
+    ) -> str | None:
+        """The line, newline included, as ``chain`` would render it; None where only
+        the chain can (a context variable that is not a string)."""
+        parts = []
+        for key, value in structlog.contextvars.get_contextvars().items():
+            if key in FIELDS:
+                continue
+            pair = _pair(key, value)
+            if pair is None:
+                return None
+            parts.append(pair)
+        extra = _extra_pairs(chain.extra)
+        if extra is None:
+            return None
+        parts.append(self._method)
+        parts.append(f'"peer": {_peer(peer)}')
+        parts.append('"principal": null' if who is None else f'"principal": {_string(who)}')
+        parts.append(f'"latency_ms": {latency_ms!r}')
+        parts.append(f'"code": "{code}", "event": "rpc", "level": "info"')
+        parts.append(f'"timestamp": "{_TIMESTAMPS.iso(now_ns)}"')
+        parts.extend(extra)
+        return "{" + ", ".join(parts) + "}\n"
