@@ -62,19 +62,29 @@ class _Call:
     after a cancellation grpc may have freed it, and ``peer()`` on a freed call crashes
     the process."""
 
-    __slots__ = ("metadata", "peer", "started", "tokens")
+    __slots__ = ("authorized", "chain", "metadata", "peer", "started", "tokens", "write_line")
 
-    def __init__(self, context: Context, write_line: bool) -> None:
+    def __init__(self, context: Context) -> None:
         self.started = _perf_counter()
         metadata = self.metadata = context.invocation_metadata() or ()
-        request_id = caller_request_id(metadata) or new_request_id()
+        request_id = None
+        authorized = False
+        for key, value in metadata:  # one pass: the request id, and any credential
+            if key == REQUEST_ID_HEADER and not request_id:
+                request_id = caller_request_id(((key, value),))
+            elif key == AUTHORIZATION:
+                authorized = True
+        self.authorized = authorized
+        request_id = request_id or new_request_id()
         # Trailing metadata: it costs nothing extra on the wire, unlike an early
         # send_initial_metadata; api.errors keeps it when it adds retry-after.
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
         rpc_line.principal.set(None)
         self.tokens = _bind(request_id=request_id)
         begin_call(request_id)
-        self.peer = (context.peer() or "") if write_line else ""
+        chain = self.chain = rpc_line.chain()
+        self.write_line = rpc_line.enabled(chain)
+        self.peer = (context.peer() or "") if self.write_line else ""
 
 
 class CallPipeline:
@@ -125,9 +135,11 @@ class CallPipeline:
         elapsed = _perf_counter() - call.started
         try:
             observe(code, elapsed, response)
-            if call.peer or rpc_line.enabled():
-                who = rpc_line.principal.get() or minted_for or self._caller(call.metadata)
-                line.write(peer=call.peer, who=who, elapsed=elapsed, code=code)
+            if call.write_line:
+                who = rpc_line.principal.get() or minted_for
+                if who is None and call.authorized:
+                    who = self._caller(call.metadata)
+                line.write(call.chain, peer=call.peer, who=who, elapsed=elapsed, code=code)
         finally:
             # ValueError: a stream's generator closed from another context (grpc finalising
             # a cancelled call); the call's own context ends with it, nothing to undo.
@@ -135,7 +147,7 @@ class CallPipeline:
                 _reset(**call.tokens)
 
     def _caller(self, metadata: Any) -> str | None:
-        if self._is_admin is None or not any(key == AUTHORIZATION for key, _ in metadata):
+        if self._is_admin is None:
             return None
         bearer = bearer_token(metadata)
         return "admin" if bearer is not None and self._is_admin(bearer) else None
@@ -148,7 +160,7 @@ class CallPipeline:
         finish = self._finish
 
         async def call(request: Any, context: Context) -> Any:
-            state = _Call(context, rpc_line.enabled())
+            state = _Call(context)
             code = _UNKNOWN
             response = None
             try:
@@ -182,7 +194,7 @@ class CallPipeline:
         finish = self._finish
 
         async def call(request: Any, context: Context) -> AsyncIterator[Any]:
-            state = _Call(context, rpc_line.enabled())
+            state = _Call(context)
             code = _UNKNOWN
             try:
                 if streamed:

@@ -72,11 +72,15 @@ def status_of(error: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-def enabled() -> bool:
+def chain() -> JsonChain | None:
+    """The JSON chain the line may be rendered for directly, if it is in effect."""
+    return json_chain()
+
+
+def enabled(current: JsonChain | None) -> bool:
     """Whether the line will be written: skip gathering it (peer, principal) otherwise."""
-    chain = json_chain()
-    if chain is not None:
-        return chain.info
+    if current is not None:
+        return current.info
     check = getattr(log, "is_enabled_for", None)
     return True if check is None else bool(check(logging.INFO))
 
@@ -116,17 +120,55 @@ def _peer(peer: str) -> str:
     return text
 
 
+_KEYS: dict[str, str] = {}  # key -> its rendered name and ": ", or the redacted pair
+
+
 def _pair(key: str, value: Any) -> str | None:
     """``"key": value`` as the chain renders it; None for a value it would render
     through a fallback (the caller then lets the chain do the whole line)."""
-    name = encode_basestring_ascii(key)
-    if sensitive_key(key):
-        return f"{name}: {encode_basestring_ascii(REDACTED)}"
+    name = _KEYS.get(key)
+    if name is None:
+        name = _KEYS[key] = (
+            f"{encode_basestring_ascii(key)}: {encode_basestring_ascii(REDACTED)}"
+            if sensitive_key(key)
+            else f"{encode_basestring_ascii(key)}: "
+        )
+    if name[-2:] != ": ":
+        return name
     if isinstance(value, str):
-        return f"{name}: {_string(value)}"
+        return name + _string(value)
     if value is None:
-        return f"{name}: null"
+        return name + "null"
     return None
+
+
+# structlog's context variables, by name (one per key ever bound in this process).
+_BOUND: dict[str, contextvars.ContextVar[Any]] | None = getattr(
+    structlog.contextvars, "_CONTEXT_VARS", None
+)
+_PREFIX_LENGTH = len("structlog_")
+
+
+def _context_pairs() -> str | None:
+    """The bound context variables, rendered with a trailing ", " (merge_contextvars'
+    part of the line); None: fall back."""
+    bound = _BOUND
+    if bound is not None and len(bound) == 1:  # only ever the request id: no copy
+        ((name, variable),) = bound.items()
+        items: Any = ((name[_PREFIX_LENGTH:], variable.get()),)
+    else:
+        items = structlog.contextvars.get_contextvars().items()
+    text = ""
+    for key, value in items:
+        if value is Ellipsis:
+            continue
+        if key in FIELDS:  # the chain would keep its place and take the line's value
+            return None
+        pair = _pair(key, value)
+        if pair is None:
+            return None
+        text += pair + ", "
+    return text
 
 
 def _extra_pairs(extra: tuple[Processor, ...]) -> list[str] | None:
@@ -147,26 +189,31 @@ class RpcLine:
 
     def __init__(self, method: str) -> None:
         self.method = method
-        self._method = f'"method": {_string(method)}'
+        self._method = f'"method": {_string(method)}, "peer": '
 
-    def write(self, *, peer: str, who: str | None, elapsed: float, code: grpc.StatusCode) -> None:
+    def write(
+        self,
+        current: JsonChain | None,
+        *,
+        peer: str,
+        who: str | None,
+        elapsed: float,
+        code: grpc.StatusCode,
+    ) -> None:
+        """Write the line (``current``: the chain in effect when the call started)."""
         latency_ms = round(elapsed * 1000, 3)
-        chain = json_chain()
-        line = None
-        if chain is not None:
-            if not chain.info:
-                return
+        if current is not None:
             line = self.render(
-                chain,
+                current,
                 peer=peer,
                 who=who,
                 latency_ms=latency_ms,
                 code=code.name,
                 now_ns=time.time_ns(),
             )
-        if line is not None:
-            STDOUT.write_soon(line)
-            return
+            if line is not None:
+                STDOUT.write_soon(line)
+                return
         log.info(
             EVENT,
             method=self.method,
@@ -188,22 +235,19 @@ class RpcLine:
     ) -> str | None:
         """The line, newline included, as ``chain`` would render it; None where only
         the chain can (a context variable that is not a string)."""
-        parts = []
-        for key, value in structlog.contextvars.get_contextvars().items():
-            if key in FIELDS:
-                continue
-            pair = _pair(key, value)
-            if pair is None:
-                return None
-            parts.append(pair)
-        extra = _extra_pairs(chain.extra)
-        if extra is None:
+        head = _context_pairs()
+        if head is None:
             return None
-        parts.append(self._method)
-        parts.append(f'"peer": {_peer(peer)}')
-        parts.append('"principal": null' if who is None else f'"principal": {_string(who)}')
-        parts.append(f'"latency_ms": {latency_ms!r}')
-        parts.append(f'"code": "{code}", "event": "rpc", "level": "info"')
-        parts.append(f'"timestamp": "{_TIMESTAMPS.iso(now_ns)}"')
-        parts.extend(extra)
-        return "{" + ", ".join(parts) + "}\n"
+        tail = ""
+        if chain.extra:
+            extra = _extra_pairs(chain.extra)
+            if extra is None:
+                return None
+            tail = "".join(", " + pair for pair in extra)
+        principal_text = "null" if who is None else _string(who)
+        return (
+            f"{{{head}{self._method}{_peer(peer)}, "
+            f'"principal": {principal_text}, "latency_ms": {latency_ms!r}, '
+            f'"code": "{code}", "event": "rpc", "level": "info", '
+            f'"timestamp": "{_TIMESTAMPS.iso(now_ns)}"{tail}}}\n'
+        )
