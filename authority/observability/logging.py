@@ -17,7 +17,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,33 +129,28 @@ FLUSH_DELAY = 0.1  # seconds an rpc line may wait in the stdout buffer (README: 
 
 class _Stdout:
     """stdout, one whole line per write, under one lock (lines from other threads never
-    interleave). A line logged through structlog is flushed at once, with any rpc lines
-    buffered before it; rpc lines (``write_soon``) are flushed within ``FLUSH_DELAY``,
-    saving a system call per RPC. Lines it cannot write are dropped: a worker whose
-    supervisor died (its stdout a broken pipe) must still log its way through a clean
-    shutdown."""
+    interleave). A line logged through structlog is written and flushed at once, after
+    any rpc lines still pending. rpc lines (``write_later``) are rendered and written
+    together, within ``FLUSH_DELAY``: a batch of lines costs one system call, and their
+    rendering runs in one tight loop instead of in every call. Lines it cannot write are
+    dropped: a worker whose supervisor died (its stdout a broken pipe) must still log its
+    way through a clean shutdown."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._flush_due = False
+        self._pending: list[tuple[Callable[..., str], tuple[Any, ...]]] = []
 
     def write_line(self, line: str) -> None:
         with self._lock:
-            self._flush_due = False
-            with contextlib.suppress(BrokenPipeError, OSError, ValueError):
-                sys.stdout.write(line)
-                sys.stdout.flush()
+            self._write(line)
 
-    def write_soon(self, line: str) -> None:
-        """Buffer ``line``; a timer on the running loop flushes it (at once without one)."""
+    def write_later(self, render: Callable[..., str], args: tuple[Any, ...]) -> None:
+        """``render(*args)`` is written within ``FLUSH_DELAY`` (a timer on the running
+        loop; at once where there is none), before any line written after it."""
         with self._lock:
-            try:
-                sys.stdout.write(line)
-            except (BrokenPipeError, OSError, ValueError):
-                return
-            if self._flush_due:
-                return
-            self._flush_due = True
+            self._pending.append((render, args))
+            if len(self._pending) > 1:
+                return  # a flush is already due
         try:
             asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
         except RuntimeError:  # no loop in this thread: nothing would flush it later
@@ -163,9 +158,16 @@ class _Stdout:
 
     def flush(self) -> None:
         with self._lock:
-            self._flush_due = False
-            with contextlib.suppress(BrokenPipeError, OSError, ValueError):
-                sys.stdout.flush()
+            self._write("")
+
+    def _write(self, line: str) -> None:
+        """Pending lines, then ``line``, then a flush (with the lock held)."""
+        pending, self._pending = self._pending, []
+        text = "".join([render(*args) for render, args in pending]) + line
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            if text:
+                sys.stdout.write(text)
+            sys.stdout.flush()
 
 
 STDOUT = _Stdout()

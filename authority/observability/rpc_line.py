@@ -124,8 +124,8 @@ _KEYS: dict[str, str] = {}  # key -> its rendered name and ": ", or the redacted
 
 
 def _pair(key: str, value: Any) -> str | None:
-    """``"key": value`` as the chain renders it; None for a value it would render
-    through a fallback (the caller then lets the chain do the whole line)."""
+    """``"key": value`` as the chain renders it; None for a value (not a string or
+    None) it would render through a fallback: the chain then renders the whole line."""
     name = _KEYS.get(key)
     if name is None:
         name = _KEYS[key] = (
@@ -149,26 +149,27 @@ _BOUND: dict[str, contextvars.ContextVar[Any]] | None = getattr(
 _PREFIX_LENGTH = len("structlog_")
 
 
-def _context_pairs() -> str | None:
-    """The bound context variables, rendered with a trailing ", " (merge_contextvars'
-    part of the line); None: fall back."""
+Items = tuple[tuple[str, str | None], ...]
+
+
+def _context_items() -> Items | None:
+    """The bound context variables (merge_contextvars' part of the line), captured as
+    the call ends; None where only the chain can render them."""
     bound = _BOUND
     if bound is not None and len(bound) == 1:  # only ever the request id: no copy
         ((name, variable),) = bound.items()
-        items: Any = ((name[_PREFIX_LENGTH:], variable.get()),)
+        value = variable.get()
+        items: tuple[tuple[str, Any], ...] = (
+            () if value is Ellipsis else ((name[_PREFIX_LENGTH:], value),)
+        )
     else:
-        items = structlog.contextvars.get_contextvars().items()
-    text = ""
+        items = tuple(structlog.contextvars.get_contextvars().items())
     for key, value in items:
-        if value is Ellipsis:
-            continue
         if key in FIELDS:  # the chain would keep its place and take the line's value
             return None
-        pair = _pair(key, value)
-        if pair is None:
+        if value is not None and not isinstance(value, str):
             return None
-        text += pair + ", "
-    return text
+    return items
 
 
 def _extra_pairs(extra: tuple[Processor, ...]) -> list[str] | None:
@@ -184,8 +185,17 @@ def _extra_pairs(extra: tuple[Processor, ...]) -> list[str] | None:
     return None if None in pairs else [p for p in pairs if p is not None]
 
 
+def _tail(extra: tuple[Processor, ...]) -> str | None:
+    if not extra:
+        return ""
+    pairs = _extra_pairs(extra)
+    return None if pairs is None else "".join(", " + pair for pair in pairs)
+
+
 class RpcLine:
-    """The line of one method: its constant parts rendered once."""
+    """The line of one method: its constant parts rendered once. Written in two steps:
+    what the line says is captured as the call ends; its text is rendered when stdout is
+    flushed (``STDOUT.write_later``), with the other lines of that moment."""
 
     def __init__(self, method: str) -> None:
         self.method = method
@@ -203,16 +213,11 @@ class RpcLine:
         """Write the line (``current``: the chain in effect when the call started)."""
         latency_ms = round(elapsed * 1000, 3)
         if current is not None:
-            line = self.render(
-                current,
-                peer=peer,
-                who=who,
-                latency_ms=latency_ms,
-                code=code.name,
-                now_ns=time.time_ns(),
-            )
-            if line is not None:
-                STDOUT.write_soon(line)
+            items = _context_items()
+            tail = _tail(current.extra)
+            if items is not None and tail is not None:
+                fields = (items, peer, who, latency_ms, code.name, time.time_ns(), tail)
+                STDOUT.write_later(self.text, fields)
                 return
         log.info(
             EVENT,
@@ -233,17 +238,25 @@ class RpcLine:
         code: str,
         now_ns: int,
     ) -> str | None:
-        """The line, newline included, as ``chain`` would render it; None where only
-        the chain can (a context variable that is not a string)."""
-        head = _context_pairs()
-        if head is None:
+        """The line, newline included, as ``chain`` would render it now; None where
+        only the chain can (a context variable that is not a string)."""
+        items = _context_items()
+        tail = _tail(chain.extra)
+        if items is None or tail is None:
             return None
-        tail = ""
-        if chain.extra:
-            extra = _extra_pairs(chain.extra)
-            if extra is None:
-                return None
-            tail = "".join(", " + pair for pair in extra)
+        return self.text(items, peer, who, latency_ms, code, now_ns, tail)
+
+    def text(  # noqa: PLR0917 - called with the captured tuple
+        self,
+        items: Items,
+        peer: str,
+        who: str | None,
+        latency_ms: float,
+        code: str,
+        now_ns: int,
+        tail: str,
+    ) -> str:
+        head = "".join([f"{_pair(key, value)}, " for key, value in items])
         principal_text = "null" if who is None else _string(who)
         return (
             f"{{{head}{self._method}{_peer(peer)}, "
