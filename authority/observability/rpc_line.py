@@ -1,14 +1,15 @@
 """The per-RPC ``rpc`` line: one per call, with its request id, and no secret in it.
 
 While ``configure_logging``'s JSON chain is structlog's, the line is rendered here, as
-that chain would render it, byte for byte: the bound context variables (the request id)
-first, then method, peer, principal, latency_ms, code, event, level, timestamp, and
-trace_id and span_id inside a span; every key is checked and every value scrubbed by the
-same redaction (``sensitive_key``, ``scrub``). That skips, per call, the bound logger's
-copy and the generic processor walk, which cost more than all the rest of a call's
-bookkeeping. The line is written without a flush (``STDOUT.write_soon``): it reaches
-stdout within ``FLUSH_DELAY``. Under any other configuration (the console renderer, a
-test's own chain) the line goes through structlog as any other.
+that chain would render it, byte for byte: method, peer, principal, latency_ms, code,
+event, the bound context variables (the request id), level, timestamp, and trace_id and
+span_id inside a span; every key is checked and every value scrubbed by the same
+redaction (``sensitive_key``, ``scrub``). That skips, per call, the bound logger's copy
+and the generic processor walk, which cost more than all the rest of a call's
+bookkeeping. What the line says is captured as the call ends; its text is rendered and
+written with the other lines of the moment (``STDOUT.write_later``), within
+``FLUSH_DELAY``. Under any other configuration (the console renderer, a test's own
+chain) the line goes through structlog as any other.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from authority.observability.logging import (
 log = structlog.get_logger("authority.rpc")
 
 EVENT = "rpc"
-# The line's own keys, after the context variables (a variable of the same name yields).
+# The line's keys in order. The bound context variables come after "event" (structlog's
+# merge_contextvars adds what the event lacks), then the level and the timestamp.
 FIELDS = ("method", "peer", "principal", "latency_ms", "code", "event", "level", "timestamp")
+_OWN = frozenset(FIELDS[:6])
 
 # Who the call authenticated, for the line. Code that learns it may set it; the call
 # wrapper otherwise derives it (the admin credential, or the ``sub`` of the token
@@ -164,9 +167,12 @@ def _context_items() -> Items | None:
         )
     else:
         items = tuple(structlog.contextvars.get_contextvars().items())
-    for key, value in items:
-        if key in FIELDS:  # the chain would keep its place and take the line's value
-            return None
+    if any(key in FIELDS for key, _ in items):
+        # merge_contextvars only adds what the line lacks: the line's own keys win
+        items = tuple((key, value) for key, value in items if key not in _OWN)
+        if any(key in FIELDS for key, _ in items):
+            return None  # "level", "timestamp": the chain keeps its place, not its value
+    for _, value in items:
         if value is not None and not isinstance(value, str):
             return None
     return items
@@ -256,11 +262,11 @@ class RpcLine:
         now_ns: int,
         tail: str,
     ) -> str:
-        head = "".join([f"{_pair(key, value)}, " for key, value in items])
+        bound = "".join([f", {_pair(key, value)}" for key, value in items])
         principal_text = "null" if who is None else _string(who)
         return (
-            f"{{{head}{self._method}{_peer(peer)}, "
+            f"{{{self._method}{_peer(peer)}, "
             f'"principal": {principal_text}, "latency_ms": {latency_ms!r}, '
-            f'"code": "{code}", "event": "rpc", "level": "info", '
+            f'"code": "{code}", "event": "rpc"{bound}, "level": "info", '
             f'"timestamp": "{_TIMESTAMPS.iso(now_ns)}"{tail}}}\n'
         )
