@@ -139,6 +139,8 @@ class _Stdout:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: list[tuple[Callable[..., str], tuple[Any, ...]]] = []
+        # The loop a flush is due on (a test's loop may close before its timer fires).
+        self._flushing_on: asyncio.AbstractEventLoop | None = None
 
     def write_line(self, line: str) -> None:
         with self._lock:
@@ -147,14 +149,19 @@ class _Stdout:
     def write_later(self, render: Callable[..., str], args: tuple[Any, ...]) -> None:
         """``render(*args)`` is written within ``FLUSH_DELAY`` (a timer on the running
         loop; at once where there is none), before any line written after it."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: nothing would flush it later
+            loop = None
         with self._lock:
             self._pending.append((render, args))
-            if len(self._pending) > 1:
-                return  # a flush is already due
-        try:
-            asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
-        except RuntimeError:  # no loop in this thread: nothing would flush it later
+            if len(self._pending) > 1 and loop is self._flushing_on:
+                return  # a flush is already due on this loop
+            self._flushing_on = loop
+        if loop is None:
             self.flush()
+        else:
+            loop.call_later(FLUSH_DELAY, self.flush)
 
     def flush(self) -> None:
         with self._lock:

@@ -154,6 +154,20 @@ async def test_buffered_lines_come_out_in_order_and_within_the_delay(
     assert capsys.readouterr().out == "four\n"
 
 
+def test_a_line_left_by_a_closed_loop_comes_out_with_the_next_loops(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def write(text: str, wait: float) -> None:
+        STDOUT.write_later(lambda line: line, (text,))
+        await asyncio.sleep(wait)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(write("left\n", 0))  # its flush timer never fires
+    loop.close()
+    asyncio.run(write("next\n", FLUSH_DELAY * 3))
+    assert capsys.readouterr().out == "left\nnext\n"
+
+
 def test_without_a_loop_a_buffered_line_is_written_at_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
