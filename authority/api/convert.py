@@ -102,11 +102,26 @@ def claims_message(claims: AccessClaims) -> token_pb2.Claims:
     return message
 
 
+# id of the claims -> (the claims, the VALID answer): a repeated token's verdict is
+# checked on every call, but its answer is built once (claims verified from the
+# verifier's cache are the same object). Bounded; cleared when full.
+_VALID: dict[int, tuple[AccessClaims, token_pb2.VerifyResponse]] = {}
+_MAX_VALID = 4096
+
+
 def verify_response(verdict: Verification) -> token_pb2.VerifyResponse:
-    if verdict.claims is not None and verdict.valid:
-        return token_pb2.VerifyResponse(
-            result=token_pb2.VERIFY_RESULT_VALID, claims=claims_message(verdict.claims)
+    claims = verdict.claims
+    if claims is not None and verdict.valid:
+        known = _VALID.get(id(claims))
+        if known is not None and known[0] is claims:
+            return known[1]
+        answer = token_pb2.VerifyResponse(
+            result=token_pb2.VERIFY_RESULT_VALID, claims=claims_message(claims)
         )
+        if len(_VALID) >= _MAX_VALID:
+            _VALID.clear()
+        _VALID[id(claims)] = (claims, answer)
+        return answer
     return token_pb2.VerifyResponse(result=VERIFY_RESULT[verdict.reason], detail=verdict.detail)
 
 

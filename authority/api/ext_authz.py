@@ -129,6 +129,13 @@ def is_identity_header(name: str) -> bool:
     return name.lower().replace("_", "-").startswith(HEADER_PREFIX)
 
 
+# (id of the claims, the claims, the names removed) -> the answer: a repeated token's
+# verdict is checked on every call, but its answer is built once (claims verified from the
+# verifier's cache are the same object). Bounded; cleared when full.
+_ANSWERS: dict[int, tuple[AccessClaims, tuple[str, ...], Any]] = {}
+_MAX_ANSWERS = 4096
+
+
 def allowed(claims: AccessClaims, headers: Mapping[str, str]) -> Any:
     """200: identity headers overwrite client-supplied copies; other x-authority-* go."""
     values = {
@@ -137,20 +144,29 @@ def allowed(claims: AccessClaims, headers: Mapping[str, str]) -> Any:
         SCOPE_HEADER: " ".join(claims.scope),
         SESSION_ID_HEADER: claims.session_id,
     }
-    to_set = [_header(name, value) for name, value in values.items() if value]
     # An empty claim (no session for client credentials, say) sets nothing, so a client's
     # copy of that header must be removed instead. So must every other spelling of the
     # prefix: CGI/WSGI upstreams read "x_authority_scope" as "x-authority-scope" (Envoy
     # should refuse such names, deploy/envoy/README.md; this holds if it is told not to).
-    to_remove = sorted(
-        name
-        for name in headers
-        if is_identity_header(name) and (name not in values or not values[name])
+    to_remove = tuple(
+        sorted(
+            name
+            for name in headers
+            if is_identity_header(name) and (name not in values or not values[name])
+        )
     )
-    return external_auth_pb2.CheckResponse(
+    known = _ANSWERS.get(id(claims))
+    if known is not None and known[0] is claims and known[1] == to_remove:
+        return known[2]
+    to_set = [_header(name, value) for name, value in values.items() if value]
+    answer = external_auth_pb2.CheckResponse(
         status={"code": grpc.StatusCode.OK.value[0]},
         ok_response=external_auth_pb2.OkHttpResponse(headers=to_set, headers_to_remove=to_remove),
     )
+    if len(_ANSWERS) >= _MAX_ANSWERS:
+        _ANSWERS.clear()
+    _ANSWERS[id(claims)] = (claims, to_remove, answer)
+    return answer
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):

@@ -2,8 +2,8 @@
 
 The outbox events (``authority.domain.events``) carry the caller's address and the
 request id so an audit record can be matched to the access log line of the same call.
-The request id is the one the logging interceptor chose (it is bound in structlog's
-context variables), else the caller's ``x-request-id``, else a new one.
+The request id is the one the call wrapper chose (``begin_call``; it is also bound in
+structlog's context variables), else the caller's ``x-request-id``, else a new one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,18 @@ ANONYMOUS = "anonymous"
 _ACTOR: ContextVar[str] = ContextVar("authority_rpc_actor", default=ANONYMOUS)
 
 
+# The call's request id, set by the call wrapper (``api.call_pipeline``) as it starts.
+_REQUEST_ID: ContextVar[str | None] = ContextVar("authority_rpc_request_id", default=None)
+# peer -> its address: a connection's calls share a peer, and parsing one is not free.
+_ADDRESSES: dict[str, str] = {}
+_MAX_ADDRESSES = 4096
+
+
+def begin_call(request_id: str) -> None:
+    """The request id this call's events carry (the one its rpc line carries)."""
+    _REQUEST_ID.set(request_id)
+
+
 def authenticate(actor: str) -> None:
     """Name the caller for the rest of this call, events included."""
     _ACTOR.set(actor)
@@ -32,11 +44,17 @@ def authenticate(actor: str) -> None:
 def source_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's address without its port (``peer_address``): what audit events
     record and what per-source limits key on, so the two always agree."""
-    return peer_address(context.peer() or "")
+    peer = context.peer() or ""
+    address = _ADDRESSES.get(peer)
+    if address is None:
+        if len(_ADDRESSES) >= _MAX_ADDRESSES:
+            _ADDRESSES.clear()
+        address = _ADDRESSES[peer] = peer_address(peer)
+    return address
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    bound = structlog.contextvars.get_contextvars().get("request_id")
+    bound = _REQUEST_ID.get() or structlog.contextvars.get_contextvars().get("request_id")
     if isinstance(bound, str) and bound:
         return bound
     return call_metadata.request_id(context.invocation_metadata()) or call_metadata.new_request_id()

@@ -1,4 +1,5 @@
-"""Structured logs: JSON lines (or a console renderer), one line per RPC, no secrets ever.
+"""Structured logs: JSON lines (or a console renderer), no secrets ever. The per-RPC
+line is ``observability.rpc_line``'s.
 
 Redaction is a processor that runs last before rendering, on every line, so it also
 covers tracebacks and whatever a future call site passes by mistake. It works two ways
@@ -9,33 +10,21 @@ value shape (a token pasted into an error message has no telling key).
 from __future__ import annotations
 
 import asyncio
-import base64
+import atexit
 import contextlib
-import contextvars
 import hashlib
-import json
 import logging
 import re
 import sys
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import grpc
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from authority.domain import call_metadata
-from authority.domain.call_metadata import REQUEST_ID_HEADER
-from authority.observability import metrics, tracing
-
-log = structlog.get_logger("authority.rpc")
-
-if TYPE_CHECKING:
-    Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler  # not subscriptable at run time
+from authority.observability import tracing
 
 REDACTED = "[REDACTED]"
 
@@ -105,10 +94,17 @@ def sensitive_key(key: object) -> bool:
     return any(f in name for f in _SENSITIVE_FRAGMENTS) and not name.endswith(_METADATA_SUFFIXES)
 
 
+# Every secret shape contains one of these: a JWT starts "eyJ", a prefixed secret has
+# the "_" of its prefix, a PEM block starts "-----BEGIN". Text with none of them cannot
+# match, so it skips the regular expression (most values: ids, peers, method names).
+def might_hold_secret(text: str) -> bool:
+    return "_" in text or "eyJ" in text or "-----BEGIN" in text
+
+
 def scrub(value: Any) -> Any:
     """``value`` with every secret-shaped substring replaced, recursively."""
     if isinstance(value, str):
-        return _SECRET_SHAPES.sub(_replace, value) if value else value
+        return _SECRET_SHAPES.sub(_replace, value) if might_hold_secret(value) else value
     if isinstance(value, bytes | bytearray):
         return scrub(bytes(value).decode("utf-8", "replace"))
     if isinstance(value, Mapping):
@@ -128,19 +124,77 @@ def redact(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDi
     }
 
 
-class _Stdout:
-    """stdout that drops lines it cannot write: a worker whose supervisor died (its
-    stdout a broken pipe) must still be able to log its way through a clean shutdown."""
+FLUSH_DELAY = 0.1  # seconds an rpc line may wait in the stdout buffer (README: Logs)
 
-    def write(self, text: str) -> int:
+
+class _Stdout:
+    """stdout, one whole line per write, under one lock (lines from other threads never
+    interleave). A line logged through structlog is written and flushed at once, after
+    any rpc lines still pending. rpc lines (``write_later``) are rendered and written
+    together, within ``FLUSH_DELAY``: a batch of lines costs one system call, and their
+    rendering runs in one tight loop instead of in every call. Lines it cannot write are
+    dropped: a worker whose supervisor died (its stdout a broken pipe) must still log its
+    way through a clean shutdown."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Callable[..., str], tuple[Any, ...]]] = []
+        # The loop a flush is due on (a test's loop may close before its timer fires).
+        self._flushing_on: asyncio.AbstractEventLoop | None = None
+
+    def write_line(self, line: str) -> None:
+        with self._lock:
+            self._write(line)
+
+    def write_later(self, render: Callable[..., str], args: tuple[Any, ...]) -> None:
+        """``render(*args)`` is written within ``FLUSH_DELAY`` (a timer on the running
+        loop; at once where there is none), before any line written after it."""
         try:
-            return sys.stdout.write(text)
-        except (BrokenPipeError, OSError, ValueError):
-            return 0
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: nothing would flush it later
+            loop = None
+        with self._lock:
+            self._pending.append((render, args))
+            if len(self._pending) > 1 and loop is self._flushing_on:
+                return  # a flush is already due on this loop
+            self._flushing_on = loop
+        if loop is None:
+            self.flush()
+        else:
+            loop.call_later(FLUSH_DELAY, self.flush)
 
     def flush(self) -> None:
+        with self._lock:
+            self._write("")
+
+    def _write(self, line: str) -> None:
+        """Pending lines, then ``line``, then a flush (with the lock held)."""
+        pending, self._pending = self._pending, []
+        text = "".join([render(*args) for render, args in pending]) + line
         with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            if text:
+                sys.stdout.write(text)
             sys.stdout.flush()
+
+
+STDOUT = _Stdout()
+atexit.register(STDOUT.flush)  # an rpc line still buffered at exit comes out too
+
+
+class _LineLogger:
+    """structlog's wrapped logger: every level is one whole line on ``STDOUT``."""
+
+    def msg(self, message: str) -> None:
+        STDOUT.write_line(message + "\n")
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
+def _line_logger(*args: Any) -> _LineLogger:
+    return _LINE_LOGGER
+
+
+_LINE_LOGGER = _LineLogger()
 
 
 def processors(fmt: str = "json", *, extra: Sequence[Processor] = ()) -> list[Processor]:
@@ -161,248 +215,44 @@ def processors(fmt: str = "json", *, extra: Sequence[Processor] = ()) -> list[Pr
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class JsonChain:
+    """What ``configure_logging`` installed, when it rendered JSON: the per-RPC line may
+    then be rendered directly (``observability.rpc_line``) as this chain would have."""
+
+    processors: list[Processor]
+    extra: tuple[Processor, ...]
+    info: bool  # whether info lines are written at the configured level
+
+
+_json_chain: JsonChain | None = None
+
+
+def json_chain() -> JsonChain | None:
+    """The chain ``configure_logging`` installed, while it is still structlog's (None
+    after anything else reconfigured structlog, or for the console renderer)."""
+    chain = _json_chain
+    if chain is None or structlog.get_config()["processors"] is not chain.processors:
+        return None
+    return chain
+
+
 def configure_logging(*, fmt: str = "json", level: str = "info") -> None:
     """JSON lines on stdout with timestamp, level and event (``console`` for people)."""
+    global _json_chain  # noqa: PLW0603 - the one installed configuration
+    # With tracing on, lines logged inside a span carry its trace_id and span_id.
+    extra = tracing.log_processors()
+    chain = processors(fmt, extra=extra)
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        # With tracing on, lines logged inside a span carry its trace_id and span_id.
-        processors=processors(fmt, extra=tracing.log_processors()),
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(_Stdout()),  # type: ignore[arg-type]
+        processors=chain,
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=_line_logger,
         cache_logger_on_first_use=True,
+    )
+    _json_chain = (
+        JsonChain(chain, tuple(extra), threshold <= logging.INFO) if fmt == "json" else None
     )
     # asyncpg logs every failed reconnection with a traceback while PostgreSQL is down;
     # readiness and our own Unavailable answers already say so, once.
     logging.getLogger("asyncpg").setLevel(logging.ERROR)
-
-
-# -- the per-RPC line ---------------------------------------------------------------------
-
-# Who the call authenticated, for the RPC line. Code that learns it may set it; the
-# interceptor otherwise derives it (the admin credential, or the ``sub`` of the token
-# Issue/Refresh just minted).
-principal: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "authority_principal", default=None
-)
-
-_MINTING = frozenset({"/authority.v1.TokenService/Issue", "/authority.v1.TokenService/Refresh"})
-
-
-def _minted_subject(response: Any) -> str | None:
-    """The ``sub`` of the access token in an Issue/Refresh answer (ours, just signed)."""
-    token = getattr(getattr(response, "tokens", None), "access_token", "")
-    parts = token.split(".") if isinstance(token, str) else []
-    if len(parts) != 3:
-        return None
-    with contextlib.suppress(ValueError):
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        sub = claims.get("sub") if isinstance(claims, dict) else None
-        return sub if isinstance(sub, str) else None
-    return None
-
-
-class RpcInterceptor(grpc.aio.ServerInterceptor):
-    """One log line and the RPC metrics per call, with a request id bound for the call.
-
-    Wrapped handlers are cached per method, so the per-call cost is the wrapper itself:
-    a clock read, a metadata scan, two counter updates and (at info level) one line.
-    The cache holds one server's handlers: give every server its own interceptor.
-    """
-
-    def __init__(self, *, is_admin: Callable[[str], bool] | None = None) -> None:
-        self._is_admin = is_admin
-        self._handlers: dict[str, Handler] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        method: str = handler_call_details.method
-        cached = self._handlers.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        wrapped = self._wrap(method, handler)
-        self._handlers[method] = wrapped
-        return wrapped
-
-    def _wrap(self, method: str, handler: Handler) -> Handler:
-        observe = metrics.rpc_observer(method)
-        start_call = self._start
-        finish_call = self._finish
-        mints = method in _MINTING
-
-        def unary_response(behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-            async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                state = start_call(context)
-                code = grpc.StatusCode.UNKNOWN
-                response = None
-                try:
-                    response = await behaviour(request, context)
-                    code = context.code() or grpc.StatusCode.OK
-                    return response
-                except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except BaseException as error:
-                    code = _status_of(error)
-                    raise
-                finally:
-                    who = _minted_subject(response) if mints and response is not None else None
-                    finish_call(
-                        method=method,
-                        observe=observe,
-                        call=state,
-                        code=code,
-                        minted_for=who,
-                        response=response,
-                    )
-
-            return call
-
-        def stream_response(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-            async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                state = start_call(context)
-                code = grpc.StatusCode.UNKNOWN
-                try:
-                    result = behaviour(request, context)
-                    if hasattr(result, "aclose"):
-                        # Close the handler's generator here, in this task, when the call
-                        # ends early (a cancelled stream), not later from the GC.
-                        async with contextlib.aclosing(result) as items:
-                            async for item in items:
-                                yield item
-                    elif hasattr(result, "__aiter__"):
-                        async for item in result:
-                            yield item
-                    else:
-                        await result
-                    code = context.code() or grpc.StatusCode.OK
-                except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except BaseException as error:
-                    code = _status_of(error)
-                    raise
-                finally:
-                    finish_call(
-                        method=method,
-                        observe=observe,
-                        call=state,
-                        code=code,
-                        minted_for=None,
-                        response=None,
-                    )
-
-            return call
-
-        return _rewrap(handler, unary_response, stream_response)
-
-    @staticmethod
-    def _start(context: grpc.aio.ServicerContext[Any, Any]) -> _Call:
-        """Everything the line needs from ``context`` is read here, while the call is
-        alive: after a cancellation grpc may have freed it, and ``peer()`` on a freed
-        call crashes the process."""
-        started = time.perf_counter()
-        metadata = context.invocation_metadata()
-        request_id = call_metadata.request_id(metadata) or call_metadata.new_request_id()
-        # Trailing metadata: it costs nothing extra on the wire, unlike an early
-        # send_initial_metadata; api.errors keeps it when it adds retry-after.
-        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-        principal.set(None)
-        return _Call(
-            started=started,
-            tokens=structlog.contextvars.bind_contextvars(request_id=request_id),
-            peer=context.peer() if _info_enabled() else "",
-            bearer=call_metadata.bearer_token(metadata),
-        )
-
-    def _finish(
-        self,
-        *,
-        method: str,
-        observe: metrics.RpcObserver,
-        call: _Call,
-        code: grpc.StatusCode,
-        minted_for: str | None,
-        response: Any,
-    ) -> None:
-        elapsed = time.perf_counter() - call.started
-        observe(code, elapsed, response)
-        try:
-            if _info_enabled():
-                log.info(
-                    "rpc",
-                    method=method,
-                    peer=call.peer,
-                    principal=principal.get() or minted_for or self._caller(call.bearer),
-                    latency_ms=round(elapsed * 1000, 3),
-                    code=code.name,
-                )
-        finally:
-            # ValueError: a stream's generator closed from another context (grpc finalising
-            # a cancelled call); the call's own context ends with it, nothing to undo.
-            with contextlib.suppress(ValueError):
-                structlog.contextvars.reset_contextvars(**call.tokens)
-
-    def _caller(self, bearer: str | None) -> str | None:
-        if self._is_admin is None or bearer is None:
-            return None
-        return "admin" if self._is_admin(bearer) else None
-
-
-@dataclass(slots=True)
-class _Call:
-    started: float
-    tokens: Mapping[str, contextvars.Token[Any]]
-    peer: str
-    bearer: str | None
-
-
-def _rewrap(
-    handler: Handler,
-    unary_response: Callable[[Callable[..., Any]], Callable[..., Any]],
-    stream_response: Callable[[Callable[..., Any]], Callable[..., Any]],
-) -> Handler:
-    """The same handler, its behaviour wrapped by the matching wrapper."""
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            unary_response(handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            unary_response(handler.stream_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            stream_response(handler.unary_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_stream:
-        return grpc.stream_stream_rpc_method_handler(
-            stream_response(handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
-
-
-def _info_enabled() -> bool:
-    """Skip building the line (peer, principal) when info is filtered out."""
-    check = getattr(log, "is_enabled_for", None)
-    return True if check is None else bool(check(logging.INFO))
-
-
-def _status_of(error: BaseException) -> grpc.StatusCode:
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):  # the caller went away
-        return grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.UNKNOWN

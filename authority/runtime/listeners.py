@@ -9,7 +9,7 @@ port but the ``authority.ready`` line.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import structlog
@@ -17,12 +17,11 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 
 from authority.api import ext_authz, reflection
-from authority.api.admin_auth import AdminGate
-from authority.api.decoding import DecodeGuard
+from authority.api.call_pipeline import CallPipeline
+from authority.api.handler_wrapping import Registrar
 from authority.config import Settings, parse_address
 from authority.connection_limits import grpc_connection_options
 from authority.http_guard import GuardedListener, describe
-from authority.observability import logging as observability_logging
 from authority.runtime.build import HttpSite, Servicers
 from authority.services.admin_credential import AdminCredential
 from authority.tls import http_ssl_context
@@ -77,8 +76,8 @@ async def start_grpc(
 ) -> tuple[grpc.aio.Server, int]:
     """A started gRPC server on ``address``, and its bound port. ``admin`` None: this
     listener refuses admin RPCs. ``admin_listed`` False: reflection does not list
-    AdminService (a separate admin listener serves it). ``tracing`` None: no tracing
-    interceptor at all."""
+    AdminService (a separate admin listener serves it). ``tracing`` None: no span
+    wrapper at all."""
     s = settings
     tokens, keys, admin_servicer, revocations = servicers
     bounds = grpc_connection_options(
@@ -88,33 +87,25 @@ async def start_grpc(
         max_age=s.max_connection_age,
         max_age_grace=s.max_connection_age_grace,
     )
-    # One log line and the RPC metrics per call. One interceptor per server: it caches
-    # the wrapped handlers of *this* server's servicers.
-    interceptors: list[grpc.aio.ServerInterceptor] = [
-        observability_logging.RpcInterceptor(is_admin=is_admin),
-        DecodeGuard(),  # inside the logging one: undecodable calls are logged too
-        AdminGate(admin),  # after decoding, as the handlers' own checks were
-    ]
-    if tracing is not None:
-        from authority.observability.otel_grpc import TracingInterceptor  # noqa: PLC0415
-
-        # Outermost: the server span is current while the logging interceptor writes
-        # the rpc line (which then carries its trace id), and refused calls are traced.
-        interceptors.insert(0, TracingInterceptor(tracing))
+    # No interceptors: grpc.aio would run each one's coroutine on every call. Every
+    # handler is wrapped once, as it is registered (api.call_pipeline): request id,
+    # decode guard, admin gate, tracing, one log line and the RPC metrics per call.
     server = grpc.aio.server(
-        interceptors=interceptors,
         options=[*GRPC_OPTIONS, *bounds, ("grpc.so_reuseport", int(s.reuse_port))],
     )
-    token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, server)
-    keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin_servicer, server)
-    revocation_pb2_grpc.add_RevocationServiceServicer_to_server(revocations, server)
-    ext_authz.add_to_server(ext_authz.AuthorizationServicer(verifier=verifier), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_generic_rpc_handlers(tuple(extra_handlers))
+    pipeline = CallPipeline(admin=admin, is_admin=is_admin, tracing=tracing)
+    # The generated add_*_to_server functions register on whatever they are given.
+    target = cast(grpc.aio.Server, Registrar(server, pipeline.wrap))
+    token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, target)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, target)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin_servicer, target)
+    revocation_pb2_grpc.add_RevocationServiceServicer_to_server(revocations, target)
+    ext_authz.add_to_server(ext_authz.AuthorizationServicer(verifier=verifier), target)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
+    target.add_generic_rpc_handlers(tuple(extra_handlers))
     if s.reflection:
         listed = [name for name in SERVICE_NAMES if admin_listed or name != ADMIN_SERVICE]
-        reflection.enable((*listed, health.SERVICE_NAME), server)
+        reflection.enable((*listed, health.SERVICE_NAME), target)
     if credentials is None:
         port = server.add_insecure_port(address)
     else:

@@ -90,6 +90,22 @@ class ServerProcess:
     def events(self) -> list[dict[str, Any]]:
         return [e for e in map(self._event, self.lines) if e]
 
+    def rpc_lines(
+        self, count: int = 1, method: str | None = None, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """The ``rpc`` lines (of ``method``), once there are ``count`` of them: a server
+        flushes them within ``observability.logging.FLUSH_DELAY``, not as a call ends."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [
+                e
+                for e in self.events()
+                if e.get("event") == "rpc" and method in (None, e.get("method"))
+            ]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
+
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"

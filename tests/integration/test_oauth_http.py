@@ -428,7 +428,7 @@ def test_an_http_login_is_audited_like_a_grpc_one(server: ServerProcess) -> None
     assert {e.source_address for e in logins} == {"127.0.0.1"}
     assert {e.target_type for e in over_http} == {e.target_type for e in over_grpc}
     # and the per-call log line and metrics, as for an RPC
-    lines = [e for e in server.events() if e.get("event") == "rpc"]
+    lines = server.rpc_lines()
     http_line = next(e for e in lines if e.get("method") == "POST /oauth2/token")
     assert http_line["request_id"] == "req-http-1" and http_line["code"] == "OK"
     assert http_line["peer"] == "127.0.0.1"

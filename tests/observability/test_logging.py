@@ -15,11 +15,12 @@ import structlog
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from authority.api.call_pipeline import CallPipeline
 from authority.api.errors import rpc
+from authority.api.handler_wrapping import Registrar
 from authority.domain.throttle import Throttled
 from authority.observability.logging import (
     REDACTED,
-    RpcInterceptor,
     processors,
     redact,
     scrub,
@@ -196,7 +197,7 @@ def test_a_traceback_is_scanned_too() -> None:
     assert "could not refresh rt_[REDACTED:" in line
 
 
-# -- the interceptor, in process --------------------------------------------------------
+# -- the call wrapper, in process --------------------------------------------------------
 
 IDENTITY = (lambda b: b, lambda b: b)
 
@@ -246,10 +247,9 @@ async def echo_target() -> Any:
             "Stream": grpc.unary_stream_rpc_method_handler(_stream, *IDENTITY),
         },
     )
-    server = grpc.aio.server(
-        interceptors=[RpcInterceptor(is_admin=lambda token: token == "adm_" + "a" * 40)]
-    )
-    server.add_generic_rpc_handlers((handler,))
+    server = grpc.aio.server()
+    pipeline = CallPipeline(admin=None, is_admin=lambda token: token == "adm_" + "a" * 40)
+    Registrar(server, pipeline.wrap).add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"

@@ -402,11 +402,7 @@ def test_a_real_server_exports_its_spans_over_otlp_http_and_logs_their_trace_id(
     assert resource == "authority-under-test"
 
     # The request id and the trace id on one line: the Verify call's rpc line.
-    (line,) = [
-        e
-        for e in server.events()
-        if e.get("event") == "rpc" and e.get("method") == "/authority.v1.TokenService/Verify"
-    ]
+    (line,) = server.rpc_lines(method="/authority.v1.TokenService/Verify")
     assert line["request_id"]
     assert line["trace_id"] == span.trace_id.hex()
     assert line["span_id"] == span.span_id.hex()
@@ -425,7 +421,7 @@ def test_without_otel_variables_the_rpc_line_has_no_trace_id(
     server = start_server()
     with server.client() as client:
         client.jwks()
-    (line,) = [e for e in server.events() if e.get("event") == "rpc"]
+    (line,) = server.rpc_lines()
     assert line["request_id"] and "trace_id" not in line and "span_id" not in line
 
 
@@ -457,8 +453,7 @@ def test_without_the_extra_the_server_runs_untraced_and_says_so(
     )
     with server.client() as client:
         client.jwks()
-    events = server.events()
-    (warning,) = [e for e in events if e.get("event") == "tracing.unavailable"]
+    (line,) = server.rpc_lines()
+    (warning,) = [e for e in server.events() if e.get("event") == "tracing.unavailable"]
     assert "authority[otel]" in warning["hint"]
-    (line,) = [e for e in events if e.get("event") == "rpc"]
     assert line["code"] == "OK" and "trace_id" not in line

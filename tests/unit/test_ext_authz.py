@@ -253,3 +253,17 @@ async def test_check_is_served_over_grpc(fx: Fixture) -> None:
         await server.stop(None)
     assert _set_headers(response)["x-authority-subject"] == "p_alice"
     assert ext_authz.SERVICE_NAME == "envoy.service.auth.v3.Authorization"
+
+
+def test_a_repeated_tokens_answer_is_the_one_built_afresh(fx: Fixture) -> None:
+    """The answer memo (per claims object) changes no byte of any answer."""
+    token = fx.token()
+    for extra in ({}, {"x-authority-scope": "forged", "x_authority_session_id": "s"}, {}):
+        headers = {"authorization": f"Bearer {token}", **extra}
+        first = fx.check(headers)
+        ext_authz._ANSWERS.clear()
+        afresh = fx.check(headers)
+        again = fx.check(headers)
+        assert afresh.HasField("ok_response")
+        assert first.SerializeToString() == afresh.SerializeToString()
+        assert again.SerializeToString() == afresh.SerializeToString()

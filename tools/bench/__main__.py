@@ -71,6 +71,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~10 s smoke run")
+    parser.add_argument(
+        "--floor-only", action="store_true", help="run part 0 (the floor) only, then stop"
+    )
     parser.add_argument("--rounds", type=int, help="server rounds (default 3, quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per phase (3.0)")
     parser.add_argument("--warmup", type=float, help="unmeasured seconds before each phase (0.5)")
@@ -256,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     print_banner()
     floored = run_floor_part(args)
+    if args.floor_only:
+        return 0
     print()
     print(
         f"1. Server: Verify vs a bare echo RPC in one server process; {args.rounds} round(s) of"

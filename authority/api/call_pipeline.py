@@ -1,0 +1,226 @@
+"""What every RPC runs in: request id, decode guard, admin gate, metrics and the rpc line.
+
+One wrapper per method, built when the method's handler is registered
+(``handler_wrapping.Registrar``), so a call pays for what it does, not for finding out
+what to do: the per-method constants (the metric label children, the line's method
+text, whether the method is admin-only or mints tokens) are bound once. In the order a
+call meets them:
+
+1. tracing, when configured (``otel_grpc.traced``): the server span is current for the
+   rest, so the rpc line carries its trace id, and refused calls are traced too;
+2. the request id (the caller's ``x-request-id``, else a new one): bound for the call's
+   log lines and events, and sent back in the trailing metadata;
+3. a request that could not be decoded is answered INVALID_ARGUMENT (``api.decoding``);
+4. an admin method refuses a caller without the admin credential (``api.admin_auth``);
+5. the handler; then one Prometheus count and latency (``metrics.rpc_observer``) and one
+   ``rpc`` line (``observability.rpc_line``), whatever the outcome.
+
+A unary-response call runs all of it in one coroutine; a streaming one composes the
+same steps around the handler's stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import structlog
+
+from authority.api import decoding
+from authority.api.admin_auth import ADMIN_METHODS, require_admin
+from authority.api.errors import abort
+from authority.api.handler_wrapping import Behaviour, Handler, rewrap
+from authority.api.request_context import begin_call
+from authority.domain.call_metadata import (
+    AUTHORIZATION,
+    REQUEST_ID_HEADER,
+    bearer_token,
+    new_request_id,
+)
+from authority.domain.call_metadata import request_id as caller_request_id
+from authority.domain.errors import AuthorityError
+from authority.observability import metrics, rpc_line
+from authority.services.admin_credential import AdminCredential
+
+if TYPE_CHECKING:
+    from authority.observability.otel import Tracing
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_OK = grpc.StatusCode.OK
+_UNKNOWN = grpc.StatusCode.UNKNOWN
+_Undecodable = decoding.Undecodable
+_perf_counter = time.perf_counter
+_bind = structlog.contextvars.bind_contextvars
+_reset = structlog.contextvars.reset_contextvars
+
+
+class _Call:
+    """What the line needs from the call, read at its start while the call is alive:
+    after a cancellation grpc may have freed it, and ``peer()`` on a freed call crashes
+    the process."""
+
+    __slots__ = ("authorized", "chain", "metadata", "peer", "started", "tokens", "write_line")
+
+    def __init__(self, context: Context) -> None:
+        self.started = _perf_counter()
+        metadata = self.metadata = context.invocation_metadata() or ()
+        request_id = None
+        authorized = False
+        for key, value in metadata:  # one pass: the request id, and any credential
+            if key == REQUEST_ID_HEADER and not request_id:
+                request_id = caller_request_id(((key, value),))
+            elif key == AUTHORIZATION:
+                authorized = True
+        self.authorized = authorized
+        request_id = request_id or new_request_id()
+        # Trailing metadata: it costs nothing extra on the wire, unlike an early
+        # send_initial_metadata; api.errors keeps it when it adds retry-after.
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+        rpc_line.principal.set(None)
+        self.tokens = _bind(request_id=request_id)
+        begin_call(request_id)
+        chain = self.chain = rpc_line.chain()
+        self.write_line = rpc_line.enabled(chain)
+        self.peer = (context.peer() or "") if self.write_line else ""
+
+
+class CallPipeline:
+    """Wraps handlers (``wrap``) for one server: its admin credential (None: this
+    listener refuses admin RPCs), ``is_admin`` to name the admin on the line, and the
+    tracing (None: no span wrapper at all)."""
+
+    def __init__(
+        self,
+        *,
+        admin: AdminCredential | None,
+        is_admin: Callable[[str], bool] | None = None,
+        tracing: Tracing | None = None,
+        admin_methods: frozenset[str] = ADMIN_METHODS,
+    ) -> None:
+        self._admin = admin
+        self._is_admin = is_admin
+        self._tracing = tracing
+        self._admin_methods = admin_methods
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        gated = method in self._admin_methods
+        if gated and handler.unary_unary is None:  # fail closed: every admin RPC is unary
+            raise TypeError(f"{method}: only unary admin RPCs are gated")
+        streamed = handler.stream_unary is not None or handler.stream_stream is not None
+        wrapped = rewrap(
+            handler,
+            lambda behaviour: self._unary(method, behaviour, gated, streamed),
+            lambda behaviour: self._stream(method, behaviour, streamed),
+            request_deserializer=decoding.safe_deserializer(handler.request_deserializer),
+        )
+        if self._tracing is not None:
+            from authority.observability.otel_grpc import traced  # noqa: PLC0415 - optional
+
+            wrapped = traced(self._tracing, method, wrapped)
+        return wrapped
+
+    def _finish(
+        self,
+        line: rpc_line.RpcLine,
+        observe: metrics.RpcObserver,
+        call: _Call,
+        code: grpc.StatusCode,
+        *,
+        response: Any,
+        minted_for: str | None,
+    ) -> None:
+        elapsed = _perf_counter() - call.started
+        try:
+            observe(code, elapsed, response)
+            if call.write_line:
+                who = rpc_line.principal.get() or minted_for
+                if who is None and call.authorized:
+                    who = self._caller(call.metadata)
+                line.write(call.chain, peer=call.peer, who=who, elapsed=elapsed, code=code)
+        finally:
+            # ValueError: a stream's generator closed from another context (grpc finalising
+            # a cancelled call); the call's own context ends with it, nothing to undo.
+            with contextlib.suppress(ValueError):
+                _reset(**call.tokens)
+
+    def _caller(self, metadata: Any) -> str | None:
+        if self._is_admin is None:
+            return None
+        bearer = bearer_token(metadata)
+        return "admin" if bearer is not None and self._is_admin(bearer) else None
+
+    def _unary(self, method: str, behaviour: Behaviour, gated: bool, streamed: bool) -> Behaviour:
+        line = rpc_line.RpcLine(method)
+        observe = metrics.rpc_observer(method)
+        mints = method in rpc_line.MINTING
+        admin = self._admin
+        finish = self._finish
+
+        async def call(request: Any, context: Context) -> Any:
+            state = _Call(context)
+            code = _UNKNOWN
+            response = None
+            try:
+                if streamed:  # stream-unary: each request is checked as it is read
+                    request = decoding.checked_requests(request, context)
+                elif request.__class__ is _Undecodable:
+                    await decoding.refuse(request, context)
+                if gated:
+                    try:
+                        require_admin(context, admin)
+                    except AuthorityError as error:
+                        await abort(context, error)
+                response = await behaviour(request, context)
+                code = context.code() or _OK
+                return response
+            except grpc.aio.AbortError:
+                code = context.code() or _UNKNOWN
+                raise
+            except BaseException as error:
+                code = rpc_line.status_of(error)
+                raise
+            finally:
+                who = rpc_line.minted_subject(response) if mints and response is not None else None
+                finish(line, observe, state, code, response=response, minted_for=who)
+
+        return call
+
+    def _stream(self, method: str, behaviour: Behaviour, streamed: bool) -> Behaviour:
+        line = rpc_line.RpcLine(method)
+        observe = metrics.rpc_observer(method)
+        finish = self._finish
+
+        async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+            state = _Call(context)
+            code = _UNKNOWN
+            try:
+                if streamed:
+                    request = decoding.checked_requests(request, context)
+                elif request.__class__ is _Undecodable:
+                    await decoding.refuse(request, context)
+                result = behaviour(request, context)
+                if hasattr(result, "aclose"):
+                    # Close the handler's generator here, in this task, when the call
+                    # ends early (a cancelled stream), not later from the GC.
+                    async with contextlib.aclosing(result) as items:
+                        async for item in items:
+                            yield item
+                elif hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                else:
+                    await result
+                code = context.code() or _OK
+            except grpc.aio.AbortError:
+                code = context.code() or _UNKNOWN
+                raise
+            except BaseException as error:
+                code = rpc_line.status_of(error)
+                raise
+            finally:
+                finish(line, observe, state, code, response=None, minted_for=None)
+
+        return call

@@ -1,0 +1,100 @@
+"""Wrap every method handler of a server once, when it is registered, not on every call.
+
+grpc.aio runs each server interceptor's ``intercept_service`` coroutine on every call,
+even when the interceptor only hands back a handler it wrapped before. A ``Registrar``
+stands in for the server while the servicers register: each handler they register is
+wrapped once (``Wrap``), and the server itself runs with no interceptors, so a call
+costs a dictionary lookup to find its (already wrapped) handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler  # not subscriptable at run time
+
+# (full method name "/package.Service/Method", its handler) -> the handler to serve.
+Wrap = Callable[[str, Handler], Handler]
+Behaviour = Callable[..., Any]
+
+
+def rewrap(
+    handler: Handler,
+    unary_response: Callable[[Behaviour], Behaviour],
+    stream_response: Callable[[Behaviour], Behaviour],
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> Handler:
+    """The same handler, its behaviour wrapped by the wrapper for its response arity
+    (and its deserializer replaced, when one is given)."""
+    deserializer = request_deserializer or handler.request_deserializer
+    serializer = handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            unary_response(handler.unary_unary), deserializer, serializer
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            unary_response(handler.stream_unary), deserializer, serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            stream_response(handler.unary_stream), deserializer, serializer
+        )
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(
+            stream_response(handler.stream_stream), deserializer, serializer
+        )
+    return handler
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):
+    """A generic handler whose handlers come out wrapped (once per method, then cached)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Wrap) -> None:
+        self._inner = inner
+        self._wrap = wrap
+        self._wrapped: dict[str, Handler | None] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        method: str = handler_call_details.method
+        try:
+            return self._wrapped[method]
+        except KeyError:
+            pass
+        handler = self._inner.service(handler_call_details)
+        wrapped = None if handler is None else self._wrap(method, handler)
+        if wrapped is not None:  # an unknown method is not remembered (callers choose it)
+            self._wrapped[method] = wrapped
+        return wrapped
+
+
+class Registrar:
+    """What the ``add_*_to_server`` functions register on, in place of the server: the
+    handlers reach ``server`` wrapped by ``wrap``."""
+
+    def __init__(self, server: grpc.aio.Server, wrap: Wrap) -> None:
+        self._server = server
+        self._wrap = wrap
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_WrappedGeneric(handler, self._wrap) for handler in handlers)
+        )
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: Mapping[str, Handler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service_name,
+            {
+                name: self._wrap(f"/{service_name}/{name}", handler)
+                for name, handler in method_handlers.items()
+            },
+        )
