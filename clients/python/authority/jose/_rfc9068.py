@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from sys import intern
 from types import MappingProxyType
 from typing import Any
 
@@ -14,6 +15,9 @@ REGISTERED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id", "scope"}
 )
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+# One audience tuple per audience string: nearly every token carries one of a few.
+_AUDIENCE_MEMO_SIZE = 64
+_audiences: dict[str, tuple[str, ...]] = {}
 
 
 class VerifyReason(StrEnum):
@@ -105,13 +109,22 @@ def _extra_claims(payload: dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType({k: v for k, v in payload.items() if k not in REGISTERED_CLAIMS})
 
 
+def _shared(value: str) -> str:
+    """One copy of a value many tokens carry (``intern`` takes exact strs only)."""
+    return intern(value) if type(value) is str else value
+
+
 def parse_claims(payload: Any, key_id: str) -> Claims:
     """Type the JSON claims of an access token; raise ClaimsError on any shape error."""
     if not isinstance(payload, dict):
         raise ClaimsError("the claims are not a JSON object")
     audience_value = payload.get("aud")
     if isinstance(audience_value, str):
-        audience: tuple[str, ...] = (audience_value,)
+        audience: tuple[str, ...] | None = _audiences.get(audience_value)
+        if audience is None:
+            if len(_audiences) >= _AUDIENCE_MEMO_SIZE:
+                _audiences.clear()
+            audience = _audiences[audience_value] = (_shared(audience_value),)
     elif isinstance(audience_value, list) and all(isinstance(a, str) for a in audience_value):
         audience = tuple(audience_value)
     else:
@@ -121,8 +134,10 @@ def parse_claims(payload: Any, key_id: str) -> Claims:
     scope_value = payload.get("scope", "")
     if not isinstance(scope_value, str):
         raise ClaimsError("claim 'scope' must be a space-separated string")
+    # Values most tokens share (issuer, client) are interned: a verification cache then
+    # holds one copy of each rather than one per token.
     return Claims(
-        issuer=_string(payload, "iss"),
+        issuer=_shared(_string(payload, "iss")),
         subject=_string(payload, "sub"),
         audience=audience,
         expires_at=_numeric_date(payload, "exp"),
@@ -130,7 +145,7 @@ def parse_claims(payload: Any, key_id: str) -> Claims:
         not_before=_numeric_date(payload, "nbf") if "nbf" in payload else 0,
         token_id=_string(payload, "jti"),
         session_id=_string(payload, "sid", required=False),
-        client_id=_string(payload, "client_id", required=False),
+        client_id=_shared(_string(payload, "client_id", required=False)),
         scope=tuple(scope_value.split()),
         key_id=key_id,
         extra=_extra_claims(payload),
