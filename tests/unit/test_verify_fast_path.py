@@ -20,12 +20,15 @@ import jwt
 import pytest
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from authority.api.convert import verify_response
 from authority.domain.keys import Algorithm
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.domain.tokens import AccessClaims, Verification, VerifyReason
-from authority.jose import _rfc7515, _rfc7518
+from authority.jose import _rfc7515, _rfc7518, _rfc9068
+from authority.jose.claims import REGISTERED_CLAIMS, ClaimsError, parse_claims
 from authority.jose.jws import ALGORITHMS, parse_compact, to_low_s
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import token_pb2
@@ -252,3 +255,55 @@ def test_the_verify_response_is_the_message_built_field_by_field() -> None:
         assert response.SerializeToString(deterministic=True) == _plain_response(
             verdict
         ).SerializeToString(deterministic=True)
+
+
+_JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["", "api", "a b", "https://auth.example.test", "\u00e9"])
+    | st.sampled_from([2**53, 2**53 - 1, -(2**53), 1 - 2**53, 2.0**53, 1e300, 0.5, True, 0])
+)
+_CLAIM_VALUES = _JSON_SCALARS | st.lists(_JSON_SCALARS, max_size=3)
+
+
+_CLAIM_NAMES = sorted(REGISTERED_CLAIMS | {"team"})
+
+
+@settings(max_examples=1500, deadline=None)
+@example(payload={}, name="exp", value=2**53, typical=True)
+@example(payload={}, name="exp", value=-(2**53), typical=True)
+@example(payload={}, name="exp", value=2**53 - 1, typical=True)
+@example(payload={}, name="exp", value=1.5, typical=True)
+@example(payload={}, name="exp", value=True, typical=True)
+@example(payload={}, name="nbf", value=2**53, typical=True)
+@example(payload={}, name="nbf", value=None, typical=True)
+@example(payload={}, name="iat", value=2.0**53, typical=True)
+@example(payload={}, name="iat", value=float("nan"), typical=True)
+@example(payload={}, name="iat", value=-(2**53), typical=True)
+@example(payload={}, name="aud", value="", typical=True)
+@example(payload={}, name="aud", value=["api"], typical=True)
+@example(payload={}, name="sid", value="", typical=True)
+@example(payload={}, name="client_id", value=None, typical=True)
+@example(payload={}, name="iss", value="", typical=True)
+@example(payload={}, name="scope", value=None, typical=True)
+@given(
+    st.dictionaries(st.sampled_from(_CLAIM_NAMES), _CLAIM_VALUES, max_size=12),
+    st.sampled_from(_CLAIM_NAMES),
+    _CLAIM_VALUES,
+    st.booleans(),
+)
+def test_the_one_pass_claims_parser_agrees_with_the_claim_by_claim_one(
+    payload: dict[str, Any], name: str, value: Any, typical: bool
+) -> None:
+    """Any payload: the same claims, or the same error, from both parsers."""
+    if typical:  # well-formed but for one claim, so the one-pass path is tried often
+        payload = {**Fixture().claims(), name: value}
+    outcomes = []
+    for parse in (parse_claims, _rfc9068._parse_claims_checked):
+        try:
+            outcomes.append(parse(payload, "kid"))
+        except ClaimsError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]

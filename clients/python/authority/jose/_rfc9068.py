@@ -15,6 +15,8 @@ REGISTERED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id", "scope"}
 )
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+# NumericDates must be exact in a double (and finite): |date| < 2**53.
+_DATE_BOUND = 2**53
 # One audience tuple per audience string: nearly every token carries one of a few.
 _AUDIENCE_MEMO_SIZE = 64
 _audiences: dict[str, tuple[str, ...]] = {}
@@ -90,7 +92,7 @@ def _numeric_date(payload: Mapping[str, Any], name: str) -> int:
     # bool is an int subclass; a date of `true` is malformed, not 1970-01-01T00:00:01.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ClaimsError(f"claim {name!r} must be a NumericDate")
-    if not -(2**53) < value < 2**53:  # also false for NaN
+    if not -_DATE_BOUND < value < _DATE_BOUND:  # also false for NaN
         raise ClaimsError(f"claim {name!r} is out of range")
     return int(value)
 
@@ -115,7 +117,59 @@ def _shared(value: str) -> str:
 
 
 def parse_claims(payload: Any, key_id: str) -> Claims:
-    """Type the JSON claims of an access token; raise ClaimsError on any shape error."""
+    """Type the JSON claims of an access token; raise ClaimsError on any shape error.
+
+    A cache miss parses every token once, so the common shape (string claims, integer
+    dates, one audience) is recognised in one pass; anything else, valid or not, takes
+    the claim-by-claim path, which gives the same claims or the precise error."""
+    if type(payload) is dict:
+        get = payload.get
+        issuer, subject, token_id = get("iss"), get("sub"), get("jti")
+        expires_at, issued_at, not_before = get("exp"), get("iat"), get("nbf", 0)
+        session_id, client_id = get("sid"), get("client_id")
+        audience, scope = get("aud"), get("scope", "")
+        if (
+            type(issuer) is str
+            and issuer
+            and type(subject) is str
+            and subject
+            and type(token_id) is str
+            and token_id
+            and type(audience) is str
+            and type(scope) is str
+            and (session_id is None or type(session_id) is str)
+            and (client_id is None or type(client_id) is str)
+            and type(expires_at) is int
+            and -_DATE_BOUND < expires_at < _DATE_BOUND
+            and type(not_before) is int
+            and -_DATE_BOUND < not_before < _DATE_BOUND
+            and (type(issued_at) is int or type(issued_at) is float)
+            and -_DATE_BOUND < issued_at < _DATE_BOUND
+        ):
+            audiences = _audiences.get(audience)
+            if audiences is None:
+                if len(_audiences) >= _AUDIENCE_MEMO_SIZE:
+                    _audiences.clear()
+                audiences = _audiences[audience] = (_shared(audience),)
+            return Claims(
+                issuer=_shared(issuer),
+                subject=subject,
+                audience=audiences,
+                expires_at=expires_at,
+                issued_at=float(issued_at),
+                not_before=not_before,
+                token_id=token_id,
+                session_id="" if session_id is None else session_id,
+                client_id="" if client_id is None else _shared(client_id),
+                scope=tuple(scope.split()),
+                key_id=key_id,
+                extra=_extra_claims(payload),
+            )
+    return _parse_claims_checked(payload, key_id)
+
+
+def _parse_claims_checked(payload: Any, key_id: str) -> Claims:
+    """``parse_claims`` claim by claim, with the error for the first one that fails."""
     if not isinstance(payload, dict):
         raise ClaimsError("the claims are not a JSON object")
     audience_value = payload.get("aud")
