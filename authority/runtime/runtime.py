@@ -27,6 +27,7 @@ from authority.loops import run_loops
 from authority.observability import tracing as observability_tracing
 from authority.runtime.background import LIVENESS, READINESS, background_loops
 from authority.runtime.build import Base, Components, Servicers, build, build_base, issuer_for
+from authority.runtime.heap import freeze_startup_heap, release_startup_heap
 from authority.runtime.listeners import (
     SERVICE_NAMES,
     close_http,
@@ -131,6 +132,7 @@ class Authority:
         )
         for name in ("", LIVENESS, READINESS, *SERVICE_NAMES):
             await base.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        freeze_startup_heap()
         log.info(
             "authority.ready",
             grpc_port=self.ports.grpc,
@@ -220,6 +222,7 @@ class Authority:
         if base.state.stopped:
             return
         base.state.stopped = True
+        release_startup_heap()
         grace = self.settings.shutdown_grace.total_seconds() if grace is None else grace
         log.info("authority.stopping", grace_seconds=grace)
         try:

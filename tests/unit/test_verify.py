@@ -110,11 +110,14 @@ def test_issuer_and_audience_are_checked(fx: Fixture) -> None:
     assert fx.verifier.verify(token, ["shipping"]).reason is VerifyReason.WRONG_AUDIENCE
 
 
-def test_attack_tokens(fx: Fixture) -> None:
+def attack_cases(fx: Fixture) -> dict[str, VerifyReason]:
+    """Forgeries of ``fx``'s tokens (alg none, algorithm confusion, unknown kid, ...) and the
+    reason each must get: the corpus every verification path is held to."""
     token = fx.token()
     header_b64, payload_b64, signature_b64 = token.split(".")
     header = json.loads(b64url_decode(header_b64))
-    public_raw = base64.urlsafe_b64decode(fx.jwk["x"] + "==")
+    # HS256 keyed with the public key's bytes: the classic algorithm confusion.
+    public_raw = base64.urlsafe_b64decode(fx.jwk.get("x", fx.jwk.get("n", "")) + "==")
 
     def with_header(**changes: Any) -> str:
         return ".".join(
@@ -144,7 +147,11 @@ def test_attack_tokens(fx: Fixture) -> None:
         "a.b.c": VerifyReason.MALFORMED,
         "[" * 3000 + ".a.b": VerifyReason.MALFORMED,
     }
-    for attack, reason in cases.items():
+    return cases
+
+
+def test_attack_tokens(fx: Fixture) -> None:
+    for attack, reason in attack_cases(fx).items():
         verdict = fx.verifier.verify(attack)
         assert verdict.reason is reason, attack[:80]
         assert verdict.claims is None

@@ -7,6 +7,11 @@ in its own key set (the header never chooses it), and ``verify_signature`` requi
 header's ``alg`` to be that key's, a canonical (and, for ES256, low-S) signature, the
 signature itself, and well-formed claims. The order, reasons and details are the
 authority's ``Verify``: the server and local verifiers run this same code.
+
+Every token one key signs carries the same header segment, so the facts read from a header
+that passed (its ``kid`` and ``alg``) are remembered in a small bounded memo: a cache miss
+then decodes only the payload. The memo holds only what the header alone decides, and the
+caller's allow-list is applied on every call, so no verdict depends on it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from authority.jose._rfc4648 import b64url_decode
 from authority.jose._rfc7518 import ALGORITHMS, is_low_s
+from authority.jose._rfc7518 import verify as _verify
 from authority.jose._rfc9068 import (
     ACCESS_TOKEN_TYPE,
     Claims,
@@ -28,6 +34,14 @@ from authority.jose._rfc9068 import (
 )
 
 UNPUBLISHED_KEY = Verification(VerifyReason.UNKNOWN_KEY, "the token's key id is not published")
+# json.loads(str) with no options is this decoder's decode.
+_json_decode = json.JSONDecoder().decode
+_NOT_JSON = Verification(VerifyReason.MALFORMED, "the claims are not base64url-encoded JSON")
+
+# Header segment -> (alg, kid) of a header that passed every check. A handful of keys sign
+# at once; the bound stops a stream of forged headers from growing it (or keeping ours out).
+HEADER_MEMO_SIZE = 64
+_headers: dict[str, tuple[str, str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +66,47 @@ def parse_compact(
     if len(parts) != 3:
         return Verification(VerifyReason.MALFORMED, "not a compact JWS (three dot-separated parts)")
     header_segment, payload_segment, signature_segment = parts
+    known = _headers.get(header_segment)
+    if known is None:
+        checked = _parse_header(header_segment, algorithms)
+        if isinstance(checked, Verification):
+            return checked
+        if len(_headers) >= HEADER_MEMO_SIZE:  # forged headers churn it; ours come back
+            _headers.clear()
+        _headers[header_segment] = checked
+        known = checked
+    elif known[0] not in algorithms:  # the check _parse_header makes first, for this caller
+        return _disallowed(known[0])
+    algorithm, kid = known
+    return CompactJws(
+        token,
+        kid,
+        algorithm,
+        len(header_segment) + 1 + len(payload_segment),
+        payload_segment,
+        signature_segment,
+    )
+
+
+def _disallowed(algorithm: object) -> Verification:
+    return Verification(
+        VerifyReason.DISALLOWED_ALGORITHM, f"algorithm {algorithm!r} is not allowed"
+    )
+
+
+def _parse_header(segment: str, algorithms: Container[str]) -> tuple[str, str] | Verification:
+    """(alg, kid) of a header segment, or why it fails. What is remembered of a header that
+    passed does not depend on ``algorithms`` (a subset of ``ALGORITHMS``, checked again on
+    every call), so callers with different allow-lists may share the memo."""
     try:
-        header: Any = json.loads(b64url_decode(header_segment))
+        header: Any = json.loads(b64url_decode(segment))
     except (ValueError, RecursionError):
         return Verification(VerifyReason.MALFORMED, "the header is not base64url-encoded JSON")
     if not isinstance(header, dict):
         return Verification(VerifyReason.MALFORMED, "the header is not a JSON object")
     algorithm = header.get("alg")
     if not isinstance(algorithm, str) or algorithm not in algorithms or algorithm not in ALGORITHMS:
-        return Verification(
-            VerifyReason.DISALLOWED_ALGORITHM, f"algorithm {algorithm!r} is not allowed"
-        )
+        return _disallowed(algorithm)
     if header.get("typ") != ACCESS_TOKEN_TYPE:
         return Verification(
             VerifyReason.WRONG_TYPE, "the token is not an access token (typ at+jwt)"
@@ -72,14 +116,16 @@ def parse_compact(
     kid = header.get("kid")
     if not isinstance(kid, str):
         return UNPUBLISHED_KEY
-    return CompactJws(
-        token,
-        kid,
-        algorithm,
-        len(header_segment) + 1 + len(payload_segment),
-        payload_segment,
-        signature_segment,
-    )
+    return algorithm, kid
+
+
+def _json_document(data: bytes) -> Any:
+    """``json.loads(data)``. On bytes, json first guesses the encoding (UTF-16 and -32
+    included) in Python; a document that opens with '{"' can only be UTF-8, as it would
+    find, so ours skip the guess."""
+    if data[:2] == b'{"':
+        return _json_decode(data.decode("utf-8", "surrogatepass"))
+    return json.loads(data)
 
 
 def verify_signature(jws: CompactJws, algorithm: str, public_key: Any) -> Claims | Verification:
@@ -99,11 +145,11 @@ def verify_signature(jws: CompactJws, algorithm: str, public_key: Any) -> Claims
         signing_input = jws.token[: jws.signing_input_length].encode("ascii")
     except UnicodeEncodeError:
         return Verification(VerifyReason.MALFORMED, "the claims are not base64url-encoded JSON")
-    if not ALGORITHMS[jws.algorithm].verify(signing_input, public_key, signature):
+    if not _verify(jws.algorithm, signing_input, public_key, signature):
         return Verification(VerifyReason.BAD_SIGNATURE, "the signature does not match")
     try:
-        return parse_claims(json.loads(b64url_decode(jws.payload_segment)), jws.kid)
+        return parse_claims(_json_document(b64url_decode(jws.payload_segment)), jws.kid)
     except ClaimsError as exc:
         return Verification(VerifyReason.MALFORMED, f"malformed claims: {exc}")
     except (ValueError, RecursionError):
-        return Verification(VerifyReason.MALFORMED, "the claims are not base64url-encoded JSON")
+        return _NOT_JSON

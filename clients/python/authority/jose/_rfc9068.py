@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from sys import intern
 from types import MappingProxyType
 from typing import Any
 
@@ -14,6 +15,11 @@ REGISTERED_CLAIMS = frozenset(
     {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id", "scope"}
 )
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+# NumericDates must be exact in a double (and finite): |date| < 2**53.
+_DATE_BOUND = 2**53
+# One audience tuple per audience string: nearly every token carries one of a few.
+_AUDIENCE_MEMO_SIZE = 64
+_audiences: dict[str, tuple[str, ...]] = {}
 
 
 class VerifyReason(StrEnum):
@@ -86,7 +92,7 @@ def _numeric_date(payload: Mapping[str, Any], name: str) -> int:
     # bool is an int subclass; a date of `true` is malformed, not 1970-01-01T00:00:01.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ClaimsError(f"claim {name!r} must be a NumericDate")
-    if not -(2**53) < value < 2**53:  # also false for NaN
+    if not -_DATE_BOUND < value < _DATE_BOUND:  # also false for NaN
         raise ClaimsError(f"claim {name!r} is out of range")
     return int(value)
 
@@ -105,13 +111,74 @@ def _extra_claims(payload: dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType({k: v for k, v in payload.items() if k not in REGISTERED_CLAIMS})
 
 
+def _shared(value: str) -> str:
+    """One copy of a value many tokens carry (``intern`` takes exact strs only)."""
+    return intern(value) if type(value) is str else value
+
+
 def parse_claims(payload: Any, key_id: str) -> Claims:
-    """Type the JSON claims of an access token; raise ClaimsError on any shape error."""
+    """Type the JSON claims of an access token; raise ClaimsError on any shape error.
+
+    A cache miss parses every token once, so the common shape (string claims, integer
+    dates, one audience) is recognised in one pass; anything else, valid or not, takes
+    the claim-by-claim path, which gives the same claims or the precise error."""
+    if type(payload) is dict:
+        get = payload.get
+        issuer, subject, token_id = get("iss"), get("sub"), get("jti")
+        expires_at, issued_at, not_before = get("exp"), get("iat"), get("nbf", 0)
+        session_id, client_id = get("sid"), get("client_id")
+        audience, scope = get("aud"), get("scope", "")
+        if (
+            type(issuer) is str
+            and issuer
+            and type(subject) is str
+            and subject
+            and type(token_id) is str
+            and token_id
+            and type(audience) is str
+            and type(scope) is str
+            and (session_id is None or type(session_id) is str)
+            and (client_id is None or type(client_id) is str)
+            and type(expires_at) is int
+            and -_DATE_BOUND < expires_at < _DATE_BOUND
+            and type(not_before) is int
+            and -_DATE_BOUND < not_before < _DATE_BOUND
+            and (type(issued_at) is int or type(issued_at) is float)
+            and -_DATE_BOUND < issued_at < _DATE_BOUND
+        ):
+            audiences = _audiences.get(audience)
+            if audiences is None:
+                if len(_audiences) >= _AUDIENCE_MEMO_SIZE:
+                    _audiences.clear()
+                audiences = _audiences[audience] = (_shared(audience),)
+            return Claims(
+                issuer=_shared(issuer),
+                subject=subject,
+                audience=audiences,
+                expires_at=expires_at,
+                issued_at=float(issued_at),
+                not_before=not_before,
+                token_id=token_id,
+                session_id="" if session_id is None else session_id,
+                client_id="" if client_id is None else _shared(client_id),
+                scope=tuple(scope.split()),
+                key_id=key_id,
+                extra=_extra_claims(payload),
+            )
+    return _parse_claims_checked(payload, key_id)
+
+
+def _parse_claims_checked(payload: Any, key_id: str) -> Claims:
+    """``parse_claims`` claim by claim, with the error for the first one that fails."""
     if not isinstance(payload, dict):
         raise ClaimsError("the claims are not a JSON object")
     audience_value = payload.get("aud")
     if isinstance(audience_value, str):
-        audience: tuple[str, ...] = (audience_value,)
+        audience: tuple[str, ...] | None = _audiences.get(audience_value)
+        if audience is None:
+            if len(_audiences) >= _AUDIENCE_MEMO_SIZE:
+                _audiences.clear()
+            audience = _audiences[audience_value] = (_shared(audience_value),)
     elif isinstance(audience_value, list) and all(isinstance(a, str) for a in audience_value):
         audience = tuple(audience_value)
     else:
@@ -121,8 +188,10 @@ def parse_claims(payload: Any, key_id: str) -> Claims:
     scope_value = payload.get("scope", "")
     if not isinstance(scope_value, str):
         raise ClaimsError("claim 'scope' must be a space-separated string")
+    # Values most tokens share (issuer, client) are interned: a verification cache then
+    # holds one copy of each rather than one per token.
     return Claims(
-        issuer=_string(payload, "iss"),
+        issuer=_shared(_string(payload, "iss")),
         subject=_string(payload, "sub"),
         audience=audience,
         expires_at=_numeric_date(payload, "exp"),
@@ -130,7 +199,7 @@ def parse_claims(payload: Any, key_id: str) -> Claims:
         not_before=_numeric_date(payload, "nbf") if "nbf" in payload else 0,
         token_id=_string(payload, "jti"),
         session_id=_string(payload, "sid", required=False),
-        client_id=_string(payload, "client_id", required=False),
+        client_id=_shared(_string(payload, "client_id", required=False)),
         scope=tuple(scope_value.split()),
         key_id=key_id,
         extra=_extra_claims(payload),

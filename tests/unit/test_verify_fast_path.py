@@ -1,0 +1,309 @@
+"""The fast paths of verification give the verdicts of the plain one, attack by attack.
+
+A cache miss skips what it can prove it need not redo: the header of a key's tokens is
+parsed once (a bounded memo), signatures go to ``cryptography`` directly rather than
+through PyJWT's algorithm objects, ``{"``-led payloads skip json's encoding guess, and
+the Verify response is built in one constructor call. Each is held here to the plain
+path: the same reason, detail and claims for every token of the attack corpus, for every
+algorithm, on a cache miss and on a hit. No timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from authority.api.convert import verify_response
+from authority.domain.keys import Algorithm
+from authority.domain.revocation import Revocation, RevocationKind
+from authority.domain.tokens import AccessClaims, Verification, VerifyReason
+from authority.jose import _rfc7515, _rfc7518, _rfc9068
+from authority.jose.claims import REGISTERED_CLAIMS, ClaimsError, parse_claims
+from authority.jose.jws import ALGORITHMS, parse_compact, to_low_s
+from authority.tokens.verifier import TokenVerifier
+from authority.v1 import token_pb2
+from tests.unit.test_verify import ISSUER, LEEWAY, Fixture, attack_cases
+
+Outcome = tuple[VerifyReason, str, AccessClaims | None]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _sign_raw(fx: Fixture, header: dict[str, Any], payload: bytes) -> str:
+    """A token over arbitrary payload bytes, validly signed by ``fx``'s key."""
+    h, p = _b64(json.dumps(header).encode()), _b64(payload)
+    algorithm = jwt.get_algorithm_by_name(fx.signing.algorithm.value)
+    signature = algorithm.sign(f"{h}.{p}".encode(), fx.private)
+    if fx.signing.algorithm is Algorithm.ES256:
+        signature = to_low_s(signature)
+    return f"{h}.{p}.{_b64(signature)}"
+
+
+def corpus(fx: Fixture) -> Iterator[str]:
+    """The attack corpus, every algorithm confusion, and signed payloads of every shape."""
+    yield from attack_cases(fx)
+    token = fx.token()
+    yield token
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    header = json.loads(base64.urlsafe_b64decode(header_b64 + "=="))
+    for alg in ("none", "HS256", "EdDSA", "ES256", "RS256", "PS256", "", None, 7):
+        forged = _b64(json.dumps({**header, "alg": alg}).encode())
+        yield f"{forged}.{payload_b64}.{signature_b64}"
+        yield _b64(json.dumps({**header, "alg": alg, "typ": "JWT"}).encode()) + "." + payload_b64
+    claims = json.dumps(fx.claims())
+    for payload in (
+        claims.encode(),
+        claims.encode("utf-16"),
+        claims.encode("utf-32-le"),
+        b"\xef\xbb\xbf" + claims.encode(),
+        b" " + claims.encode(),
+        claims.encode()[:-1] + b',"x":"\xff"}',
+        claims.encode()[:-1] + b',"x":"\\ud800"}',
+        claims.encode() + b"x",
+        b'{"',
+        b"[]",
+        b"",
+        b"null",
+    ):
+        yield _sign_raw(fx, header, payload)
+    for overrides in (
+        {"exp": "tomorrow"},
+        {"exp": True},
+        {"exp": 1e300},
+        {"iat": 1.5},
+        {"sub": None},
+        {"aud": 7},
+        {"aud": []},
+        {"aud": ["api", 3]},
+        {"jti": ""},
+        {"scope": ["a"]},
+        {"iss": "https://evil"},
+        {"aud": "billing"},
+        {"exp": int(fx.clock.timestamp()) - 3600},
+        {"nbf": int(fx.clock.timestamp()) + 3600},
+        {"team": "blue", "scope": "read write"},
+    ):
+        yield fx.token(**overrides)
+
+
+def _outcome(verdict: Verification) -> Outcome:
+    return verdict.reason, verdict.detail, verdict.claims
+
+
+def _plain_verify(algorithm: str, message: bytes, key: Any, signature: bytes) -> bool:
+    return ALGORITHMS[algorithm].verify(message, key, signature)
+
+
+def _plain(patch: pytest.MonkeyPatch) -> None:
+    """Every fast path of the JOSE core off: PyJWT's algorithm objects, json.loads on
+    bytes, and a header memo that remembers nothing."""
+    patch.setattr(_rfc7515, "_verify", _plain_verify)
+    patch.setattr(_rfc7515, "_json_document", json.loads)
+    patch.setattr(_rfc7515, "HEADER_MEMO_SIZE", 0)
+    _rfc7515._headers.clear()
+
+
+@pytest.fixture(autouse=True)
+def _forget_headers() -> Iterator[None]:
+    _rfc7515._headers.clear()
+    yield
+    _rfc7515._headers.clear()
+
+
+def _verdicts(fx: Fixture, tokens: list[str], audiences: tuple[str, ...] = ()) -> list[Outcome]:
+    return [_outcome(fx.verifier.verify(token, audiences)) for token in tokens]
+
+
+def _uncached(fx: Fixture) -> TokenVerifier:
+    return TokenVerifier(
+        keys=lambda: fx.keys,
+        issuer=ISSUER,
+        default_audience="api",
+        leeway=LEEWAY,
+        max_token_bytes=4096,
+        revocations=fx.revocations,
+        clock=fx.clock,
+        cache_size=1,
+    )
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_fast_paths_give_the_plain_verdicts_over_the_attack_corpus(
+    algorithm: Algorithm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fx = Fixture(algorithm)
+    public_key = fx.keys[fx.kid].public_key
+    # the fast path is the one under test: cryptography directly, not PyJWT's object
+    assert _rfc7518.primitive(algorithm.value, public_key) != ALGORITHMS[algorithm.value].verify
+    tokens = list(corpus(fx))
+    fast_miss = _verdicts(fx, tokens)
+    fast_hit = _verdicts(fx, tokens)  # the valid ones now come from the cache
+    for audiences in ((), ("billing",), ("api", "billing")):
+        fx.verifier = _uncached(fx)
+        uncached = _verdicts(fx, tokens, audiences)
+        with monkeypatch.context() as patch:
+            _plain(patch)
+            plain = _verdicts(fx, tokens, audiences)
+        _rfc7515._headers.clear()
+        assert uncached == plain, audiences
+    fx.verifier = _uncached(fx)
+    assert fast_miss == fast_hit == _verdicts(fx, tokens)
+    reasons = {reason for reason, _, _ in fast_miss}
+    assert VerifyReason.VALID in reasons and VerifyReason.DISALLOWED_ALGORITHM in reasons
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_a_cache_hit_still_sees_revocation_expiry_and_key_removal(
+    algorithm: Algorithm, fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not fast:
+        _plain(monkeypatch)
+    fx = Fixture(algorithm)
+    token = fx.token()
+    assert fx.verifier.verify(token).valid
+    assert fx.verifier.verify(token).valid  # a hit
+    now = fx.clock.timestamp()
+    fx.revocations.add(Revocation(RevocationKind.TOKEN, "j1", now, now + 600))
+    assert fx.verifier.verify(token).reason is VerifyReason.REVOKED
+    other = fx.token(jti="j2")
+    assert fx.verifier.verify(other).valid
+    fx.clock.advance(timedelta(seconds=600 + LEEWAY))
+    assert fx.verifier.verify(other).reason is VerifyReason.EXPIRED
+    fresh = fx.token(jti="j3")
+    assert fx.verifier.verify(fresh).valid
+    fx.keys.clear()
+    assert fx.verifier.verify(fresh).reason is VerifyReason.UNKNOWN_KEY
+
+
+def test_the_header_memo_never_widens_an_allow_list() -> None:
+    fx = Fixture(Algorithm.EDDSA)
+    token = fx.token()
+    assert not isinstance(parse_compact(token, max_bytes=4096), Verification)  # memoised
+    for algorithms in ({"ES256"}, frozenset(), ("RS256", "ES256")):
+        remembered = parse_compact(token, max_bytes=4096, algorithms=algorithms)
+        _rfc7515._headers.clear()
+        fresh = parse_compact(token, max_bytes=4096, algorithms=algorithms)
+        assert remembered == fresh
+        assert isinstance(fresh, Verification)
+        assert fresh.reason is VerifyReason.DISALLOWED_ALGORITHM
+
+
+def test_the_header_memo_is_bounded_and_keeps_admitting_our_header() -> None:
+    fx = Fixture(Algorithm.EDDSA)
+    token = fx.token()
+    _, payload, signature = token.split(".")
+    for i in range(3 * _rfc7515.HEADER_MEMO_SIZE):
+        forged = _b64(json.dumps({"alg": "EdDSA", "typ": "at+jwt", "kid": f"k{i}"}).encode())
+        assert fx.verifier.verify(f"{forged}.{payload}.{signature}").reason is (
+            VerifyReason.UNKNOWN_KEY
+        )
+        assert len(_rfc7515._headers) <= _rfc7515.HEADER_MEMO_SIZE
+        assert fx.verifier.verify(fx.token(jti=f"j{i}")).valid
+
+
+def _plain_response(verdict: Verification) -> token_pb2.VerifyResponse:
+    """The response as built before the one-call constructor: message by message."""
+    claims = verdict.claims
+    assert claims is not None
+    micros = round(claims.issued_at * 1_000_000)
+    message = token_pb2.Claims(
+        issuer=claims.issuer,
+        subject=claims.subject,
+        audience=claims.audience,
+        expires_at=Timestamp(seconds=claims.expires_at),
+        issued_at=Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1_000),
+        not_before=Timestamp(seconds=claims.not_before),
+        token_id=claims.token_id,
+        session_id=claims.session_id,
+        client_id=claims.client_id,
+        scope=claims.scope,
+        key_id=claims.key_id,
+    )
+    if claims.extra:
+        extra = Struct()
+        extra.update(dict(claims.extra))
+        message.extra.CopyFrom(extra)
+    return token_pb2.VerifyResponse(result=token_pb2.VERIFY_RESULT_VALID, claims=message)
+
+
+def test_the_verify_response_is_the_message_built_field_by_field() -> None:
+    fx = Fixture(Algorithm.EDDSA)
+    now = fx.clock.timestamp()
+    for overrides in (
+        {},
+        {"scope": "read write", "team": "blue", "n": 3, "nested": {"a": [1, None]}},
+        {"aud": ["api", "billing"], "sid": None},
+        {"iat": now - 0.123456, "nbf": None},
+    ):
+        verdict = fx.verifier.verify(fx.token(**overrides))
+        assert verdict.valid, overrides
+        response = verify_response(verdict)
+        assert response == _plain_response(verdict), overrides
+        assert response.SerializeToString(deterministic=True) == _plain_response(
+            verdict
+        ).SerializeToString(deterministic=True)
+
+
+_JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["", "api", "a b", "https://auth.example.test", "\u00e9"])
+    | st.sampled_from([2**53, 2**53 - 1, -(2**53), 1 - 2**53, 2.0**53, 1e300, 0.5, True, 0])
+)
+_CLAIM_VALUES = _JSON_SCALARS | st.lists(_JSON_SCALARS, max_size=3)
+
+
+_CLAIM_NAMES = sorted(REGISTERED_CLAIMS | {"team"})
+
+
+@settings(max_examples=1500, deadline=None)
+@example(payload={}, name="exp", value=2**53, typical=True)
+@example(payload={}, name="exp", value=-(2**53), typical=True)
+@example(payload={}, name="exp", value=2**53 - 1, typical=True)
+@example(payload={}, name="exp", value=1.5, typical=True)
+@example(payload={}, name="exp", value=True, typical=True)
+@example(payload={}, name="nbf", value=2**53, typical=True)
+@example(payload={}, name="nbf", value=None, typical=True)
+@example(payload={}, name="iat", value=2.0**53, typical=True)
+@example(payload={}, name="iat", value=float("nan"), typical=True)
+@example(payload={}, name="iat", value=-(2**53), typical=True)
+@example(payload={}, name="aud", value="", typical=True)
+@example(payload={}, name="aud", value=["api"], typical=True)
+@example(payload={}, name="sid", value="", typical=True)
+@example(payload={}, name="client_id", value=None, typical=True)
+@example(payload={}, name="iss", value="", typical=True)
+@example(payload={}, name="scope", value=None, typical=True)
+@given(
+    st.dictionaries(st.sampled_from(_CLAIM_NAMES), _CLAIM_VALUES, max_size=12),
+    st.sampled_from(_CLAIM_NAMES),
+    _CLAIM_VALUES,
+    st.booleans(),
+)
+def test_the_one_pass_claims_parser_agrees_with_the_claim_by_claim_one(
+    payload: dict[str, Any], name: str, value: Any, typical: bool
+) -> None:
+    """Any payload: the same claims, or the same error, from both parsers."""
+    if typical:  # well-formed but for one claim, so the one-pass path is tried often
+        payload = {**Fixture().claims(), name: value}
+    outcomes = []
+    for parse in (parse_claims, _rfc9068._parse_claims_checked):
+        try:
+            outcomes.append(parse(payload, "kid"))
+        except ClaimsError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
