@@ -20,7 +20,7 @@ def test_repeated_answers_are_the_ones_built_afresh() -> None:
     token = fx.token()
     first = _answer(fx, token)
     again = _answer(fx, token)
-    convert._VALID.clear()
+    convert._ANSWERS.clear()
     afresh = _answer(fx, token)
     assert first == again == afresh
     assert token_pb2.VerifyResponse.FromString(first).result == token_pb2.VERIFY_RESULT_VALID
