@@ -95,8 +95,8 @@ class SeenHeaders:
 
     def verify(
         self, token: str, keys: Mapping[str, PublicJwk]
-    ) -> tuple[Claims, PublicJwk] | Verification | None:
-        """Claims and key, a bad signature, or ``None``: run the core for this token."""
+    ) -> tuple[Claims, str] | Verification | None:
+        """Claims and their key's algorithm, a bad signature, or ``None``: run the core."""
         if len(token) > self.max_bytes:
             return None
         header, dot, rest = token.partition(".")
@@ -122,6 +122,7 @@ class SeenHeaders:
             raw = b64url_decode(payload)
             if not raw.startswith(_JSON_OBJECT):
                 return None
-            return parse_claims(_DECODER.decode(raw.decode("utf-8", "surrogatepass")), key.kid), key
+            text = raw.decode("utf-8", "surrogatepass")
+            return parse_claims(_DECODER.decode(text), key.kid), key.algorithm
         except (ValueError, RecursionError):  # ClaimsError included: the core words it
             return None
