@@ -18,12 +18,14 @@ from typing import Any
 import grpc
 import jwt
 import pytest
+from authority_client.fast_claims import typed_claims
 from authority_client.jwks import StaticJwksSource
 from authority_client.revocation import CallbackRevocations, WatchedRevocations
-from authority_client.verifier import LocalVerifier, Verification
+from authority_client.verifier import LocalVerifier, Verification, _valid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from authority.jose.claims import ClaimsError, parse_claims
 from authority.jose.jws import P256_ORDER, to_low_s
 from authority.v1 import revocation_pb2
 from authority.v1 import token_pb2 as pb
@@ -42,7 +44,7 @@ from tests.client.support import (
 )
 
 Corpus = dict[str, tuple[str, str | list[str] | None]]
-Answer = tuple[int, str, Any]
+Answer = tuple[int, str, Any, str]
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +192,9 @@ FAST = {
 
 
 def answer(verdict: Verification) -> Answer:
-    return (verdict.reason, verdict.detail, verdict.claims)
+    """What a caller can tell apart, down to each claim's type (``1 == 1.0``)."""
+    assert type(verdict) is Verification
+    return (verdict.reason, verdict.detail, verdict.claims, repr(verdict))
 
 
 async def reference(token: str, audience: Any, document: bytes, **options: Any) -> Answer:
@@ -420,3 +424,44 @@ def test_arbitrary_payloads_under_a_seen_header(
     )
     got = answer(shared.loop.run_until_complete(shared.verifier.verify(token, audience)))
     assert got == expected, (payload, got, expected)
+
+
+_json_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**54), 2**54),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+)
+_json = st.recursive(_json_scalar, lambda inner: st.lists(inner, max_size=3), max_leaves=4)
+_members = st.sampled_from(
+    ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "client_id", "scope", "team"]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    base=_near_valid,
+    changed=st.dictionaries(_members, _json, max_size=3),
+    dropped=st.sets(_members, max_size=2),
+)
+def test_typed_claims_are_the_cores_or_none(
+    base: dict[str, Any], changed: dict[str, Any], dropped: set[str]
+) -> None:
+    payload = {k: v for k, v in {**base, **changed}.items() if k not in dropped}
+    fast = typed_claims(payload, "kid")
+    try:
+        core = parse_claims(payload, "kid")
+    except ClaimsError:
+        assert fast is None, payload
+        return
+    if fast is not None:
+        assert (fast, repr(fast)) == (core, repr(core)), payload
+
+
+def test_the_valid_answer_is_a_plain_verification() -> None:
+    typed = parse_claims(claims(), "kid")
+    built = _valid(typed)
+    expected = Verification(pb.VERIFY_RESULT_VALID, "", typed)
+    assert type(built) is Verification and built.valid
+    assert (built, repr(built)) == (expected, repr(expected))

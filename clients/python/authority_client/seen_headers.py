@@ -5,7 +5,7 @@ token the JOSE core's header work (base64url, JSON, ``alg``/``typ``/``crit``/``k
 repeats a verdict already known. This remembers, per exact header string, the key that
 header resolved to, and then runs the core's remaining checks in the core's order with
 the core's functions: canonical signature, low-S for ES256, an ASCII signing input, the
-signature, then the claims.
+signature, then the claims (typed by ``fast_claims`` when they have the plain shape).
 
 It never decides a verdict the core would not: a header is remembered only after a token
 under it passed ``parse_compact`` and ``verify_signature``; its key must still be the very
@@ -27,6 +27,7 @@ from authority.jose.cache import BoundedCache
 from authority.jose.claims import Claims, Verification, VerifyReason, parse_claims
 from authority.jose.jwk import PublicJwk
 from authority.jose.jws import ALGORITHMS, b64url_decode, is_low_s
+from authority_client.fast_claims import typed_claims
 
 __all__ = ["BAD_SIGNATURE", "SeenHeaders", "signature_check"]
 
@@ -122,7 +123,10 @@ class SeenHeaders:
             raw = b64url_decode(payload)
             if not raw.startswith(_JSON_OBJECT):
                 return None
-            text = raw.decode("utf-8", "surrogatepass")
-            return parse_claims(_DECODER.decode(text), key.kid), key.algorithm
+            payload = _DECODER.decode(raw.decode("utf-8", "surrogatepass"))
+            claims = typed_claims(payload, key.kid)
+            if claims is None:
+                claims = parse_claims(payload, key.kid)
+            return claims, key.algorithm
         except (ValueError, RecursionError):  # ClaimsError included: the core words it
             return None
