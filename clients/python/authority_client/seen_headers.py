@@ -36,9 +36,11 @@ BAD_SIGNATURE = Verification(VerifyReason.BAD_SIGNATURE, "the signature does not
 # only matters if something odd is signed, since nothing unsigned is ever remembered.
 MAX_HEADERS = 64
 # json.loads(bytes) guesses UTF-8/16/32 first; a payload opening with '{"' is UTF-8 to
-# that guess, so decoding it ourselves and calling the decoder is json.loads exactly.
+# that guess, and has no leading whitespace, so decoding it ourselves and running the
+# default decoder's scanner from 0 to the very end is json.loads exactly (the scanner is
+# what JSONDecoder.decode runs, between two whitespace regexes).
 _JSON_OBJECT = b'{"'
-_DECODER = json.JSONDecoder()
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 SignatureCheck = Callable[[bytes, bytes], bool]
 
@@ -123,10 +125,13 @@ class SeenHeaders:
             raw = b64url_decode(payload)
             if not raw.startswith(_JSON_OBJECT):
                 return None
-            payload = _DECODER.decode(raw.decode("utf-8", "surrogatepass"))
-            claims = typed_claims(payload, key.kid)
+            text = raw.decode("utf-8", "surrogatepass")
+            value, end = _scan(text, 0)
+            if end != len(text):  # trailing whitespace or data: json.loads's call
+                return None
+            claims = typed_claims(value, key.kid)
             if claims is None:
-                claims = parse_claims(payload, key.kid)
+                claims = parse_claims(value, key.kid)
             return claims, key.algorithm
-        except (ValueError, RecursionError):  # ClaimsError included: the core words it
+        except (ValueError, RecursionError, StopIteration):  # ClaimsError too: the core words it
             return None
