@@ -71,12 +71,11 @@ def signature_check(key: PublicJwk) -> SignatureCheck:
 class _Seen:
     """A proven header: the key it resolved to and that key's signature check."""
 
-    __slots__ = ("check", "key", "prefix")
+    __slots__ = ("check", "key")
 
-    def __init__(self, key: PublicJwk, prefix: int) -> None:
+    def __init__(self, key: PublicJwk) -> None:
         self.key = key
         self.check = signature_check(key)
-        self.prefix = prefix  # len(header segment) + 1: where the payload starts
 
 
 class SeenHeaders:
@@ -94,7 +93,7 @@ class SeenHeaders:
         header = token[: token.index(".")]
         seen = self._seen.get(header)
         if seen is None or seen.key is not key:
-            self._seen[header] = _Seen(key, len(header) + 1)
+            self._seen[header] = _Seen(key)
 
     def verify(
         self, token: str, keys: Mapping[str, PublicJwk]
@@ -102,19 +101,19 @@ class SeenHeaders:
         """Claims and their key's algorithm, a bad signature, or ``None``: run the core."""
         if len(token) > self.max_bytes:
             return None
-        header, dot, rest = token.partition(".")
-        seen = self._seen.get(header)
+        first = token.find(".")
+        seen = self._seen.get(token[:first]) if first >= 0 else None
         if seen is None:
             return None
         key = seen.key
         if keys.get(key.kid) is not key:  # removed, or republished: the core decides
             return None
-        payload, dot, signature_segment = rest.partition(".")
-        if not dot or "." in signature_segment:
+        second = token.find(".", first + 1)
+        if second < 0 or token.find(".", second + 1) >= 0:  # not three segments
             return None
         try:
-            signature = b64url_decode(signature_segment)
-            signing_input = token[: seen.prefix + len(payload)].encode("ascii")
+            signature = b64url_decode(token[second + 1 :])
+            signing_input = token[:second].encode("ascii")
         except ValueError:  # non-canonical base64url, or a non-ASCII signing input
             return None
         if key.algorithm == "ES256" and not is_low_s(signature):
@@ -122,7 +121,7 @@ class SeenHeaders:
         if not seen.check(signing_input, signature):
             return BAD_SIGNATURE
         try:
-            raw = b64url_decode(payload)
+            raw = b64url_decode(token[first + 1 : second])
             if not raw.startswith(_JSON_OBJECT):
                 return None
             text = raw.decode("utf-8", "surrogatepass")
