@@ -19,7 +19,7 @@ import grpc
 import jwt
 import pytest
 from authority_client.fast_claims import typed_claims
-from authority_client.jwks import StaticJwksSource
+from authority_client.jwks import JwksCache, StaticJwksSource
 from authority_client.revocation import CallbackRevocations, WatchedRevocations
 from authority_client.verifier import LocalVerifier, Verification, _valid
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +31,7 @@ from authority.v1 import revocation_pb2
 from authority.v1 import token_pb2 as pb
 from tests.client.support import (
     ISSUER,
+    FakeClock,
     FakeRevocationService,
     SigningKey,
     b64,
@@ -465,3 +466,28 @@ def test_the_valid_answer_is_a_plain_verification() -> None:
     expected = Verification(pb.VERIFY_RESULT_VALID, "", typed)
     assert type(built) is Verification and built.valid
     assert (built, repr(built)) == (expected, repr(expected))
+
+
+async def test_keys_past_their_max_age_are_refetched_before_a_verdict(
+    keys: dict[str, SigningKey],
+) -> None:
+    """``JwksCache.fresh`` lets verify skip a coroutine only while no fetch is due."""
+    ed = keys["EdDSA"]
+    clock = FakeClock()
+    source = StaticJwksSource(jwks_document(ed))
+    jwks = JwksCache(source, clock=clock, default_max_age=60, min_refetch_interval=10)
+    verifier = LocalVerifier(jwks, issuer=ISSUER, audience="orders")
+    try:
+        assert (await verifier.verify(ed.sign(claims()))).valid
+        assert source.fetches == 1 and jwks.fresh() is not None
+        clock.advance(30)
+        assert (await verifier.verify(ed.sign(claims()))).valid
+        assert source.fetches == 1
+        source.set(jwks_document(keys["ES256"]))  # ed retired; seen after max-age
+        clock.advance(31)
+        assert jwks.fresh() is None
+        verdict = await verifier.verify(ed.sign(claims()))
+        assert verdict.reason == pb.VERIFY_RESULT_UNKNOWN_KEY
+        assert source.fetches == 1  # set() resets the count: one fetch since
+    finally:
+        await verifier.aclose()
