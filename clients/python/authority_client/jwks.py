@@ -300,6 +300,13 @@ class JwksCache:
         """The keys as they are now, without fetching."""
         return self._keys
 
+    def fresh(self) -> Mapping[str, PublicJwk] | None:
+        """The keys when ``keys()`` would return them without awaiting anything (no fetch
+        due or in flight), else ``None``: the hot path's way to skip a coroutine."""
+        if self._inflight is None and (self._clock() < self._expires_at or not self._may_fetch()):
+            return self._keys
+        return None
+
     async def keys(self) -> Mapping[str, PublicJwk]:
         """The keys, refetched first if ``max-age`` has run out (and a fetch is allowed)."""
         if self._inflight is not None:

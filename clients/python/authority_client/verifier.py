@@ -11,7 +11,8 @@ signature, the claims' shape, then time, issuer, audience and revocation.
 
 A bounded cache of signature-checked tokens skips only parsing and the signature: the key
 must still be published, and time, issuer, audience and revocation are checked on every
-hit.
+hit. A never-seen token under a header already proven good skips the header's parsing
+(``authority_client.seen_headers``); any other token takes the core's whole path.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from authority_client.revocation import (
     RevocationChecker,
     WatchedRevocations,
 )
+from authority_client.seen_headers import SeenHeaders
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
@@ -119,10 +121,25 @@ def _audiences(audience: str | Iterable[str] | None) -> frozenset[str]:
     return frozenset(audience)
 
 
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    claims: Claims
-    algorithm: str
+# Verification(VALID, "", claims) on the hot path: a frozen dataclass's __init__ sets each
+# field through object.__setattr__; the slots' own descriptors do the same in half the time.
+_new = object.__new__
+_set_reason, _set_detail, _set_claims = (
+    getattr(Verification, name).__set__ for name in ("reason", "detail", "claims")
+)
+
+
+def _valid(claims: Claims) -> Verification:
+    verdict: Verification = _new(Verification)
+    _set_reason(verdict, VALID)
+    _set_detail(verdict, "")
+    _set_claims(verdict, claims)
+    return verdict
+
+
+# A signature-checked token: its claims and its key's algorithm. A plain tuple: built for
+# free by the check that returns it, where a frozen dataclass costs a microsecond.
+_Cached: TypeAlias = tuple[Claims, str]
 
 
 class LocalVerifier:
@@ -131,7 +148,8 @@ class LocalVerifier:
     ``audience`` is what ``verify`` accepts when the caller names none (the authority's
     default audience is a server setting the client cannot see, so it is required here).
     ``revocations`` is a ``CallbackRevocations``, a ``WatchedRevocations`` or ``None`` (no
-    revocation checks: signatures and expiry only).
+    revocation checks: signatures and expiry only). ``fast_path=False`` runs the JOSE
+    core's whole path for every never-seen token (the verdicts are the same; tests compare).
     """
 
     def __init__(
@@ -146,6 +164,7 @@ class LocalVerifier:
         max_token_bytes: int = 8192,
         cache_size: int = 10_000,
         now: Callable[[], float] = time.time,
+        fast_path: bool = True,
     ) -> None:
         self.jwks = jwks if isinstance(jwks, JwksCache) else JwksCache(jwks)
         if not issuer:
@@ -164,6 +183,7 @@ class LocalVerifier:
         self.cache_size = max(1, cache_size)
         self._now = now
         self._cache: BoundedCache[str, _Cached] = BoundedCache(self.cache_size)
+        self._seen = SeenHeaders(max_token_bytes) if fast_path else None
 
     @classmethod
     def for_authority(
@@ -232,46 +252,71 @@ class LocalVerifier:
         """The verdict on ``token`` for ``audience`` (default: the constructor's)."""
         if not isinstance(token, str):
             return Verification(MALFORMED, "the token is not a string")
-        keys = await self.jwks.keys()
+        keys = self.jwks.fresh()
+        if keys is None:
+            keys = await self.jwks.keys()
         now = self._now()
         cached = self._cache.get(token)
-        claims: Claims
-        if cached is not None and self._still_published(cached, keys):
-            claims = cached.claims
-        else:
+        if cached is None or not self._still_published(cached, keys):
             if cached is not None:  # its key left the key set
                 del self._cache[token]
-            checked = await self._verify_signature(token)
+            checked = self._fast_path(token, keys)
+            if checked is None:
+                checked = await self._verify_signature(token)
             if isinstance(checked, Verification):
                 return checked
-            claims = checked.claims
-            if now < claims.expires_at + self.leeway:
-                self._cache[token] = checked
+            cached = checked
+            if now < cached[0].expires_at + self.leeway:
+                self._cache[token] = cached
+        claims = cached[0]
+        audiences = self.audiences if audience is None else _audiences(audience) or self.audiences
+        leeway = self.leeway
+        # check_claims's VALID condition, spelled as the negation of its rejections; any
+        # other outcome asks check_claims itself for the reason and its detail.
+        if (
+            not now >= claims.expires_at + leeway
+            and not (now + leeway < claims.not_before or now + leeway < claims.issued_at)
+            and claims.issuer == self.issuer
+            and not audiences.isdisjoint(claims.audience)
+        ):
+            if self.revocations is None:
+                return _valid(claims)
+            return await self._unless_revoked(claims)
         verdict = check_claims(
-            claims,
-            issuer=self.issuer,
-            audiences=_audiences(audience) or self.audiences,
-            now=now,
-            leeway=self.leeway,
+            claims, issuer=self.issuer, audiences=audiences, now=now, leeway=leeway
         )
         if verdict.reason is VerifyReason.EXPIRED:
             self._cache.pop(token, None)
-        if verdict.valid and self.revocations is not None:
-            try:
-                status = await self.revocations.check(claims)
-            except Exception as exc:  # a bug in a revocation source must not let tokens in
-                log.exception("revocation check failed")
-                return Verification(
-                    REVOKED, f"the revocation state is unknown ({type(exc).__name__})"
-                )
-            if status.revoked:
-                return Verification(REVOKED, status.detail or "the token has been revoked")
         return _answer(verdict)
+
+    async def _unless_revoked(self, claims: Claims) -> Verification:
+        """The valid answer unless the revocation source says otherwise (or fails)."""
+        assert self.revocations is not None
+        try:
+            status = await self.revocations.check(claims)
+        except Exception as exc:  # a bug in a revocation source must not let tokens in
+            log.exception("revocation check failed")
+            return Verification(REVOKED, f"the revocation state is unknown ({type(exc).__name__})")
+        if status.revoked:
+            return Verification(REVOKED, status.detail or "the token has been revoked")
+        return _valid(claims)
 
     @staticmethod
     def _still_published(cached: _Cached, keys: Mapping[str, PublicJwk]) -> bool:
-        key = keys.get(cached.claims.key_id)
-        return key is not None and key.algorithm == cached.algorithm
+        claims, algorithm = cached
+        key = keys.get(claims.key_id)
+        return key is not None and key.algorithm == algorithm
+
+    def _fast_path(
+        self, token: str, keys: Mapping[str, PublicJwk]
+    ) -> _Cached | Verification | None:
+        """A token under a seen header, checked without awaiting; ``None``: ask the core."""
+        if self._seen is None:
+            return None
+        fast = self._seen.verify(token, keys)
+        if fast is None or isinstance(fast, tuple):
+            return fast
+        return _answer(fast)
 
     async def _verify_signature(self, token: str) -> _Cached | Verification:
         """The JOSE core's two steps around the key lookup (which may refetch the keys)."""
@@ -287,7 +332,9 @@ class LocalVerifier:
         checked = verify_signature(jws, key.algorithm, key.key)
         if isinstance(checked, _Verdict):
             return _answer(checked)
-        return _Cached(checked, key.algorithm)
+        if self._seen is not None:
+            self._seen.remember(token, key)
+        return checked, key.algorithm
 
 
 class SyncLocalVerifier:
