@@ -18,6 +18,7 @@ from authority.store.facets.store import SqlStore
 from authority.store.postgres.database import MIGRATIONS, PostgresDatabase
 from authority.store.postgres.dsn import redact_dsn
 from authority.store.postgres.migrations import _PostgresMigrationTarget
+from authority.store.postgres.sessions import PostgresSessions
 
 if TYPE_CHECKING:
     from authority.store.base import Store
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["MIGRATIONS", "PostgresStore", "_PostgresMigrationTarget", "redact_dsn"]
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(PostgresSessions, SqlStore):
     """The ``Store`` on PostgreSQL."""
 
     def __init__(
