@@ -80,6 +80,8 @@ class RefreshService:
                 return TokenPair.from_bytes(opened)
             if isinstance(answer, _Reuse):
                 await self._reuse_detected(answer.session, answer.reason)
+            if isinstance(answer, _Unminted):
+                raise answer.error
         raise Unavailable("the refresh could not be completed; retry")
 
     async def _reuse_detected(self, session: Session, reason: str) -> NoReturn:
@@ -103,6 +105,14 @@ class RefreshService:
 @dataclass(frozen=True, slots=True)
 class _Replay:
     sealed: bytes  # the successor pair, sealed under the presented token
+
+
+@dataclass(frozen=True, slots=True)
+class _Unminted:
+    """Minting failed (no active signing key): raised after the store call, so the store
+    does not count it as a failed write (write health) nor drop its connection."""
+
+    error: Unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +142,7 @@ class _Step:
 
     def __call__(
         self, state: RefreshState | None
-    ) -> tuple[TokenPair | _Replay | _Reuse, Rotation | None]:
+    ) -> tuple[TokenPair | _Replay | _Reuse | _Unminted, Rotation | None]:
         if state is None:
             raise Unauthenticated(_BAD_REFRESH)
         session = state.session
@@ -166,7 +176,10 @@ class _Step:
         assert client is not None
         changed_at = principal.credentials_changed_at if principal is not None else None
         minter = service._minter
-        pair, next_record = minter.successor(session, client, now, changed_at)
+        try:
+            pair, next_record = minter.successor(session, client, now, changed_at)
+        except Unavailable as exc:
+            return _Unminted(exc), None
         sealed = seal_for_token(self._token, pair.to_bytes(), aad=self._token_hash)
         refreshed = minter.event(
             "session.refreshed",
