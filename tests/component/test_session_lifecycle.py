@@ -553,9 +553,17 @@ class SessionLifecycle(RuleBasedStateMachine):
                 self.revoke_in_model(session)
             return
         session = self.pick(self.sessions, n)
-        token = session.chain[which % len(session.chain)].token
-        self.run(self.h.token_revocations.revoke_refresh_token(token))
-        if not session.pruned:
+        record = session.chain[which % len(session.chain)]
+        self.run(self.h.token_revocations.revoke_refresh_token(record.token))
+        # Revoking a session that is long over changes nothing, so nothing is written
+        # (README: revoking is free when it changes nothing): past its absolute end, or
+        # through its unconsumed head past the head's expiry, plus an access token's life.
+        horizon = timedelta(seconds=self.h.revocations.horizon)
+        head_over = record is session.head and record.consumed_at is None
+        over = self.now >= session.absolute_expires_at + horizon or (
+            head_over and self.now >= session.idle_expires_at() + horizon
+        )
+        if not session.pruned and not over:
             self.revoke_in_model(session)
 
     @precondition(lambda self: self.sessions)
