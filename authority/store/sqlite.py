@@ -26,21 +26,13 @@ from typing import TYPE_CHECKING, cast
 import aiosqlite
 
 from authority.domain.errors import AlreadyExists, AuthorityError, Unavailable
-from authority.store import rows
-from authority.store.base import RefreshStep, T
+from authority.store.base import T
 from authority.store.codec import Codec, MicrosCodec
 from authority.store.database import Connection, Dialect, Row
-from authority.store.facets.common import EVENT_TAKEN, INSERT_EVENT
-from authority.store.facets.sessions import (
-    INSERT_REFRESH,
-    REFRESH_STATE,
-    consume_params,
-    consume_sql,
-    refresh_state_from_row,
-)
 from authority.store.facets.store import SqlStore
 from authority.store.migrations import Migration, load_migrations, migrate
 from authority.store.principal_names import PRINCIPAL_NAMES_VERSION, backfill_principal_names
+from authority.store.sqlite_onetrip import OneTrip, transaction
 
 if TYPE_CHECKING:
     from authority.store.base import Store
@@ -120,20 +112,6 @@ async def _atomic(db: aiosqlite.Connection) -> AsyncIterator[None]:
     except BaseException:
         await _rollback(db)
         raise
-
-
-def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """``_atomic`` inside aiosqlite's thread: ``work`` between ``BEGIN IMMEDIATE`` and
-    ``COMMIT``, rolled back if it raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = work(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    return result
 
 
 class _SqliteConnection:
@@ -314,49 +292,34 @@ class SqliteDatabase:
                     yield _SqliteConnection(db)
 
     async def in_thread(
-        self, work: Callable[[sqlite3.Connection], T], taken: Mapping[str, str] | None = None
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        taken: Mapping[str, str] | None = None,
+        *,
+        begin: bool = True,
     ) -> T:
-        """``work`` in one ``BEGIN IMMEDIATE`` transaction run whole in aiosqlite's thread:
-        one hop for what would be one hop per statement. ``work`` runs in a copy of the
-        caller's context (the request's id and address reach its events)."""
+        """``work`` run whole in aiosqlite's thread, in one ``BEGIN IMMEDIATE`` transaction
+        (``begin=False``: ``work`` opens its own, or only reads): one hop for what would
+        be one hop per statement. ``work`` runs in a copy of the caller's context (the
+        request's id and address reach the events it makes)."""
         context = contextvars.copy_context()
         async with self._lock:
             db = self._connection()
             # aiosqlite runs a function in its thread only through ``_execute``
             run = cast(Callable[..., Awaitable[T]], db._execute)
             with _translated(taken):
-                return await run(context.run, _transaction, db._conn, work)
+                if begin:
+                    return await run(context.run, transaction, db._conn, work)
+                return await run(context.run, work, db._conn)
 
 
-class SqliteStore(SqlStore):
+class SqliteStore(OneTrip, SqlStore):
     """The ``Store`` on one SQLite file."""
 
     _db: SqliteDatabase
 
     def __init__(self, path: Path) -> None:
         super().__init__(SqliteDatabase(path))
-
-    async def consume_refresh_with(self, token_hash: bytes, step: RefreshStep[T]) -> T | None:
-        """The read, ``step`` and the write in one transaction in one trip to the SQLite
-        thread. Under the write lock no other refresh can interleave, so the conditional
-        UPDATE always wins here; it stays as the rule the other backends share."""
-        c = self._codec
-
-        def work(conn: sqlite3.Connection) -> T | None:
-            row = conn.execute(REFRESH_STATE, (token_hash,)).fetchone()
-            result, rotation = step(None if row is None else refresh_state_from_row(c, row))
-            if rotation is None:
-                return result
-            consumed = conn.execute(
-                consume_sql(self._db.dialect), consume_params(c, token_hash, rotation)
-            )
-            if consumed.rowcount != 1:
-                return None  # nothing was changed; committing nothing is a rollback
-            conn.execute(INSERT_REFRESH, rows.refresh_params(c, rotation.successor))
-            conn.executemany(INSERT_EVENT, [rows.event_params(c, e) for e in rotation.events])
-            return result
-
-        return await self._db.in_thread(work, EVENT_TAKEN)
 
 
 if TYPE_CHECKING:
