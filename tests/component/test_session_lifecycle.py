@@ -41,7 +41,7 @@ from hypothesis.stateful import (
 
 from authority.crypto import Kek, KekRing
 from authority.domain.clock import ManualClock
-from authority.domain.errors import Unauthenticated
+from authority.domain.errors import Unauthenticated, Unavailable
 from authority.domain.keys import KeyPolicy
 from authority.domain.password_policy import PasswordPolicy
 from authority.domain.principals import Principal
@@ -751,6 +751,25 @@ async def test_a_retry_within_the_grace_window_returns_the_same_pair(h: Harness)
     assert h.verifier.verify(successor.access_token).valid
     following = await h.refresher.refresh(successor.refresh_token)  # the session carries on
     assert following.session_id == first.session_id
+
+
+async def test_a_refresh_that_cannot_sign_consumes_nothing(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Minting runs inside the store's transaction on SQLite: its failure writes nothing,
+    is raised as is, and leaves the store usable."""
+    first = await h.login()
+
+    def no_key(*args: object) -> None:
+        raise Unavailable("no signing key is active")
+
+    monkeypatch.setattr(h.minter, "successor", no_key)
+    with pytest.raises(Unavailable, match="no signing key"):
+        await h.refresher.refresh(first.refresh_token)
+    assert stored_tokens(h, first.session_id) == [(token_hash(first.refresh_token), None)]
+    monkeypatch.undo()
+    successor = await h.refresher.refresh(first.refresh_token)
+    assert successor.session_id == first.session_id
 
 
 async def test_fifty_concurrent_refreshes_of_one_token_give_one_successor(h: Harness) -> None:
