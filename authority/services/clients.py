@@ -89,6 +89,15 @@ class ClientService:
             raise ClientUnauthenticated(_BAD_CLIENT)
         return client
 
+    def check_secret(self, client: Client, secret: str) -> None:
+        """``authenticate`` for a confidential client whose row was already read (Refresh
+        reads it with the session): the same digest comparison and the same answer."""
+        expected = client.secret_hash if client.confidential else None
+        if not hmac.compare_digest(secret_digest(secret), expected or _DUMMY_DIGEST):
+            raise ClientUnauthenticated(_BAD_CLIENT)
+        if not client.confidential:
+            raise ClientUnauthenticated(_BAD_CLIENT)
+
     async def lookup(self, client_id: str) -> Client | None:
         """The client a session belongs to ("" is the built-in default)."""
         if not client_id:

@@ -7,11 +7,11 @@ see a driver exception.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from authority.domain.audit import AuditQuery, AuditRecord
 from authority.domain.clients import Client
@@ -29,6 +29,37 @@ class CredentialChange:
 
     principal: Principal | None  # after the change (as it was, if deleted); None: unknown
     revocations: tuple[Revocation, ...] = ()  # recorded: the subject's, one per ended session
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshState:
+    """What a refresh decides on, read together in one statement: the presented token,
+    its session, its successor (if consumed), the session's principal and its client's
+    row (None for the built-in default client, a deleted client or principal)."""
+
+    record: RefreshRecord
+    session: Session
+    successor: RefreshRecord | None
+    principal: Principal | None
+    client: Client | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What a refresh writes: the presented token consumed at ``consumed_at``, its
+    successor with the sealed pair, and the events, in one transaction."""
+
+    consumed_at: datetime
+    successor: RefreshRecord
+    sealed: bytes
+    events: Sequence[Event] = ()
+
+
+T = TypeVar("T")
+RefreshStep = Callable[[RefreshState | None], tuple[T, Rotation | None]]
+"""A refresh's decision on what the store read (None: no such token): its answer, and
+the rotation to write (None: write nothing). Pure computation, no I/O: a store may run
+it on its own thread, inside its transaction (in the caller's context variables)."""
 
 
 class KeyRingTransaction(Protocol):
@@ -229,6 +260,13 @@ class SessionStore(Protocol):
         False, with nothing changed, when the token was already consumed (a concurrent
         refresh won) or its session was revoked meanwhile.
         """
+        ...
+
+    async def consume_refresh_with(self, token_hash: bytes, step: RefreshStep[T]) -> T | None:
+        """A whole refresh in as few trips as the backend allows: read the ``RefreshState``,
+        run ``step`` on it, and write its rotation as ``consume_refresh`` would. The step's
+        answer, or None when its rotation lost (nothing written: decide again). An
+        exception from ``step`` writes nothing and propagates."""
         ...
 
 

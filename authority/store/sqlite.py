@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import aiosqlite
 
 from authority.domain.errors import AlreadyExists, AuthorityError, Unavailable
+from authority.store.base import T
 from authority.store.codec import Codec, MicrosCodec
 from authority.store.database import Connection, Dialect, Row
 from authority.store.facets.store import SqlStore
 from authority.store.migrations import Migration, load_migrations, migrate
 from authority.store.principal_names import PRINCIPAL_NAMES_VERSION, backfill_principal_names
+from authority.store.sqlite_onetrip import OneTrip, transaction
 
 if TYPE_CHECKING:
     from authority.store.base import Store
@@ -288,9 +291,32 @@ class SqliteDatabase:
                 async with _atomic(db):
                     yield _SqliteConnection(db)
 
+    async def in_thread(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        taken: Mapping[str, str] | None = None,
+        *,
+        begin: bool = True,
+    ) -> T:
+        """``work`` run whole in aiosqlite's thread, in one ``BEGIN IMMEDIATE`` transaction
+        (``begin=False``: ``work`` opens its own, or only reads): one hop for what would
+        be one hop per statement. ``work`` runs in a copy of the caller's context (the
+        request's id and address reach the events it makes)."""
+        context = contextvars.copy_context()
+        async with self._lock:
+            db = self._connection()
+            # aiosqlite runs a function in its thread only through ``_execute``
+            run = cast(Callable[..., Awaitable[T]], db._execute)
+            with _translated(taken):
+                if begin:
+                    return await run(context.run, transaction, db._conn, work)
+                return await run(context.run, work, db._conn)
 
-class SqliteStore(SqlStore):
+
+class SqliteStore(OneTrip, SqlStore):
     """The ``Store`` on one SQLite file."""
+
+    _db: SqliteDatabase
 
     def __init__(self, path: Path) -> None:
         super().__init__(SqliteDatabase(path))

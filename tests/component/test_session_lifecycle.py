@@ -41,7 +41,7 @@ from hypothesis.stateful import (
 
 from authority.crypto import Kek, KekRing
 from authority.domain.clock import ManualClock
-from authority.domain.errors import Unauthenticated
+from authority.domain.errors import Unauthenticated, Unavailable
 from authority.domain.keys import KeyPolicy
 from authority.domain.password_policy import PasswordPolicy
 from authority.domain.principals import Principal
@@ -58,6 +58,8 @@ from authority.services.principals import PrincipalService
 from authority.services.refresh import RefreshService
 from authority.services.revocations import RevocationService
 from authority.services.token_revocation import TokenRevoker
+from authority.store.base import RefreshStep
+from authority.store.facets.sessions import Sessions
 from authority.store.sqlite import SqliteStore
 from authority.tokens.verifier import TokenVerifier
 
@@ -104,13 +106,21 @@ class HeldStore(SqliteStore):
         return await super().create_session(*args, **kwargs)
 
 
+class ReferenceStore(HeldStore):
+    """The same store with SQLite's one-trip refresh off: the reference path (a read, the
+    decision on the event loop, then ``consume_refresh``). Every test runs on both."""
+
+    async def consume_refresh_with(self, token_hash: bytes, step: RefreshStep[T]) -> T | None:
+        return await Sessions.consume_refresh_with(self, token_hash, step)
+
+
 class Harness:
     """The services wired as ``authority.app`` wires them, minus the network."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, store: type[HeldStore] = HeldStore) -> None:
         self.path = directory / "authority.db"
         self.clock = ManualClock()
-        self.store = HeldStore(self.path)
+        self.store = store(self.path)
         self.hasher = PasswordHasher(CHEAP_ARGON2, workers=2)
         self.view = RevocationSet()
 
@@ -343,12 +353,13 @@ class SessionLifecycle(RuleBasedStateMachine):
 
     MAX_LIVE_SESSIONS = 2
     MAX_SESSIONS = 6
+    STORE: type[HeldStore] = HeldStore
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.directory = Path(tempfile.mkdtemp(prefix="session-lifecycle-"))
-        self.h = Harness(self.directory)
+        self.h = Harness(self.directory, self.STORE)
         self.run(self.h.open())
         self.db = sqlite3.connect(f"file:{self.h.path}?mode=ro", uri=True)
         self.sessions: list[SessionModel] = []
@@ -692,12 +703,22 @@ SessionLifecycle.TestCase.settings = settings(
 TestSessionLifecycle = SessionLifecycle.TestCase
 
 
+class ReferenceSessionLifecycle(SessionLifecycle):
+    """The same machine with the one-trip refresh off: the same answers."""
+
+    STORE = ReferenceStore
+
+
+ReferenceSessionLifecycle.TestCase.settings = SessionLifecycle.TestCase.settings
+TestReferenceSessionLifecycle = ReferenceSessionLifecycle.TestCase
+
+
 # -- the named scenarios ------------------------------------------------------
 
 
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
+@pytest.fixture(params=[HeldStore, ReferenceStore], ids=["one-trip", "reference"])
+async def h(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path, request.param)
     await harness.open()
     yield harness
     await harness.close()
@@ -732,6 +753,25 @@ async def test_a_retry_within_the_grace_window_returns_the_same_pair(h: Harness)
     assert h.verifier.verify(successor.access_token).valid
     following = await h.refresher.refresh(successor.refresh_token)  # the session carries on
     assert following.session_id == first.session_id
+
+
+async def test_a_refresh_that_cannot_sign_consumes_nothing(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Minting runs inside the store's transaction on SQLite: its failure writes nothing,
+    is raised as is, and leaves the store usable."""
+    first = await h.login()
+
+    def no_key(*args: object) -> None:
+        raise Unavailable("no signing key is active")
+
+    monkeypatch.setattr(h.minter, "successor", no_key)
+    with pytest.raises(Unavailable, match="no signing key"):
+        await h.refresher.refresh(first.refresh_token)
+    assert stored_tokens(h, first.session_id) == [(token_hash(first.refresh_token), None)]
+    monkeypatch.undo()
+    successor = await h.refresher.refresh(first.refresh_token)
+    assert successor.session_id == first.session_id
 
 
 async def test_fifty_concurrent_refreshes_of_one_token_give_one_successor(h: Harness) -> None:

@@ -25,6 +25,7 @@ import pytest
 
 from authority.store import postgres, sqlite
 from authority.store.base import Store
+from authority.store.facets.store import SqlStore
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -43,6 +44,21 @@ class Backend:
 async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
     path = tmp_path / "state" / "authority.db"
     yield Backend("sqlite", lambda: sqlite.SqliteStore(path), sqlite.MIGRATIONS, path)
+
+
+class SharedSqliteStore(SqlStore):
+    """SQLite without its one-trip writes (``authority.store.sqlite_onetrip``): the shared
+    facets, as the other backends run them. The contract holds with the fast path on and
+    off."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(sqlite.SqliteDatabase(path))
+
+
+@asynccontextmanager
+async def sqlite_shared_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    path = tmp_path / "state" / "authority.db"
+    yield Backend("sqlite", lambda: SharedSqliteStore(path), sqlite.MIGRATIONS, path)
 
 
 def postgres_url() -> str:
@@ -105,6 +121,7 @@ async def postgres_backend(tmp_path: Path) -> AsyncIterator[Backend]:
 
 BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
     "sqlite": sqlite_backend,
+    "sqlite-shared": sqlite_shared_backend,
     "postgres": postgres_backend,
 }
 

@@ -226,6 +226,13 @@ async def test_events_survive_a_restart(open_store: OpenStore) -> None:
     assert await types(reopened) == ["principal.created"]
 
 
+async def test_a_batch_with_one_event_twice_records_it_once(store: Store) -> None:
+    await store.append_events([new_event("principal.created", PRINCIPAL, "p-1", at=T0)])
+    [record] = [record_from_event(e) for e in await store.read_outbox()]
+    assert await store.append_audit([record, record]) == 1
+    assert [r.event_id for r in await store.list_audit(AuditQuery())] == [record.event_id]
+
+
 async def test_the_audit_log_records_each_event_once_and_filters(store: Store) -> None:
     await store.append_events(
         [
@@ -237,6 +244,8 @@ async def test_the_audit_log_records_each_event_once_and_filters(store: Store) -
     records = [record_from_event(e) for e in await store.read_outbox()]
     assert await store.append_audit(records) == 3
     assert await store.append_audit(records) == 0  # redelivered: recorded once
+    assert await store.append_audit([records[0], records[0]]) == 0  # twice in one batch
+    assert await store.append_audit([]) == 0
     everything = await store.list_audit(AuditQuery())
     assert [r.event_id for r in everything] == [r.event_id for r in records]
     assert everything[1].result == "failure"

@@ -8,14 +8,25 @@ from datetime import datetime, timedelta
 from authority.domain.audit import AuditQuery, AuditRecord
 from authority.domain.events import Event, OutboxEntry
 from authority.store import rows
+from authority.store.database import Dialect
 from authority.store.facets.common import EVENT_TAKEN, Facet
 
 _SELECT_ENTRIES = f"SELECT sequence, {rows.EVENT_COLUMNS} FROM outbox"  # noqa: S608
 _UNCLAIMED = " WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ?)"
-_INSERT_AUDIT = (
+INSERT_AUDIT = (
     f"INSERT INTO audit_log ({rows.AUDIT_COLUMNS})"  # noqa: S608
     f" VALUES ({rows.marks(rows.AUDIT_COLUMNS)}) ON CONFLICT DO NOTHING"
 )
+ANY_UNCLAIMED = f"SELECT 1 FROM outbox{_UNCLAIMED} LIMIT 1"  # noqa: S608
+MARK_CLAIMED = "UPDATE outbox SET claimed_until = ? WHERE sequence = ?"
+MARK_PUBLISHED = (
+    "UPDATE outbox SET published_at = ?, claimed_until = NULL WHERE id = ? AND published_at IS NULL"
+)
+
+
+def claim_sql(dialect: Dialect) -> str:
+    """The oldest unclaimed events, up to a limit (``?``, ``?``: now, limit)."""
+    return f"{_SELECT_ENTRIES}{_UNCLAIMED} ORDER BY sequence LIMIT ?{dialect.skip_locked}"
 
 
 class Events(Facet):
@@ -36,31 +47,21 @@ class Outbox(Facet):
         at = c.instant(now)
         async with self._db.read() as conn:
             # An idle relay polls often: look first, so it takes no write lock for nothing.
-            pending = await conn.fetchrow(f"SELECT 1 FROM outbox{_UNCLAIMED} LIMIT 1", at)  # noqa: S608
+            pending = await conn.fetchrow(ANY_UNCLAIMED, at)
         if pending is None:
             return []
         async with self._db.write() as conn:
-            found = await conn.fetch(
-                f"{_SELECT_ENTRIES}{_UNCLAIMED}"
-                f" ORDER BY sequence LIMIT ?{self._db.dialect.skip_locked}",
-                at,
-                limit,
-            )
+            found = await conn.fetch(claim_sql(self._db.dialect), at, limit)
             if found:
                 await conn.executemany(
-                    "UPDATE outbox SET claimed_until = ? WHERE sequence = ?",
-                    [(c.instant(now + lease), row[0]) for row in found],
+                    MARK_CLAIMED, [(c.instant(now + lease), row[0]) for row in found]
                 )
         return [rows.entry_from_row(c, row) for row in found]
 
     async def mark_published(self, ids: Sequence[str], *, at: datetime) -> None:
         published = self._codec.instant(at)
         async with self._db.write() as conn:
-            await conn.executemany(
-                "UPDATE outbox SET published_at = ?, claimed_until = NULL"
-                " WHERE id = ? AND published_at IS NULL",
-                [(published, event_id) for event_id in ids],
-            )
+            await conn.executemany(MARK_PUBLISHED, [(published, event_id) for event_id in ids])
 
     async def read_outbox(self, *, after: int = 0, limit: int = 1000) -> list[OutboxEntry]:
         async with self._db.read() as conn:
@@ -98,7 +99,7 @@ class Audit(Facet):
         added = 0
         async with self._db.write() as conn:
             for record in records:
-                added += await conn.execute(_INSERT_AUDIT, *rows.audit_params(self._codec, record))
+                added += await conn.execute(INSERT_AUDIT, *rows.audit_params(self._codec, record))
         return added
 
     async def list_audit(self, query: AuditQuery) -> list[AuditRecord]:

@@ -15,9 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from authority.store.facets.store import SqlStore
+from authority.store.postgres.audit import PostgresAudit
 from authority.store.postgres.database import MIGRATIONS, PostgresDatabase
 from authority.store.postgres.dsn import redact_dsn
 from authority.store.postgres.migrations import _PostgresMigrationTarget
+from authority.store.postgres.sessions import PostgresSessions
 
 if TYPE_CHECKING:
     from authority.store.base import Store
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["MIGRATIONS", "PostgresStore", "_PostgresMigrationTarget", "redact_dsn"]
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(PostgresSessions, PostgresAudit, SqlStore):
     """The ``Store`` on PostgreSQL."""
 
     def __init__(
