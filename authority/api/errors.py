@@ -50,10 +50,26 @@ def rpc(
     handler: Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
 ) -> Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
     """Wrap a servicer method so domain errors become statuses with their safe message."""
+    return _guarded(handler, binds=True)
 
+
+def query_rpc(
+    handler: Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
+) -> Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
+    """``rpc`` for a handler that writes no events (ext_authz Check): it skips binding
+    who and where (``bind_rpc``), which only outbox events read, on a per-request path."""
+    return _guarded(handler, binds=False)
+
+
+def _guarded(
+    handler: Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
+    *,
+    binds: bool,
+) -> Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
     @functools.wraps(handler)
     async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-        bind_rpc(context)  # who and where, for the outbox events this call writes
+        if binds:
+            bind_rpc(context)  # who and where, for the outbox events this call writes
         try:
             return await handler(self, request, context)
         except AuthorityError as error:

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import structlog
 
-from authority.api.errors import rpc
+from authority.api.errors import query_rpc
 from authority.domain.call_metadata import bearer_credential
 from authority.domain.tokens import AccessClaims, Verification
 from authority.envoy.config.core.v3 import base_pb2
@@ -129,44 +129,95 @@ def is_identity_header(name: str) -> bool:
     return name.lower().replace("_", "-").startswith(HEADER_PREFIX)
 
 
-# (id of the claims, the claims, the names removed) -> the answer: a repeated token's
-# verdict is checked on every call, but its answer is built once (claims verified from the
-# verifier's cache are the same object). Bounded; cleared when full.
-_ANSWERS: dict[int, tuple[AccessClaims, tuple[str, ...], Any]] = {}
-_MAX_ANSWERS = 4096
+# Every lower-case spelling of the prefix with "_" for any "-" ("authority" has neither):
+# one startswith over these is is_identity_header on an already lower-cased name.
+_PREFIXES = tuple(f"x{first}authority{last}" for first in ("-", "_") for last in ("-", "_"))
 
 
-def allowed(claims: AccessClaims, headers: Mapping[str, str]) -> Any:
-    """200: identity headers overwrite client-supplied copies; other x-authority-* go."""
-    values = {
+_NONE: frozenset[str] = frozenset()
+
+
+def scan_headers(request: Any) -> tuple[str, frozenset[str]]:
+    """(the ``authorization`` value, the identity header names), both as
+    ``request_headers`` sees them, in one pass over the names and without building the
+    whole map: Check needs nothing else of the headers."""
+    http = request.attributes.request.http
+    if http.header_map.headers:  # encode_raw_headers: repeated names are joined
+        headers = request_headers(request)
+        raw = frozenset(name for name in headers if name.startswith(_PREFIXES))
+        return headers.get("authorization", ""), raw
+    authorization = ""
+    identity: set[str] = set()
+    for name, value in http.headers.items():
+        lowered = name.lower()
+        if lowered == "authorization":
+            authorization = value  # the last, as in request_headers
+        elif lowered.startswith(_PREFIXES):
+            identity.add(lowered)
+    return authorization, frozenset(identity) if identity else _NONE
+
+
+def _identity_values(claims: AccessClaims) -> dict[str, str]:
+    return {
         SUBJECT_HEADER: claims.subject,
         CLIENT_ID_HEADER: claims.client_id,
         SCOPE_HEADER: " ".join(claims.scope),
         SESSION_ID_HEADER: claims.session_id,
     }
+
+
+def build_allowed(claims: AccessClaims, identity: frozenset[str]) -> Any:
+    """200, built afresh: identity headers overwrite client-supplied copies; every other
+    client-supplied identity header (``identity``: lower-cased names) is removed."""
+    values = _identity_values(claims)
     # An empty claim (no session for client credentials, say) sets nothing, so a client's
     # copy of that header must be removed instead. So must every other spelling of the
     # prefix: CGI/WSGI upstreams read "x_authority_scope" as "x-authority-scope" (Envoy
     # should refuse such names, deploy/envoy/README.md; this holds if it is told not to).
-    to_remove = tuple(
-        sorted(
-            name
-            for name in headers
-            if is_identity_header(name) and (name not in values or not values[name])
-        )
-    )
-    known = _ANSWERS.get(id(claims))
-    if known is not None and known[0] is claims and known[1] == to_remove:
-        return known[2]
+    to_remove = sorted(name for name in identity if not values.get(name))
     to_set = [_header(name, value) for name, value in values.items() if value]
-    answer = external_auth_pb2.CheckResponse(
+    return external_auth_pb2.CheckResponse(
         status={"code": grpc.StatusCode.OK.value[0]},
         ok_response=external_auth_pb2.OkHttpResponse(headers=to_set, headers_to_remove=to_remove),
     )
+
+
+# (id of the claims, the claims, the identity names sent) -> the answer: a repeated
+# token's verdict is checked on every call, but its answer is built once (claims verified
+# from the verifier's cache are the same object). Bounded; cleared when full.
+_ANSWERS: dict[int, tuple[AccessClaims, frozenset[str], Any]] = {}
+_MAX_ANSWERS = 4096
+
+
+def allowed(claims: AccessClaims, identity: frozenset[str]) -> Any:
+    """``build_allowed``, remembered for the last identity names sent with these claims."""
+    known = _ANSWERS.get(id(claims))
+    if known is not None and known[0] is claims and known[1] == identity:
+        return known[2]
+    answer = build_allowed(claims, identity)
     if len(_ANSWERS) >= _MAX_ANSWERS:
         _ANSWERS.clear()
-    _ANSWERS[id(claims)] = (claims, to_remove, answer)
+    _ANSWERS[id(claims)] = (claims, identity, answer)
     return answer
+
+
+# The route's (audience, scopes) extensions -> (accepted audiences, required scopes):
+# a deployment has a handful of routes, each asking on every request. Bounded.
+_ROUTES: dict[tuple[str, str], tuple[frozenset[str], tuple[str, ...]]] = {}
+_MAX_ROUTES = 1024
+
+
+def route_requirements(audience: str, scopes: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The audiences (any of which; empty: the default) and scopes (all of) a route asks."""
+    known = _ROUTES.get((audience, scopes))
+    if known is None:
+        if len(_ROUTES) >= _MAX_ROUTES:
+            _ROUTES.clear()
+        known = _ROUTES[(audience, scopes)] = (
+            frozenset(audience.split()),
+            tuple(scopes.split()),
+        )
+    return known
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
@@ -177,11 +228,12 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
 
     def check(self, request: Any) -> Any:
         """The decision for one CheckRequest (synchronous: memory only, no I/O)."""
-        headers = request_headers(request)
+        authorization, identity = scan_headers(request)
         extensions = request.attributes.context_extensions
-        audiences = str(extensions.get(AUDIENCE_EXTENSION, "")).split()
-        required = str(extensions.get(SCOPES_EXTENSION, "")).split()
-        token = bearer_credential(headers.get("authorization", ""))
+        audiences, required = route_requirements(
+            extensions.get(AUDIENCE_EXTENSION, ""), extensions.get(SCOPES_EXTENSION, "")
+        )
+        token = bearer_credential(authorization)
         if token is None:
             return unauthenticated(None)
         verdict = self._verifier.verify(token, audiences)
@@ -189,13 +241,14 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             log.debug("ext_authz.denied", reason=verdict.reason.value)
             return unauthenticated(verdict)
         claims = verdict.claims
-        missing = [scope for scope in required if scope not in claims.scope]
-        if missing:
-            log.debug("ext_authz.insufficient_scope", missing=missing)
-            return insufficient_scope(required, missing)
-        return allowed(claims, headers)
+        if required:
+            missing = [scope for scope in required if scope not in claims.scope]
+            if missing:
+                log.debug("ext_authz.insufficient_scope", missing=missing)
+                return insufficient_scope(required, missing)
+        return allowed(claims, identity)
 
-    @rpc
+    @query_rpc
     async def Check(self, request: Any, context: Context) -> Any:
         return self.check(request)
 

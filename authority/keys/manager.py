@@ -9,6 +9,7 @@ keys are decrypted only into memory and only for keys that may still sign.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -97,6 +98,7 @@ class KeyManager:
         self._private: dict[str, Any] = {}
         self._generation = -1
         self._snapshot: KeyRingSnapshot | None = None
+        self._valid_until = math.inf  # the snapshot's valid_until, as a timestamp
         self._changed = asyncio.Event()
         self.failures = 0
         # Each tick's outcome (True: it succeeded), for readiness (WriteHealth).
@@ -113,7 +115,9 @@ class KeyManager:
         snapshot = self._snapshot
         if snapshot is None:
             raise Unavailable("the key ring is not loaded yet")
-        if snapshot.valid_until is not None and self._clock.now() >= snapshot.valid_until:
+        # Every Verify asks: compared as a float (clock.timestamp is cheap; a datetime
+        # from clock.now is not). Distinct microseconds stay distinct floats until 2242.
+        if self._clock.timestamp() >= self._valid_until:
             snapshot = self._rebuild()
         return snapshot
 
@@ -132,6 +136,8 @@ class KeyManager:
             jwks_max_age=self._jwks_max_age,
             public_keys=reuse,
         )
+        until = self._snapshot.valid_until
+        self._valid_until = math.inf if until is None else until.timestamp()
         return self._snapshot
 
     async def reload(self) -> bool:

@@ -67,7 +67,8 @@ class TokenVerifier:
         claims = self._signed(token, now)
         if isinstance(claims, Verification):
             return claims
-        accepted = frozenset(audiences) or self._default_audiences
+        # A Verify without audiences (the usual case) builds no set.
+        accepted = (frozenset(audiences) if audiences else None) or self._default_audiences
         verdict = check_claims(
             claims, issuer=self._issuer, audiences=accepted, now=now, leeway=self._leeway
         )
