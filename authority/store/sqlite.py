@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aiosqlite
 
@@ -32,7 +32,8 @@ from authority.store.database import Connection, Dialect, Row
 from authority.store.facets.store import SqlStore
 from authority.store.migrations import Migration, load_migrations, migrate
 from authority.store.principal_names import PRINCIPAL_NAMES_VERSION, backfill_principal_names
-from authority.store.sqlite_onetrip import OneTrip, transaction
+from authority.store.sqlite_batch import Outcome, Write, WriteQueue, run_batch
+from authority.store.sqlite_onetrip import OneTrip
 
 if TYPE_CHECKING:
     from authority.store.base import Store
@@ -210,6 +211,7 @@ class SqliteDatabase:
         self._db: aiosqlite.Connection | None = None
         self._closed = False
         self._lock = asyncio.Lock()
+        self._writes = WriteQueue(self._run_batch)
 
     async def open(self) -> None:
         """Create the file privately, connect, and migrate. Opening twice is a no-op."""
@@ -298,19 +300,32 @@ class SqliteDatabase:
         *,
         begin: bool = True,
     ) -> T:
-        """``work`` run whole in aiosqlite's thread, in one ``BEGIN IMMEDIATE`` transaction
-        (``begin=False``: ``work`` opens its own, or only reads): one hop for what would
-        be one hop per statement. ``work`` runs in a copy of the caller's context (the
-        request's id and address reach the events it makes)."""
+        """``work`` run whole in aiosqlite's thread: one hop for what would be one hop per
+        statement. With ``begin`` it runs in a ``BEGIN IMMEDIATE`` transaction shared with
+        the writes of concurrent calls (``sqlite_batch``: one hop and one commit for all,
+        each in its own savepoint); ``begin=False``: ``work`` opens its own, or only
+        reads. ``work`` runs in a copy of the caller's context (the request's id and
+        address reach the events it makes)."""
         context = contextvars.copy_context()
+        if begin:
+            return await self._writes.submit(work, taken, context)
         async with self._lock:
             db = self._connection()
-            # aiosqlite runs a function in its thread only through ``_execute``
-            run = cast(Callable[..., Awaitable[T]], db._execute)
             with _translated(taken):
-                if begin:
-                    return await run(context.run, transaction, db._conn, work)
-                return await run(context.run, work, db._conn)
+                result: T = await _run(db)(context.run, work, db._conn)
+                return result
+
+    async def _run_batch(self, writes: Sequence[Write[Any]]) -> list[Outcome]:
+        async with self._lock:
+            db = self._connection()
+            with _translated():
+                outcomes: list[Outcome] = await _run(db)(run_batch, db._conn, writes, _translated)
+                return outcomes
+
+
+def _run(db: aiosqlite.Connection) -> Callable[..., Awaitable[Any]]:
+    """aiosqlite runs a function in its thread only through ``_execute``."""
+    return cast(Callable[..., Awaitable[Any]], db._execute)
 
 
 class SqliteStore(OneTrip, SqlStore):

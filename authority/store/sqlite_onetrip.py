@@ -2,10 +2,12 @@
 
 aiosqlite runs every statement as its own hand-off to its thread and back (a queue put,
 a thread wake-up, a loop wake-up through its self-pipe): a transaction of five
-statements is seven trips. The writes made for every Refresh (the refresh itself, and
-the outbox relay's claim, publication mark and audit append of its event) run here as
-one function each, inside one ``BEGIN IMMEDIATE`` transaction, with the same SQL and the
-same answers as the shared facets (which the other backends keep using).
+statements is seven trips. The writes made for every Refresh and client-credentials
+Issue (the refresh itself, the Issue's events, and the outbox relay's claim,
+publication mark and audit append of them) run here as one function each, inside a
+``BEGIN IMMEDIATE`` transaction (shared with concurrent writes: ``sqlite_batch``), with
+the same SQL and the same answers as the shared facets (which the other backends keep
+using).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from authority.domain.audit import AuditRecord
-from authority.domain.events import OutboxEntry
+from authority.domain.events import Event, OutboxEntry
 from authority.store import rows
 from authority.store.base import RefreshStep, T
 from authority.store.codec import Codec
@@ -92,6 +94,16 @@ class OneTrip:
             return result
 
         return await self._db.in_thread(work, EVENT_TAKEN)
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        c = self._codec
+        params = [rows.event_params(c, e) for e in events]
+
+        def work(conn: sqlite3.Connection) -> None:
+            if params:
+                conn.executemany(INSERT_EVENT, params)
+
+        await self._db.in_thread(work, EVENT_TAKEN)
 
     async def claim_unpublished(
         self, limit: int, *, now: datetime, lease: timedelta
