@@ -1,7 +1,10 @@
-"""Compact JWS for the server: sign with PyJWT, verify with the shared JOSE core.
+"""Compact JWS for the server: sign (as PyJWT does), verify with the shared JOSE core.
 
 Signing is the server's alone (the private key never leaves it); an ES256 signature is
-normalised to low-S, so each token is one string. Verification is the JOSE core's
+normalised to low-S, so each token is one string. An Ed25519 token (the default key) is
+built here: its protected header is the same for every token of a key, so it is encoded
+once per key rather than per token, and the bytes are PyJWT's exactly (same JSON, same
+deterministic signature); other keys go through PyJWT. Verification is the JOSE core's
 (``authority.jose.jws``), which local verifiers run too: parse once, look the key up by
 ``kid`` in our own key ring (the header never chooses it), then check the signature.
 PyJWT's ``decode`` is not used on the hot path: it parses the header twice when keys are
@@ -10,11 +13,13 @@ looked up by ``kid`` and checks base64url character by character in Python.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authority.domain.keys import Algorithm
 from authority.domain.tokens import ACCESS_TOKEN_TYPE, AccessClaims, Verification
@@ -55,8 +60,40 @@ class SigningKey:
     private_key: Any
 
 
+# The encoded protected header per (kid, alg): a handful of keys in a process's life.
+_HEADERS: dict[tuple[str, Algorithm], str] = {}
+_MAX_HEADERS = 64
+_INT_TIMES = ("exp", "iat", "nbf")
+
+
+def protected_header(kid: str, algorithm: Algorithm) -> str:
+    """The base64url header segment of every token ``kid`` signs (PyJWT's: sorted keys)."""
+    segment = _HEADERS.get((kid, algorithm))
+    if segment is None:
+        header = {"alg": algorithm.value, "kid": kid, "typ": ACCESS_TOKEN_TYPE}
+        segment = b64url_encode(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+        if len(_HEADERS) >= _MAX_HEADERS:
+            _HEADERS.clear()
+        _HEADERS[(kid, algorithm)] = segment
+    return segment
+
+
 def sign(claims: Mapping[str, Any], key: SigningKey) -> str:
     """Encode and sign an access token (RFC 9068 header: typ at+jwt, kid, alg)."""
+    private = key.private_key
+    if (
+        isinstance(private, Ed25519PrivateKey)
+        and key.algorithm is Algorithm.EDDSA
+        and isinstance(claims.get("iss", ""), str)
+        and all(type(claims.get(name, 0)) is int for name in _INT_TIMES)
+    ):
+        payload = b64url_encode(json.dumps(dict(claims), separators=(",", ":")).encode())
+        signing_input = f"{protected_header(key.kid, key.algorithm)}.{payload}"
+        return f"{signing_input}.{b64url_encode(private.sign(signing_input.encode()))}"
+    return _sign_with_pyjwt(claims, key)
+
+
+def _sign_with_pyjwt(claims: Mapping[str, Any], key: SigningKey) -> str:
     token = jwt.encode(
         dict(claims),
         key.private_key,
