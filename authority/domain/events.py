@@ -88,13 +88,21 @@ def new_event_id() -> str:
     return "ev_" + secrets.token_hex(12)
 
 
-def _json_safe(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Refuse secrets by key, and anything that is not plain JSON (a bug, not an input)."""
+def _data_json(data: Mapping[str, Any]) -> str:
+    """The stored form of an event's data: sorted, compact JSON."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _json_safe(data: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """Refuse secrets by key, and anything that is not plain JSON (a bug, not an input);
+    the data and its stored form, encoded once (the check is the encoding)."""
     forbidden = sorted(_FORBIDDEN_KEYS & set(data))
     if forbidden:
         raise ValueError(f"event data may not carry secrets: {', '.join(forbidden)}")
-    json.dumps(data, allow_nan=False)  # raises TypeError/ValueError for anything else
-    return MappingProxyType(dict(data))
+    copy = dict(data)
+    # Raises TypeError/ValueError for anything else.
+    text = json.dumps(copy, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return MappingProxyType(copy), text
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +118,11 @@ class Event:
     source_address: str
     request_id: str
     data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # ``data`` as stored, when whoever made the event already encoded it ("": not yet).
+    data_text: str = field(default="", compare=False, repr=False)
 
     def data_json(self) -> str:
-        return json.dumps(dict(self.data), sort_keys=True, separators=(",", ":"))
+        return self.data_text or _data_json(dict(self.data))
 
 
 def new_event(
@@ -128,6 +138,7 @@ def new_event(
     if at.utcoffset() is None:
         raise ValueError("event times must be timezone-aware")
     request = current_request()
+    safe, text = _json_safe(data or {})
     return Event(
         id=new_event_id(),
         type=type,
@@ -137,7 +148,8 @@ def new_event(
         actor=actor if actor is not None else request.actor,
         source_address=request.source_address,
         request_id=request.request_id,
-        data=_json_safe(data or {}),
+        data=safe,
+        data_text=text,
     )
 
 

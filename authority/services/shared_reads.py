@@ -20,7 +20,7 @@ import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -28,14 +28,8 @@ V = TypeVar("V")
 
 @dataclass(slots=True)
 class _Slot(Generic[V]):
-    running: asyncio.Future[V]  # the read in progress (joined by no one who came later)
-    queued: asyncio.Future[V] | None = None  # the next read, started when ``running`` ends
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark an outcome seen, so a read every caller abandoned logs no 'never retrieved'."""
-    if not future.cancelled():
-        future.exception()
+    running: list[asyncio.Future[V]]  # the callers of the read in progress
+    queued: list[asyncio.Future[V]] | None = None  # the callers of the next read
 
 
 class SharedReads(Generic[K, V]):
@@ -46,32 +40,31 @@ class SharedReads(Generic[K, V]):
         self._slots: dict[K, _Slot[V]] = {}
 
     async def get(self, key: K) -> V:
+        # A future per caller: one giving up (its deadline) cancels only its own, and the
+        # others' read goes on (no shield, which costs a future and two callbacks each).
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         slot = self._slots.get(key)
         if slot is None:
-            future = self._launch(key)
-            self._slots[key] = _Slot(future)
+            slot = self._slots[key] = _Slot([future])
+            self._launch(key, slot.running)
         elif slot.queued is None:
-            future = slot.queued = asyncio.get_running_loop().create_future()
-            future.add_done_callback(_retrieve)
+            slot.queued = [future]
         else:
-            future = slot.queued
-        # Shielded: one caller giving up (its deadline) does not cancel the others' read.
-        return await asyncio.shield(future)
+            slot.queued.append(future)
+        return await future
 
-    def _launch(self, key: K, future: asyncio.Future[V] | None = None) -> asyncio.Future[V]:
+    def _launch(self, key: K, waiters: list[asyncio.Future[V]]) -> None:
         loop = asyncio.get_running_loop()
-        if future is None:
-            future = loop.create_future()
-            future.add_done_callback(_retrieve)
-        task = loop.create_task(self._run(key, future), context=contextvars.Context())
+        task = loop.create_task(self._run(key, waiters), context=contextvars.Context())
         task.add_done_callback(lambda _: self._next(key))
-        return future
 
-    async def _run(self, key: K, future: asyncio.Future[V]) -> None:
+    async def _run(self, key: K, waiters: list[asyncio.Future[V]]) -> None:
         try:
             result = await self._read(key)
         except BaseException as exc:
-            if not future.done():
+            for future in waiters:
+                if future.done():
+                    continue
                 if isinstance(exc, asyncio.CancelledError):
                     future.cancel()
                 else:
@@ -79,8 +72,9 @@ class SharedReads(Generic[K, V]):
             if not isinstance(exc, Exception):
                 raise
         else:
-            if not future.done():
-                future.set_result(result)
+            for future in waiters:
+                if not future.done():
+                    future.set_result(result)
 
     def _next(self, key: K) -> None:
         """The running read ended: start the queued one, or forget the key."""
