@@ -63,6 +63,11 @@ def json_text(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
 
 
+_STRINGS: dict[str, tuple[Any, ...]] = {}
+_MAX_MEMO_TEXT = 512
+_MAX_MEMO_ENTRIES = 4096
+
+
 class MicrosCodec:
     """SQLite: instants and durations as integer microseconds, lists as JSON text."""
 
@@ -91,7 +96,19 @@ class MicrosCodec:
         return json.dumps(list(values), separators=(",", ":"))
 
     def read_strings(self, value: Any) -> list[str]:
-        return list(json.loads(value))
+        # The same few short lists (grant types, audiences, scopes) are read on every
+        # Issue and Refresh: each text is parsed once, and every read gets a list of its
+        # own. A memo of a pure function, keyed by the exact stored text: no verdict
+        # depends on whether it was hit.
+        if type(value) is not str or len(value) > _MAX_MEMO_TEXT:
+            return list(json.loads(value))
+        parsed = _STRINGS.get(value)
+        if parsed is None:
+            parsed = tuple(json.loads(value))
+            if len(_STRINGS) >= _MAX_MEMO_ENTRIES:
+                _STRINGS.clear()
+            _STRINGS[value] = parsed
+        return list(parsed)
 
 
 class NativeCodec:
