@@ -65,7 +65,11 @@ class _ObservedStore:
             return self._key_ring_transaction
         if not is_write(name) or not callable(attribute):
             return attribute
-        return self._observed(attribute)
+        observed = self._observed(attribute)
+        # Kept, so the next call finds it without building the wrapper again (a method of
+        # the wrapped store never changes).
+        setattr(self, name, observed)
+        return observed
 
     def _observed(self, write: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(write)
