@@ -2,8 +2,8 @@
 
 A client-credentials Issue writes nothing but its ``token.issued`` event, and it must be
 committed before the token is returned (the outbox: no token without its audit record).
-One transaction per call costs its own BEGIN, insert and COMMIT (on SQLite three hops to
-the store's thread, and a sync of the log); under load that dominated the call. Here
+One transaction per call costs its own BEGIN, insert and COMMIT (a round trip or more to
+the database, and a sync of its log); under load that dominated the call. Here
 the events of calls that arrive while a transaction is running wait for the next one,
 which appends them all: each caller still returns only after its own event committed,
 and a burst of N calls costs about two transactions instead of N. A lone call waits for

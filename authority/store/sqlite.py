@@ -2,10 +2,12 @@
 
 All statements run on one connection (in aiosqlite's worker thread, so the event
 loop never blocks), guarded by an asyncio.Lock so tasks queue up instead of
-interleaving. Every write, migrations included, goes through ``_atomic``: ``BEGIN
-IMMEDIATE`` takes SQLite's write lock up front, which serialises writers across every
-process sharing the file (``busy_timeout`` makes the others wait instead of failing),
-so a transaction never fails half-way on a lock upgrade.
+interleaving. Every write, migrations included, starts with ``BEGIN IMMEDIATE``
+(``_atomic``, or ``sqlite_batch`` for the one-trip writes of concurrent calls, which
+share one transaction and one commit): it takes SQLite's write lock up front, which
+serialises writers across every process sharing the file (``busy_timeout`` makes the
+others wait instead of failing), so a transaction never fails half-way on a lock
+upgrade.
 """
 
 from __future__ import annotations
