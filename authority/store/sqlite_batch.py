@@ -112,9 +112,10 @@ class WriteQueue:
                 batch = []
         finally:
             self._task = None
-            # Cancelled (shutdown): nobody must wait forever for a commit that won't come.
+            # Cancelled (shutdown): nobody must wait forever for a commit that won't come
+            # (a batch already in the thread may still commit: its outcome is unknown).
             for write in batch + self._pending:
-                _fail(write, Unavailable("the store stopped before the write committed"))
+                _fail(write, Unavailable("the store stopped; the write may not have committed"))
             self._pending.clear()
 
     async def _commit(self, batch: list[Write[Any]]) -> None:
