@@ -285,7 +285,9 @@ class PostgresDatabase:
         exception from the body is the caller's and passes through untouched."""
         pool = self._live_pool()
         with self._translated():
-            conn = await pool.acquire(timeout=self._acquire_timeout)
+            # Not acquire(timeout=): asyncpg runs that through wait_for, a task per acquire.
+            async with asyncio.timeout(self._acquire_timeout):
+                conn = await pool.acquire()
         try:
             yield conn
         except Unavailable:
