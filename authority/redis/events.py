@@ -1,12 +1,15 @@
 """The production event sink: one Redis stream, ``{prefix}:events``, read by consumer groups.
 
-``publish`` appends a batch with ``XADD`` in one ``MULTI`` (all or nothing, in order),
-trimming the stream with ``MAXLEN ~`` so it stays bounded (the outbox, not the stream,
-is the durable record). Each consumer purpose is a consumer group, and each process a
-consumer in it, so replicas share the work: ``XREADGROUP`` hands out new entries,
-``XACK`` confirms them once handled, and ``XAUTOCLAIM`` takes over entries another
-consumer read but never acknowledged (it crashed, or its handler kept failing) once
-they have been idle for ``claim_idle``. Delivery is therefore at least once; consumers
+``publish`` appends a batch with one ``XADD`` per event inside one script (all or
+nothing, in order, as ``MULTI`` would, but one command and one reply where ``MULTI``
+costs a ``QUEUED`` reply per event to read), trimming the stream with ``MAXLEN ~`` so it
+stays bounded (the outbox, not the stream, is the durable record).
+
+Each consumer purpose is a consumer group, and each process a consumer in it, so
+replicas share the work: ``XREADGROUP`` hands out new entries, ``XACK`` confirms them
+once handled, and ``XAUTOCLAIM`` takes over entries another consumer read but never
+acknowledged (it crashed, or its handler kept failing) once they have been idle for
+``claim_idle``. Delivery is therefore at least once; consumers
 deduplicate on the event id. A consumer looks for such entries every quarter of
 ``claim_idle`` (so within 1.25 times it), not before every read: under load a read comes
 every few milliseconds, and an ``XAUTOCLAIM`` before each doubled the round trips.
@@ -26,6 +29,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from authority.domain.backoff import RECONNECT
@@ -37,6 +41,14 @@ from authority.services.outbox import Handler
 log = structlog.get_logger(__name__)
 
 _FIELD = b"event"
+
+# KEYS[1]: the stream; ARGV[1]: its approximate maximum length; ARGV[2..]: the events.
+_PUBLISH = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i])
+end
+return #ARGV - 1
+"""
 
 
 class RedisStreamSink:
@@ -65,6 +77,7 @@ class RedisStreamSink:
         self._claim_due: dict[str, float] = {}  # per group, on the monotonic clock
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self._client: Redis | None = None
+        self._publish: AsyncScript | None = None
 
     async def start(self) -> None:
         """No I/O: the first command connects."""
@@ -72,9 +85,11 @@ class RedisStreamSink:
             # Blocking reads wait up to ``block``; the socket must outwait them.
             timeout = self._socket_timeout + self._block_ms / 1000
             self._client = make_client(self._url, timeout)
+            self._publish = self._client.register_script(_PUBLISH)
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        self._publish = None
         if client is not None:
             await client.aclose()
 
@@ -86,16 +101,13 @@ class RedisStreamSink:
     async def publish(self, entries: Sequence[OutboxEntry]) -> None:
         if not entries:
             return
+        self._redis()  # Unavailable unless started
+        assert self._publish is not None  # registered by start()
         try:
-            async with self._redis().pipeline(transaction=True) as pipe:
-                for entry in entries:
-                    pipe.xadd(
-                        self.stream,
-                        {_FIELD: entry_to_json(entry)},
-                        maxlen=self._max_length,
-                        approximate=True,
-                    )
-                await pipe.execute()
+            await self._publish(
+                keys=[self.stream],
+                args=[self._max_length, *(entry_to_json(entry) for entry in entries)],
+            )
         except REDIS_FAILURES as exc:
             raise unavailable(exc) from exc
 
