@@ -182,7 +182,7 @@ def run_later_parts(args: argparse.Namespace) -> LaterParts:
 
     print()
     print(
-        f"7. Refresh on PostgreSQL vs a bare asyncpg transaction of as many statements;"
+        f"7. Refresh on PostgreSQL vs the same statements sent by bare asyncpg;"
         f" {args.rounds} round(s) of {args.duration:g} s each, {pgrefresh.CONCURRENCY} in flight"
     )
     if problem:

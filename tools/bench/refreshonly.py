@@ -54,7 +54,7 @@ def main() -> int:
         print_lifecycle_report(results)
         failures += sum(r.failures for r in results)
     if not args.skip_postgres:
-        print("7. Refresh on PostgreSQL vs a bare asyncpg transaction")
+        print("7. Refresh on PostgreSQL vs the same statements sent by bare asyncpg")
         refreshed = pgrefresh.run(
             DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, args.rounds, args.duration
         )

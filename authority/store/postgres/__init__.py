@@ -19,6 +19,7 @@ from authority.store.postgres.audit import PostgresAudit
 from authority.store.postgres.database import MIGRATIONS, PostgresDatabase
 from authority.store.postgres.dsn import redact_dsn
 from authority.store.postgres.migrations import _PostgresMigrationTarget
+from authority.store.postgres.outbox import PostgresOutbox
 from authority.store.postgres.sessions import PostgresSessions
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["MIGRATIONS", "PostgresStore", "_PostgresMigrationTarget", "redact_dsn"]
 
 
-class PostgresStore(PostgresSessions, PostgresAudit, SqlStore):
+class PostgresStore(PostgresSessions, PostgresOutbox, PostgresAudit, SqlStore):
     """The ``Store`` on PostgreSQL."""
 
     def __init__(

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib.resources import files
 from importlib.resources.abc import Traversable
+from types import TracebackType
 
 import asyncpg
 from asyncpg.pool import Pool, PoolConnectionProxy
@@ -223,41 +224,50 @@ class PostgresDatabase:
 
     @contextmanager
     def _translated(self, taken: Mapping[str, str] | None = None) -> Iterator[None]:
-        """Turn driver errors into domain errors, in one place.
+        """Turn driver errors into domain errors, in one place (see ``_domain_error``)."""
+        try:
+            yield
+        except Exception as exc:
+            domain = self._domain_error(exc, taken)
+            if domain is None:
+                raise
+            raise domain from exc
+
+    def _domain_error(
+        self, exc: Exception, taken: Mapping[str, str] | None = None
+    ) -> AuthorityError | None:
+        """The domain error for a driver error, or None to let ``exc`` pass untouched.
 
         ``taken`` maps a unique column (``"table.column"``, as SQLite's store names it) to
         the AlreadyExists message for it. Messages never include values (PostgreSQL puts
         the duplicate key in its detail) nor the DSN's password. Programming errors (bad
         SQL, bad parameters) are left alone: a bug is not an outage worth retrying.
         """
-        try:
-            yield
-        except asyncpg.UniqueViolationError as exc:
+        if isinstance(exc, AuthorityError):
+            return None
+        if isinstance(exc, asyncpg.UniqueViolationError):
             column = _UNIQUE_COLUMNS.get(exc.constraint_name or "", "")
-            raise AlreadyExists((taken or {}).get(column, "the record already exists")) from exc
-        except asyncpg.IntegrityConstraintViolationError as exc:
+            return AlreadyExists((taken or {}).get(column, "the record already exists"))
+        if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
             violated = exc.constraint_name or f"SQLSTATE {exc.sqlstate}"
-            raise AuthorityError(
-                f"the PostgreSQL store rejected a record: it violates {violated}"
-            ) from exc
-        except asyncpg.DataError as exc:  # class 22: the server refused a value
-            raise InvalidArgument(
+            return AuthorityError(f"the PostgreSQL store rejected a record: it violates {violated}")
+        if isinstance(exc, asyncpg.DataError):  # class 22: the server refused a value
+            return InvalidArgument(
                 f"the PostgreSQL store rejected a value (SQLSTATE {exc.sqlstate})"
-            ) from exc
-        except asyncpg.TransactionRollbackError as exc:  # class 40: deadlock, serialization
-            raise Conflict(
-                "PostgreSQL aborted the transaction because of a concurrent one; retry"
-            ) from exc
-        except asyncpg.ClientConfigurationError as exc:
-            raise InvalidArgument(
+            )
+        if isinstance(exc, asyncpg.TransactionRollbackError):  # class 40: deadlock, ...
+            return Conflict("PostgreSQL aborted the transaction because of a concurrent one; retry")
+        if isinstance(exc, asyncpg.ClientConfigurationError):
+            return InvalidArgument(
                 f"the PostgreSQL connection settings are invalid: {self._redact(str(exc))}"
-            ) from exc
-        except _CLIENT_BUGS:
-            raise
-        except _UNAVAILABLE as exc:
+            )
+        if isinstance(exc, _CLIENT_BUGS):
+            return None
+        if isinstance(exc, _UNAVAILABLE):
             if self._closed:
-                raise Unavailable("the store is closed") from exc
-            raise Unavailable(f"PostgreSQL is unavailable: {self._describe(exc)}") from exc
+                return Unavailable("the store is closed")
+            return Unavailable(f"PostgreSQL is unavailable: {self._describe(exc)}")
+        return None
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError):
@@ -285,7 +295,9 @@ class PostgresDatabase:
         exception from the body is the caller's and passes through untouched."""
         pool = self._live_pool()
         with self._translated():
-            conn = await pool.acquire(timeout=self._acquire_timeout)
+            # Not acquire(timeout=): asyncpg runs that through wait_for, a task per acquire.
+            async with asyncio.timeout(self._acquire_timeout):
+                conn = await pool.acquire()
         try:
             yield conn
         except Unavailable:
@@ -307,12 +319,9 @@ class PostgresDatabase:
     ) -> contextlib.AbstractContextManager[None]:
         return self._translated(taken)
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[Connection]:
+    def read(self) -> contextlib.AbstractAsyncContextManager[Connection]:
         """A pooled connection, with driver errors of the body translated."""
-        async with self._connection() as conn:
-            with self._translated():
-                yield _PostgresConnection(conn)
+        return _Borrowed(self)
 
     @asynccontextmanager
     async def write(
@@ -326,3 +335,57 @@ class PostgresDatabase:
                     if key_ring:
                         await conn.execute("SELECT pg_advisory_xact_lock($1)", self._key_ring_lock)
                     yield _PostgresConnection(conn)
+
+
+class _Borrowed:
+    """``PostgresDatabase.read``: what ``_connection`` and ``_translated`` do together, as
+    one plain async context manager (every refresh and relay batch borrows through here,
+    and two generator-based managers cost more than the pool itself)."""
+
+    __slots__ = ("_conn", "_db", "_pool")
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> Connection:
+        db = self._db
+        self._pool = pool = db._live_pool()
+        try:
+            # Not acquire(timeout=): asyncpg runs that through wait_for, a task per acquire.
+            async with asyncio.timeout(db._acquire_timeout):
+                self._conn = conn = await pool.acquire()
+        except Exception as exc:
+            domain = db._domain_error(exc)
+            if domain is None:
+                raise
+            raise domain from exc
+        return _PostgresConnection(conn)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        pool, conn = self._pool, self._conn
+        if exc is None:
+            try:
+                await pool.release(conn)
+            except Exception as error:
+                domain = self._db._domain_error(error)
+                if domain is None:
+                    raise
+                raise domain from error
+            return
+        domain = self._db._domain_error(exc) if isinstance(exc, Exception) else None
+        if isinstance(domain or exc, Unavailable):
+            # A statement timed out or the link broke: the connection's state is unknown,
+            # so drop it (the server rolls back) rather than wait to clean it up.
+            with contextlib.suppress(Exception):  # it may be gone (and released) already
+                conn.terminate()
+                await pool.release(conn)
+        else:
+            with contextlib.suppress(Exception):  # a failed release terminates the connection
+                await pool.release(conn)
+        if domain is not None:
+            raise domain from exc
