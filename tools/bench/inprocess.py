@@ -48,7 +48,14 @@ class ServerInfo:
 class ServerProcess:
     """The server subprocess; ``stop`` always ends it (SIGTERM, then SIGKILL after a timeout)."""
 
-    def __init__(self, workdir: Path, fresh: int, repeat: int, cpus: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        fresh: int,
+        repeat: int,
+        cpus: str | None = None,
+        module: str = "tools.bench.server",
+    ) -> None:
         self._ready = workdir / "ready.json"
         self._log_path = workdir / "server.log"
         data_dir = workdir / "data"
@@ -56,7 +63,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "tools.bench.server",
+            module,
             f"--out={self._ready}",
             f"--data-dir={data_dir}",
             f"--fresh={fresh}",
