@@ -307,3 +307,39 @@ def test_the_one_pass_claims_parser_agrees_with_the_claim_by_claim_one(
         except ClaimsError as exc:
             outcomes.append(str(exc))
     assert outcomes[0] == outcomes[1]
+
+
+def _loaded(data: bytes, load: Any) -> Any:
+    """What ``load`` makes of ``data``: the document, or the kind of failure."""
+    try:
+        return ("ok", load(data))
+    except (ValueError, RecursionError) as exc:
+        return ("error", type(exc))
+
+
+_DOCUMENT_TAILS = st.sampled_from(
+    ["", " ", "\n", "\t \r\n", "x", "}", "{}", " 1", "\x00", "\u00e9"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@example(body=b'{"a":1}', tail="")
+@example(body=b'{"a":NaN,"b":-Infinity}', tail="")
+@example(body=b'{"a":1', tail="")
+@example(body=b'{"', tail="")
+@example(body=b'{"a":"\\ud800"}', tail="")
+@example(body=b'{"a":"\xff"}', tail="")
+@example(body=b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", tail="")
+@given(
+    st.one_of(
+        st.dictionaries(st.text(max_size=5), _CLAIM_VALUES, max_size=4).map(
+            lambda d: json.dumps(d).encode()
+        ),
+        st.binary(max_size=40).map(lambda b: b'{"' + b),
+    ),
+    _DOCUMENT_TAILS,
+)
+def test_the_payload_decoder_is_json_loads(body: bytes, tail: str) -> None:
+    """Any payload bytes: the document json.loads gives, or a failure where it fails."""
+    data = body + tail.encode()
+    assert _loaded(data, _rfc7515._json_document) == _loaded(data, json.loads)

@@ -1,14 +1,29 @@
-"""Verify's answer for a repeated valid token is built once per claims object: the
-answers are byte-identical to ones built afresh, and a revocation or expiry still wins."""
+"""Verify's answer for a repeated valid token is built once per claims object, from its
+second sighting (a never-seen token's first answer is not kept): the answers are
+byte-identical to ones built afresh, and a revocation or expiry still wins."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
+import pytest
+
 from authority.api import convert
+from authority.domain.keys import Algorithm
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.v1 import token_pb2
+from tests.unit import test_verify_fast_path as fast
 from tests.unit.test_ext_authz import Fixture
+
+
+@pytest.fixture(autouse=True)
+def _forget_answers() -> Iterator[None]:
+    convert._ANSWERS.clear()
+    convert._SEEN_ONCE.clear()
+    yield
+    convert._ANSWERS.clear()
+    convert._SEEN_ONCE.clear()
 
 
 def _answer(fx: Fixture, token: str) -> bytes:
@@ -19,17 +34,23 @@ def test_repeated_answers_are_the_ones_built_afresh() -> None:
     fx = Fixture()
     token = fx.token()
     first = _answer(fx, token)
+    assert not convert._ANSWERS  # a first sighting is answered, not remembered
     again = _answer(fx, token)
+    assert len(convert._ANSWERS) == 1  # the second is remembered
+    third = _answer(fx, token)
     convert._ANSWERS.clear()
+    convert._SEEN_ONCE.clear()
     afresh = _answer(fx, token)
-    assert first == again == afresh
+    assert first == again == third == afresh
     assert token_pb2.VerifyResponse.FromString(first).result == token_pb2.VERIFY_RESULT_VALID
 
 
 def test_a_revocation_or_expiry_wins_over_a_remembered_answer() -> None:
     fx = Fixture()
     token = fx.token()
+    _answer(fx, token)
     _answer(fx, token)  # remembered as VALID
+    assert convert._ANSWERS
     now = fx.clock.timestamp()
     fx.revocations.add(Revocation(RevocationKind.SESSION, "s1", now, now + 600))
     revoked = token_pb2.VerifyResponse.FromString(_answer(fx, token))
@@ -38,6 +59,46 @@ def test_a_revocation_or_expiry_wins_over_a_remembered_answer() -> None:
     other = Fixture()
     token = other.token()
     _answer(other, token)
+    _answer(other, token)
     other.clock.advance(timedelta(seconds=601))
     expired = token_pb2.VerifyResponse.FromString(_answer(other, token))
     assert expired.result == token_pb2.VERIFY_RESULT_EXPIRED
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_every_answer_of_the_attack_corpus_is_the_plain_one_on_every_sighting(
+    algorithm: Algorithm,
+) -> None:
+    """First, second and third sightings (answered, remembered, recalled) give the
+    message built field by field, or the plain failure, for every hostile token. (A
+    signed extra claim protobuf cannot carry, a lone surrogate, fails both builds alike.)"""
+    fx = fast.Fixture(algorithm)
+    for token in fast.corpus(fx):
+        for _ in range(3):
+            verdict = fx.verifier.verify(token)
+            if verdict.valid:
+                try:
+                    expected = fast._plain_response(verdict)
+                except UnicodeEncodeError:
+                    with pytest.raises(UnicodeEncodeError):
+                        convert.verify_response(verdict)
+                    continue
+            else:
+                expected = token_pb2.VerifyResponse(
+                    result=convert.VERIFY_RESULT[verdict.reason], detail=verdict.detail
+                )
+            answer = convert.verify_response(verdict)
+            assert answer == expected, token
+            assert answer.SerializeToString(deterministic=True) == expected.SerializeToString(
+                deterministic=True
+            )
+
+
+def test_the_memos_stay_bounded() -> None:
+    fx = Fixture()
+    for i in range(2 * convert._MAX_ANSWERS + 3):
+        token = fx.token(jti=f"j{i}")
+        _answer(fx, token)
+        _answer(fx, token)
+        assert len(convert._SEEN_ONCE) <= convert._MAX_ANSWERS
+        assert len(convert._ANSWERS) <= convert._MAX_ANSWERS

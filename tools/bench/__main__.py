@@ -292,7 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {'round':>5}  {'phase':<12} {'calls/s':>9} {'server us/call':>12}"
                 f" {'server CPU':>11} {'client CPU':>11} {'failures':>9}"
             )
-            results, failures, samples = asyncio.run(measure_server(info, args, server, bare))
+            results, raw_us, failures, samples = asyncio.run(
+                measure_server(info, args, server, bare, server_cpus)
+            )
             print(
                 f"  (then part 3: the token lifecycle, {args.duration:g} s per operation,"
                 f" {LIFECYCLE_CONCURRENCY} calls in flight)"
@@ -311,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.sched_setaffinity(0, own_cpus)
             server.stop()
             bare.stop()
-    summary = summarise_server(results, failures)
+    summary = summarise_server(results, failures, raw_us)
     print_server_report(results, summary)
     print(f"  failed calls (warm-ups included): {failures}")
     for sample in samples:

@@ -24,6 +24,7 @@ from tools.bench.load import (
     median_or_none,
 )
 from tools.bench.processes import pinned
+from tools.bench.rawverify import raw_verify_cpu_us
 from tools.bench.server import ECHO_METHOD
 
 PHASES = ("bare-echo", "echo", "verify-miss", "verify-hit")
@@ -47,7 +48,14 @@ class ServerInfo:
 class ServerProcess:
     """The server subprocess; ``stop`` always ends it (SIGTERM, then SIGKILL after a timeout)."""
 
-    def __init__(self, workdir: Path, fresh: int, repeat: int, cpus: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        fresh: int,
+        repeat: int,
+        cpus: str | None = None,
+        module: str = "tools.bench.server",
+    ) -> None:
         self._ready = workdir / "ready.json"
         self._log_path = workdir / "server.log"
         data_dir = workdir / "data"
@@ -55,7 +63,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "tools.bench.server",
+            module,
             f"--out={self._ready}",
             f"--data-dir={data_dir}",
             f"--fresh={fresh}",
@@ -115,10 +123,14 @@ class ServerProcess:
 
 
 async def measure_server(
-    info: ServerInfo, args: argparse.Namespace, server: ServerProcess, bare: BareServer
-) -> tuple[list[PhaseResult], int, list[str]]:
-    """Rounds of bare-echo (the floor process), echo, verify-miss, verify-hit; returns
-    results and every failure."""
+    info: ServerInfo,
+    args: argparse.Namespace,
+    server: ServerProcess,
+    bare: BareServer,
+    server_cpus: str | None,
+) -> tuple[list[PhaseResult], dict[int, float], int, list[str]]:
+    """Rounds of bare-echo (the floor process), echo, verify-miss, verify-hit, then the raw
+    Ed25519 verify on the server's core; returns results, raw CPU us by round, failures."""
     load = LoadGenerator(info.port, info.pid, channels=args.channels, concurrency=args.concurrency)
     floor = LoadGenerator(bare.port, bare.pid, channels=args.channels, concurrency=args.concurrency)
     fresh = Pool(info.fresh, cycle=False)
@@ -129,6 +141,7 @@ async def measure_server(
         ("verify-hit", load, VERIFY_METHOD, Pool(info.repeat, cycle=True), check_valid),
     )
     results: list[PhaseResult] = []
+    raw_us: dict[int, float] = {}
     try:
         await load.verify_all(info.repeat)  # fills the cache for the hit phase
         # Unmeasured: connect every channel and warm both paths, so round 1 is not penalised.
@@ -151,12 +164,19 @@ async def measure_server(
                 print(_round_row(result), flush=True)
                 if not server.alive():
                     raise RuntimeError(f"the server died:\n{server.log_tail()}")
+            # The servers idle now: the reference takes their core, timed by CPU as they are.
+            raw_us[round_number] = raw_verify_cpu_us(server_cpus, args.duration / 2)
+            print(
+                f"  {round_number:>5}  {'raw verify':<12} {'':>9} {raw_us[round_number]:>12.0f}"
+                "  (Ed25519, CPU time on the server's core)",
+                flush=True,
+            )
     finally:
         await load.close()
         await floor.close()
     print(f"  verify-miss used {fresh.used:,} of {len(info.fresh):,} fresh tokens, each once")
     failures = load.failures.count + floor.failures.count
-    return results, failures, load.failures.samples + floor.failures.samples
+    return results, raw_us, failures, load.failures.samples + floor.failures.samples
 
 
 def fmt_pct(value: float | None) -> str:
@@ -194,9 +214,13 @@ class ServerSummary:
     failures: int
     miss_extra_us: float | None  # median per round: verify-miss minus bare-echo CPU per call
     bare_us: float | None  # median bare-echo server CPU per call
+    raw_us: float | None = None  # median raw Ed25519 verify CPU on the server's core
+    miss_in_raw: float | None = None  # median per round: miss_extra_us / that round's raw_us
 
 
-def summarise_server(results: list[PhaseResult], failures: int) -> ServerSummary:
+def summarise_server(
+    results: list[PhaseResult], failures: int, raw_us: dict[int, float] | None = None
+) -> ServerSummary:
     by_round: dict[int, dict[str, PhaseResult]] = {}
     for r in results:
         by_round.setdefault(r.round, {})[r.phase] = r
@@ -215,19 +239,33 @@ def summarise_server(results: list[PhaseResult], failures: int) -> ServerSummary
         throughput[phase] = median_or_none(t_ratios)
         cpu[phase] = median_or_none(c_ratios)
     extra: list[float | None] = []
-    for phases in by_round.values():
+    in_raw: list[float | None] = []
+    raw_us = raw_us or {}
+    for round_number, phases in by_round.items():
         miss, bare = (
             phases["verify-miss"].server_us_per_call,
             phases["bare-echo"].server_us_per_call,
         )
-        extra.append(miss - bare if miss is not None and bare is not None else None)
+        above = miss - bare if miss is not None and bare is not None else None
+        extra.append(above)
+        raw = raw_us.get(round_number)
+        in_raw.append(above / raw if above is not None and raw else None)
     bare_us = median_or_none([p["bare-echo"].server_us_per_call for p in by_round.values()])
     starved = [
         f"{r.phase} (round {r.round}, {fmt_pct(r.server_utilisation)})"
         for r in results
         if r.server_utilisation is not None and r.server_utilisation < SATURATED
     ]
-    return ServerSummary(throughput, cpu, starved, failures, median_or_none(extra), bare_us)
+    return ServerSummary(
+        throughput,
+        cpu,
+        starved,
+        failures,
+        median_or_none(extra),
+        bare_us,
+        median_or_none(list(raw_us.values())),
+        median_or_none(in_raw),
+    )
 
 
 def print_server_report(results: list[PhaseResult], summary: ServerSummary) -> None:
@@ -257,6 +295,12 @@ def print_server_report(results: list[PhaseResult], summary: ServerSummary) -> N
         print(
             f"  {phase + ' / echo':<26} {fmt_ratio(t):>8} {_verdict(t, target):<6}"
             f" {fmt_ratio(c):>32} {_verdict(c, target):<6} >= {target:.2f}x"
+        )
+    if summary.raw_us is not None:
+        print(
+            f"  verify-miss above bare-echo: {fmt_us(summary.miss_extra_us)} us per call ="
+            f" {fmt_ratio(summary.miss_in_raw)} raw Ed25519 verifies"
+            f" ({summary.raw_us:.0f} us CPU on the server's core; target <= 1.25x)"
         )
     if summary.starved:
         print()

@@ -44,7 +44,7 @@ class VariantResult:
     failures: int
 
 
-def _token() -> tuple[str, Ed25519PrivateKey, str]:
+def sample_token() -> tuple[str, Ed25519PrivateKey, str]:
     """A real access token with the claim shape of ``TokenIssuer.mint``."""
     private_key = generate_private_key(Algorithm.EDDSA)
     assert isinstance(private_key, Ed25519PrivateKey)
@@ -66,7 +66,7 @@ def _token() -> tuple[str, Ed25519PrivateKey, str]:
 
 def variants() -> list[Variant]:
     """The four ways to check one token; each returns True only for a valid verdict."""
-    token, private_key, kid = _token()
+    token, private_key, kid = sample_token()
     public_key = private_key.public_key()
     header_segment, payload_segment, signature_segment = token.split(".")
     signing_input = f"{header_segment}.{payload_segment}".encode("ascii")

@@ -17,9 +17,10 @@ caller's allow-list is applied on every call, so no verdict depends on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Container
+import json.scanner
+from collections.abc import Callable, Container
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from authority.jose._rfc4648 import b64url_decode
 from authority.jose._rfc7518 import ALGORITHMS, is_low_s
@@ -34,8 +35,12 @@ from authority.jose._rfc9068 import (
 )
 
 UNPUBLISHED_KEY = Verification(VerifyReason.UNKNOWN_KEY, "the token's key id is not published")
-# json.loads(str) with no options is this decoder's decode.
+# json.loads(str) with no options is this decoder's decode, which is this scanner (C) from
+# index 0 when the text opens with no whitespace, plus a check that nothing follows.
 _json_decode = json.JSONDecoder().decode
+_json_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    cast(Any, json.JSONDecoder())  # typeshed names the class itself as the argument
+)
 _NOT_JSON = Verification(VerifyReason.MALFORMED, "the claims are not base64url-encoded JSON")
 
 # Header segment -> (alg, kid) of a header that passed every check. A handful of keys sign
@@ -122,9 +127,17 @@ def _parse_header(segment: str, algorithms: Container[str]) -> tuple[str, str] |
 def _json_document(data: bytes) -> Any:
     """``json.loads(data)``. On bytes, json first guesses the encoding (UTF-16 and -32
     included) in Python; a document that opens with '{"' can only be UTF-8, as it would
-    find, so ours skip the guess."""
+    find, so ours skip the guess, and json's Python wrapper when the object ends the text
+    (anything else after it, whitespace included, goes to json for its own verdict)."""
     if data[:2] == b'{"':
-        return _json_decode(data.decode("utf-8", "surrogatepass"))
+        text = data.decode("utf-8", "surrogatepass")
+        try:
+            document, end = _json_scan(text, 0)
+        except StopIteration:
+            return _json_decode(text)
+        if end == len(text):
+            return document
+        return _json_decode(text)
     return json.loads(data)
 
 

@@ -151,19 +151,20 @@ def parse_claims(payload: Any, key_id: str) -> Claims:
                 if len(_audiences) >= _AUDIENCE_MEMO_SIZE:
                     _audiences.clear()
                 audiences = _audiences[audience] = (_shared(audience),)
+            # Positional, in field order: a frozen dataclass's keyword call costs more.
             return Claims(
-                issuer=_shared(issuer),
-                subject=subject,
-                audience=audiences,
-                expires_at=expires_at,
-                issued_at=float(issued_at),
-                not_before=not_before,
-                token_id=token_id,
-                session_id="" if session_id is None else session_id,
-                client_id="" if client_id is None else _shared(client_id),
-                scope=tuple(scope.split()),
-                key_id=key_id,
-                extra=_extra_claims(payload),
+                _shared(issuer),
+                subject,
+                audiences,
+                expires_at,
+                float(issued_at),
+                not_before,
+                token_id,
+                "" if session_id is None else session_id,
+                "" if client_id is None else _shared(client_id),
+                tuple(scope.split()),
+                key_id,
+                _extra_claims(payload),
             )
     return _parse_claims_checked(payload, key_id)
 

@@ -28,4 +28,4 @@ class BoundedCache(dict[K, V]):
         if len(self) >= self.max_size:
             for stale in list(islice(self, max(1, self.max_size // 10))):
                 del self[stale]
-        super().__setitem__(key, value)
+        dict.__setitem__(self, key, value)  # not super(): no proxy object per store
