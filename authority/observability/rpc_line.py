@@ -150,16 +150,21 @@ _BOUND: dict[str, contextvars.ContextVar[Any]] | None = getattr(
     structlog.contextvars, "_CONTEXT_VARS", None
 )
 _PREFIX_LENGTH = len("structlog_")
+_REQUEST_ID_KEY = "request_id"
+_ONLY_REQUEST_ID = "structlog_" + _REQUEST_ID_KEY
 
 
 Items = tuple[tuple[str, str | None], ...]
 
 
-def _context_items() -> Items | None:
+def _context_items(request_id: str | None = None) -> Items | None:
     """The bound context variables (merge_contextvars' part of the line), captured as
-    the call ends; None where only the chain can render them."""
+    the call ends; None where only the chain can render them. ``request_id``: what the
+    call bound, when that is known to be the only variable ever bound (no lookup)."""
     bound = _BOUND
     if bound is not None and len(bound) == 1:  # only ever the request id: no copy
+        if request_id is not None and _ONLY_REQUEST_ID in bound:
+            return ((_REQUEST_ID_KEY, request_id),)
         ((name, variable),) = bound.items()
         value = variable.get()
         items: tuple[tuple[str, Any], ...] = (
@@ -215,11 +220,13 @@ class RpcLine:
         who: str | None,
         elapsed: float,
         code: grpc.StatusCode,
+        request_id: str | None = None,
     ) -> None:
-        """Write the line (``current``: the chain in effect when the call started)."""
+        """Write the line (``current``: the chain in effect when the call started;
+        ``request_id``: the one the call bound, if it bound one)."""
         latency_ms = round(elapsed * 1000, 3)
         if current is not None:
-            items = _context_items()
+            items = _context_items(request_id)
             tail = _tail(current.extra)
             if items is not None and tail is not None:
                 fields = (items, peer, who, latency_ms, code.name, time.time_ns(), tail)
