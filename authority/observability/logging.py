@@ -151,14 +151,18 @@ class _Stdout:
     def write_later(self, render: Callable[..., str], args: tuple[Any, ...]) -> None:
         """``render(*args)`` is written within ``FLUSH_DELAY`` (a timer on the running
         loop; at once where there is none), before any line written after it."""
+        with self._lock:
+            self._pending.append((render, args))
+            due = self._flushing_on
+            # A flush is already due on a loop that is running, so will run it: nothing to
+            # arrange. (No get_running_loop() per line: it makes a getpid() system call.)
+            if len(self._pending) > 1 and due is not None and due.is_running():
+                return
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # no loop in this thread: nothing would flush it later
             loop = None
         with self._lock:
-            self._pending.append((render, args))
-            if len(self._pending) > 1 and loop is self._flushing_on:
-                return  # a flush is already due on this loop
             self._flushing_on = loop
         if loop is None:
             self.flush()

@@ -106,6 +106,9 @@ class _Timestamps:
 
 
 _TIMESTAMPS = _Timestamps()
+_CODE_NAMES = {code: code.name for code in grpc.StatusCode}  # enum .name is a descriptor call
+_time_ns = time.time_ns
+_write_later = STDOUT.write_later
 _PEERS: dict[str, str] = {}  # peer -> its scrubbed JSON text (peers repeat per connection)
 _MAX_PEERS = 4096
 
@@ -227,10 +230,10 @@ class RpcLine:
         latency_ms = round(elapsed * 1000, 3)
         if current is not None:
             items = _context_items(request_id)
-            tail = _tail(current.extra)
+            tail = _tail(current.extra) if current.extra else ""
             if items is not None and tail is not None:
-                fields = (items, peer, who, latency_ms, code.name, time.time_ns(), tail)
-                STDOUT.write_later(self.text, fields)
+                fields = (items, peer, who, latency_ms, _CODE_NAMES[code], _time_ns(), tail)
+                _write_later(self.text, fields)
                 return
         log.info(
             EVENT,
@@ -269,7 +272,11 @@ class RpcLine:
         now_ns: int,
         tail: str,
     ) -> str:
-        bound = "".join([f", {_pair(key, value)}" for key, value in items])
+        if len(items) == 1:  # the request id, as a rule
+            ((key, value),) = items
+            bound = f", {_pair(key, value)}"
+        else:
+            bound = "".join([f", {_pair(key, value)}" for key, value in items])
         principal_text = "null" if who is None else _string(who)
         return (
             f"{{{self._method}{_peer(peer)}, "
