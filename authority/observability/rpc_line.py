@@ -106,7 +106,7 @@ class _Timestamps:
 
 
 _TIMESTAMPS = _Timestamps()
-_CODE_NAMES = {code: code.name for code in grpc.StatusCode}  # enum .name is a descriptor call
+_OK = grpc.StatusCode.OK
 _time_ns = time.time_ns
 _write_later = STDOUT.write_later
 _PEERS: dict[str, str] = {}  # peer -> its scrubbed JSON text (peers repeat per connection)
@@ -232,7 +232,8 @@ class RpcLine:
             items = _context_items(request_id)
             tail = _tail(current.extra) if current.extra else ""
             if items is not None and tail is not None:
-                fields = (items, peer, who, latency_ms, _CODE_NAMES[code], _time_ns(), tail)
+                name = "OK" if code is _OK else code.name  # .name is a descriptor call
+                fields = (items, peer, who, latency_ms, name, _time_ns(), tail)
                 _write_later(self.text, fields)
                 return
         log.info(
