@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import structlog
 
 from authority.api import decoding
 from authority.api.admin_auth import ADMIN_METHODS, require_admin
@@ -43,6 +42,7 @@ from authority.domain.call_metadata import (
 from authority.domain.call_metadata import request_id as caller_request_id
 from authority.domain.errors import AuthorityError
 from authority.observability import metrics, rpc_line
+from authority.observability.logging import ContextBinding
 from authority.services.admin_credential import AdminCredential
 
 if TYPE_CHECKING:
@@ -53,35 +53,56 @@ _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _Undecodable = decoding.Undecodable
 _perf_counter = time.perf_counter
-_bind = structlog.contextvars.bind_contextvars
-_reset = structlog.contextvars.reset_contextvars
+_REQUEST_ID = ContextBinding("request_id")  # structlog's: every line of the call has it
+_set_principal = rpc_line.principal.set
+
+
+def _request_id_and_credential(context: Context) -> tuple[Any, str, bool]:
+    """The call's metadata, its request id (the caller's, else a new one) and whether it
+    carries a credential: one pass over the metadata."""
+    metadata = context.invocation_metadata() or ()
+    request_id = None
+    authorized = False
+    for key, value in metadata:
+        if key == REQUEST_ID_HEADER and not request_id:
+            request_id = caller_request_id(((key, value),))
+        elif key == AUTHORIZATION:
+            authorized = True
+    return metadata, request_id or new_request_id(), authorized
+
+
+def _begin(context: Context, request_id: str) -> Any:
+    """Bind the request id for the call's lines and events, and send it back: in the
+    trailing metadata, which costs nothing extra on the wire, unlike an early
+    send_initial_metadata (api.errors keeps it when it adds retry-after). The token
+    undoes the binding."""
+    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+    _set_principal(None)
+    begin_call(request_id)
+    return _REQUEST_ID.bind(request_id)
 
 
 class _Call:
-    """What the line needs from the call, read at its start while the call is alive:
+    """What a streaming call's line needs, read at its start while the call is alive:
     after a cancellation grpc may have freed it, and ``peer()`` on a freed call crashes
     the process."""
 
-    __slots__ = ("authorized", "chain", "metadata", "peer", "started", "tokens", "write_line")
+    __slots__ = (
+        "authorized",
+        "chain",
+        "metadata",
+        "peer",
+        "request_id",
+        "started",
+        "token",
+        "write_line",
+    )
 
     def __init__(self, context: Context) -> None:
         self.started = _perf_counter()
-        metadata = self.metadata = context.invocation_metadata() or ()
-        request_id = None
-        authorized = False
-        for key, value in metadata:  # one pass: the request id, and any credential
-            if key == REQUEST_ID_HEADER and not request_id:
-                request_id = caller_request_id(((key, value),))
-            elif key == AUTHORIZATION:
-                authorized = True
-        self.authorized = authorized
-        request_id = request_id or new_request_id()
-        # Trailing metadata: it costs nothing extra on the wire, unlike an early
-        # send_initial_metadata; api.errors keeps it when it adds retry-after.
-        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-        rpc_line.principal.set(None)
-        self.tokens = _bind(request_id=request_id)
-        begin_call(request_id)
+        self.metadata, request_id, self.authorized = _request_id_and_credential(context)
+        self.request_id = request_id
+        self.token = _begin(context, request_id)
         chain = self.chain = rpc_line.chain()
         self.write_line = rpc_line.enabled(chain)
         self.peer = (context.peer() or "") if self.write_line else ""
@@ -128,23 +149,27 @@ class CallPipeline:
         observe: metrics.RpcObserver,
         call: _Call,
         code: grpc.StatusCode,
-        *,
-        response: Any,
-        minted_for: str | None,
     ) -> None:
         elapsed = _perf_counter() - call.started
         try:
-            observe(code, elapsed, response)
+            observe(code, elapsed, None)
             if call.write_line:
-                who = rpc_line.principal.get() or minted_for
+                who = rpc_line.principal.get()
                 if who is None and call.authorized:
                     who = self._caller(call.metadata)
-                line.write(call.chain, peer=call.peer, who=who, elapsed=elapsed, code=code)
+                line.write(
+                    call.chain,
+                    peer=call.peer,
+                    who=who,
+                    elapsed=elapsed,
+                    code=code,
+                    request_id=call.request_id,
+                )
         finally:
             # ValueError: a stream's generator closed from another context (grpc finalising
             # a cancelled call); the call's own context ends with it, nothing to undo.
             with contextlib.suppress(ValueError):
-                _reset(**call.tokens)
+                _REQUEST_ID.reset(call.token)
 
     def _caller(self, metadata: Any) -> str | None:
         if self._is_admin is None:
@@ -152,15 +177,30 @@ class CallPipeline:
         bearer = bearer_token(metadata)
         return "admin" if bearer is not None and self._is_admin(bearer) else None
 
-    def _unary(self, method: str, behaviour: Behaviour, gated: bool, streamed: bool) -> Behaviour:
+    def _unary(  # noqa: PLR0915 - the whole call in one coroutine, on purpose
+        self, method: str, behaviour: Behaviour, gated: bool, streamed: bool
+    ) -> Behaviour:
         line = rpc_line.RpcLine(method)
         observe = metrics.rpc_observer(method)
         mints = method in rpc_line.MINTING
         admin = self._admin
-        finish = self._finish
+        caller = self._caller
+        chain_of = rpc_line.chain
+        enabled = rpc_line.enabled
+        principal = rpc_line.principal.get
+        write = line.write
+        reset = _REQUEST_ID.reset
 
+        # Everything in one coroutine, in locals: this runs on every call of the method.
         async def call(request: Any, context: Context) -> Any:
-            state = _Call(context)
+            started = _perf_counter()
+            metadata, request_id, authorized = _request_id_and_credential(context)
+            token = _begin(context, request_id)
+            chain = chain_of()
+            write_line = chain.info if chain is not None else enabled(None)
+            # Read now, while the call is alive: after a cancellation grpc may have freed
+            # it, and peer() on a freed call crashes the process.
+            peer = (context.peer() or "") if write_line else ""
             code = _UNKNOWN
             response = None
             try:
@@ -183,8 +223,25 @@ class CallPipeline:
                 code = rpc_line.status_of(error)
                 raise
             finally:
-                who = rpc_line.minted_subject(response) if mints and response is not None else None
-                finish(line, observe, state, code, response=response, minted_for=who)
+                elapsed = _perf_counter() - started
+                try:
+                    observe(code, elapsed, response)
+                    if write_line:
+                        who = principal()
+                        if who is None and mints and response is not None:
+                            who = rpc_line.minted_subject(response)
+                        if who is None and authorized:
+                            who = caller(metadata)
+                        write(
+                            chain,
+                            peer=peer,
+                            who=who,
+                            elapsed=elapsed,
+                            code=code,
+                            request_id=request_id,
+                        )
+                finally:
+                    reset(token)
 
         return call
 
@@ -221,6 +278,6 @@ class CallPipeline:
                 code = rpc_line.status_of(error)
                 raise
             finally:
-                finish(line, observe, state, code, response=None, minted_for=None)
+                finish(line, observe, state, code)
 
         return call

@@ -18,6 +18,7 @@ from authority.domain.events import current_request
 from authority.domain.exchange import ACCESS_TOKEN
 from authority.domain.revocation import RevocationKind
 from authority.domain.sources import source_key
+from authority.observability import rpc_line
 from authority.ports.rate_limits import RateLimit
 from authority.services.admin_credential import AdminCredential
 from authority.services.grants import Grants
@@ -41,6 +42,10 @@ MAX_REVOKE_REASON = 256
 
 
 def pair_message(pair: TokenPair) -> token_pb2.TokenPair:
+    """The answer's pair; the call's rpc line names the pair's subject (known here, so
+    the line need not decode the token to find it)."""
+    if pair.subject:
+        rpc_line.principal.set(pair.subject)
     return token_pb2.TokenPair(
         access_token=pair.access_token,
         token_type="Bearer",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import hashlib
 import logging
 import re
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+import structlog._config as _structlog_config
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from authority.observability import tracing
@@ -149,14 +151,18 @@ class _Stdout:
     def write_later(self, render: Callable[..., str], args: tuple[Any, ...]) -> None:
         """``render(*args)`` is written within ``FLUSH_DELAY`` (a timer on the running
         loop; at once where there is none), before any line written after it."""
+        with self._lock:
+            self._pending.append((render, args))
+            due = self._flushing_on
+            # A flush is already due on a loop that is running, so will run it: nothing to
+            # arrange. (No get_running_loop() per line: it makes a getpid() system call.)
+            if len(self._pending) > 1 and due is not None and due.is_running():
+                return
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # no loop in this thread: nothing would flush it later
             loop = None
         with self._lock:
-            self._pending.append((render, args))
-            if len(self._pending) > 1 and loop is self._flushing_on:
-                return  # a flush is already due on this loop
             self._flushing_on = loop
         if loop is None:
             self.flush()
@@ -227,14 +233,58 @@ class JsonChain:
 
 _json_chain: JsonChain | None = None
 
+# structlog's configuration object: reading its processors is what get_config() does,
+# without building get_config()'s dictionary on every call (json_chain runs per RPC).
+_STRUCTLOG_CONFIG = getattr(_structlog_config, "_CONFIG", None)
+if not hasattr(_STRUCTLOG_CONFIG, "default_processors"):
+    _STRUCTLOG_CONFIG = None  # pragma: no cover - a structlog that changed its internals
+
+
+def _configured_processors() -> object:
+    if _STRUCTLOG_CONFIG is not None:
+        return _STRUCTLOG_CONFIG.default_processors
+    return structlog.get_config()["processors"]  # pragma: no cover - see above
+
 
 def json_chain() -> JsonChain | None:
     """The chain ``configure_logging`` installed, while it is still structlog's (None
     after anything else reconfigured structlog, or for the console renderer)."""
     chain = _json_chain
-    if chain is None or structlog.get_config()["processors"] is not chain.processors:
+    if chain is None or _configured_processors() is not chain.processors:
         return None
     return chain
+
+
+class ContextBinding:
+    """Binds one key in structlog's context variables, as ``bind_contextvars`` does, in
+    one ``ContextVar.set`` (``bind``) undone by one ``reset``; per RPC, the request id.
+    Falls back to structlog's functions if its internals ever change."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+        self._variable: contextvars.ContextVar[Any] | None = None
+        variables = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
+        prefix = getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", None)
+        if isinstance(variables, dict) and isinstance(prefix, str):
+            # structlog creates a key's variable the first time it is bound.
+            structlog.contextvars.reset_contextvars(
+                **structlog.contextvars.bind_contextvars(**{key: None})
+            )
+            variable = variables.get(prefix + key)
+            if isinstance(variable, contextvars.ContextVar):
+                self._variable = variable
+
+    def bind(self, value: Any) -> Any:
+        """Bind ``value``; the token to hand to ``reset``."""
+        if self._variable is not None:
+            return self._variable.set(value)
+        return structlog.contextvars.bind_contextvars(**{self._key: value})  # pragma: no cover
+
+    def reset(self, token: Any) -> None:
+        if self._variable is not None:
+            self._variable.reset(token)
+        else:  # pragma: no cover - see bind
+            structlog.contextvars.reset_contextvars(**token)
 
 
 def configure_logging(*, fmt: str = "json", level: str = "info") -> None:

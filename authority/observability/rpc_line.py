@@ -106,6 +106,9 @@ class _Timestamps:
 
 
 _TIMESTAMPS = _Timestamps()
+_OK = grpc.StatusCode.OK
+_time_ns = time.time_ns
+_write_later = STDOUT.write_later
 _PEERS: dict[str, str] = {}  # peer -> its scrubbed JSON text (peers repeat per connection)
 _MAX_PEERS = 4096
 
@@ -150,16 +153,21 @@ _BOUND: dict[str, contextvars.ContextVar[Any]] | None = getattr(
     structlog.contextvars, "_CONTEXT_VARS", None
 )
 _PREFIX_LENGTH = len("structlog_")
+_REQUEST_ID_KEY = "request_id"
+_ONLY_REQUEST_ID = "structlog_" + _REQUEST_ID_KEY
 
 
 Items = tuple[tuple[str, str | None], ...]
 
 
-def _context_items() -> Items | None:
+def _context_items(request_id: str | None = None) -> Items | None:
     """The bound context variables (merge_contextvars' part of the line), captured as
-    the call ends; None where only the chain can render them."""
+    the call ends; None where only the chain can render them. ``request_id``: what the
+    call bound, when that is known to be the only variable ever bound (no lookup)."""
     bound = _BOUND
     if bound is not None and len(bound) == 1:  # only ever the request id: no copy
+        if request_id is not None and _ONLY_REQUEST_ID in bound:
+            return ((_REQUEST_ID_KEY, request_id),)
         ((name, variable),) = bound.items()
         value = variable.get()
         items: tuple[tuple[str, Any], ...] = (
@@ -215,15 +223,18 @@ class RpcLine:
         who: str | None,
         elapsed: float,
         code: grpc.StatusCode,
+        request_id: str | None = None,
     ) -> None:
-        """Write the line (``current``: the chain in effect when the call started)."""
+        """Write the line (``current``: the chain in effect when the call started;
+        ``request_id``: the one the call bound, if it bound one)."""
         latency_ms = round(elapsed * 1000, 3)
         if current is not None:
-            items = _context_items()
-            tail = _tail(current.extra)
+            items = _context_items(request_id)
+            tail = _tail(current.extra) if current.extra else ""
             if items is not None and tail is not None:
-                fields = (items, peer, who, latency_ms, code.name, time.time_ns(), tail)
-                STDOUT.write_later(self.text, fields)
+                name = "OK" if code is _OK else code.name  # .name is a descriptor call
+                fields = (items, peer, who, latency_ms, name, _time_ns(), tail)
+                _write_later(self.text, fields)
                 return
         log.info(
             EVENT,
@@ -262,7 +273,11 @@ class RpcLine:
         now_ns: int,
         tail: str,
     ) -> str:
-        bound = "".join([f", {_pair(key, value)}" for key, value in items])
+        if len(items) == 1:  # the request id, as a rule
+            ((key, value),) = items
+            bound = f", {_pair(key, value)}"
+        else:
+            bound = "".join([f", {_pair(key, value)}" for key, value in items])
         principal_text = "null" if who is None else _string(who)
         return (
             f"{{{self._method}{_peer(peer)}, "

@@ -58,6 +58,9 @@ class TokenPair:
     # The access token's jti, for the event of a sessionless token; in process only (not
     # sealed for a replay, so not part of a pair's identity).
     token_id: str = field(default="", compare=False)
+    # The access token's sub, for the call's rpc line; in process only, as token_id (a
+    # replayed pair has none, and the line reads it from the token instead).
+    subject: str = field(default="", compare=False)
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -243,6 +246,7 @@ class TokenMinter:
             token,
             record.expires_at,
             token_id,
+            session.subject,
         )
         return pair, record
 
@@ -274,7 +278,13 @@ class TokenMinter:
             not_after=not_after,
         )
         return TokenPair(
-            access, expires, session_id, grant.audience, grant.scope, token_id=token_id
+            access,
+            expires,
+            session_id,
+            grant.audience,
+            grant.scope,
+            token_id=token_id,
+            subject=subject,
         )
 
     def _not_before(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import urllib.request
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from authority.domain.errors import Unavailable
@@ -41,6 +44,75 @@ def scrape(server: ServerProcess) -> tuple[Samples, str]:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# -- unit: the per-call recorder ------------------------------------------------------------
+
+
+def _rpc_samples(method: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = metrics.exposition()().decode()
+    found = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.labels.get("method") == method:
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNKNOWN]
+            ),
+            st.one_of(
+                st.sampled_from([0.0, 0.0001, 0.00025, 0.001, 5.0, 7.5]),  # on and past bounds
+                st.floats(min_value=0, max_value=10, allow_nan=False),
+            ),
+        ),
+        max_size=40,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_a_scrape_counts_every_call_as_observing_each_one_would(
+    calls: list[tuple[grpc.StatusCode, float]],
+) -> None:
+    """The recorder keeps counts in plain integers and folds them into Prometheus's
+    values before a scrape: the scrape must read exactly what observing each call into
+    the Prometheus children directly reads (counts by code, every bucket, the sum)."""
+    method = f"/test.Tally/M{next(_METHODS)}"
+    name = method.lstrip("/")
+    observe = metrics.rpc_observer(method)
+    reference = metrics.CollectorRegistry()
+    requests = metrics.Counter(
+        "authority_rpc_requests", "reference", ["method", "code"], registry=reference
+    )
+    latency = metrics.PromHistogram(
+        "authority_rpc_duration_seconds",
+        "reference",
+        ["method"],
+        buckets=metrics.RPC_LATENCY._upper_bounds,
+        registry=reference,
+    )
+    latency.labels(name)  # the recorder binds its latency child up front
+    for index, (code, elapsed) in enumerate(calls):
+        observe(code, elapsed, None)
+        requests.labels(name, code.name).inc()
+        latency.labels(name).observe(elapsed)
+        if index == len(calls) // 2:  # a scrape in the middle folds what came before
+            _rpc_samples(name)
+    expected = {}
+    for family in reference.collect():
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                expected[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    got = {key: v for key, v in _rpc_samples(name).items() if not key[0].endswith("_created")}
+    assert got.keys() == expected.keys()
+    for key, wanted in expected.items():
+        assert got[key] == pytest.approx(wanted, rel=1e-9, abs=1e-12), key
+
+
+_METHODS = itertools.count()
 
 
 # -- unit: the error path -----------------------------------------------------------------

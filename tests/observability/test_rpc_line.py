@@ -232,9 +232,17 @@ def test_every_handler_is_wrapped_once_whichever_way_it_is_registered() -> None:
         (grpc.method_handlers_generic_handler("b.S", {"N": handler}),)
     )
     assert wrapped == ["/a.S/M"]
-    assert server.registered["a.S"]["M"] is not handler
-    (generic,) = server.generic
+    # Nothing reaches the server as a registered method (grpc.aio would wait on one
+    # pending request per registered method on every call): one table, then the rest.
+    assert server.registered == {}
+    table, generic = server.generic
+    by_name = table.service(_Details("/a.S/M"))
+    assert by_name is not None and by_name is not handler
+    assert by_name is table.service(_Details("/a.S/M"))
+    assert table.service(_Details("/b.S/N")) is None
     first = generic.service(_Details("/b.S/N"))
     assert first is not None and first is generic.service(_Details("/b.S/N"))
     assert generic.service(_Details("/b.S/Unknown")) is None
     assert wrapped == ["/a.S/M", "/b.S/N"]
+    with pytest.raises(RuntimeError, match="registered twice"):
+        registrar.add_registered_method_handlers("a.S", {"M": handler})
