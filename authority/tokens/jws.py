@@ -4,9 +4,10 @@ Signing is the server's alone (the private key never leaves it); an ES256 signat
 normalised to low-S, so each token is one string. An Ed25519 token (the default key) is
 built here: its protected header is the same for every token of a key, so it is encoded
 once per key rather than per token, and the bytes are PyJWT's exactly (same JSON, same
-deterministic signature); other keys go through PyJWT. Verification is the JOSE core's
-(``authority.jose.jws``), which local verifiers run too: parse once, look the key up by
-``kid`` in our own key ring (the header never chooses it), then check the signature.
+deterministic signature, made by libsodium: ``authority.crypto.ed25519``); other keys go
+through PyJWT. Verification is the JOSE core's (``authority.jose.jws``), which local
+verifiers run too: parse once, look the key up by ``kid`` in our own key ring (the header
+never chooses it), then check the signature.
 PyJWT's ``decode`` is not used on the hot path: it parses the header twice when keys are
 looked up by ``kid`` and checks base64url character by character in Python.
 """
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from authority.crypto.ed25519 import Ed25519Signer
 from authority.domain.keys import Algorithm
 from authority.domain.tokens import ACCESS_TOKEN_TYPE, AccessClaims, Verification
 from authority.jose.jws import (
@@ -53,11 +55,22 @@ class VerificationKey:
 
 @dataclass(frozen=True, slots=True)
 class SigningKey:
-    """The active key, with its private half (decrypted only in memory)."""
+    """The active key, with its private half (decrypted only in memory).
+
+    An Ed25519 key also gets its libsodium signer here, once per key rather than per
+    token (``signer``; None for other keys, which PyJWT signs).
+    """
 
     kid: str
     algorithm: Algorithm
     private_key: Any
+    signer: Ed25519Signer | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ed25519 = self.algorithm is Algorithm.EDDSA and isinstance(
+            self.private_key, Ed25519PrivateKey
+        )
+        object.__setattr__(self, "signer", Ed25519Signer(self.private_key) if ed25519 else None)
 
 
 # The encoded protected header per (kid, alg): a handful of keys in a process's life.
@@ -80,16 +93,15 @@ def protected_header(kid: str, algorithm: Algorithm) -> str:
 
 def sign(claims: Mapping[str, Any], key: SigningKey) -> str:
     """Encode and sign an access token (RFC 9068 header: typ at+jwt, kid, alg)."""
-    private = key.private_key
+    signer = key.signer
     if (
-        isinstance(private, Ed25519PrivateKey)
-        and key.algorithm is Algorithm.EDDSA
+        signer is not None
         and isinstance(claims.get("iss", ""), str)
         and all(type(claims.get(name, 0)) is int for name in _INT_TIMES)
     ):
         payload = b64url_encode(json.dumps(dict(claims), separators=(",", ":")).encode())
         signing_input = f"{protected_header(key.kid, key.algorithm)}.{payload}"
-        return f"{signing_input}.{b64url_encode(private.sign(signing_input.encode()))}"
+        return f"{signing_input}.{b64url_encode(signer.sign(signing_input.encode()))}"
     return _sign_with_pyjwt(claims, key)
 
 

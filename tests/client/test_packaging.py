@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 CLIENT = ROOT / "clients" / "python"
-ALLOWED = {"authority_client", "grpc", "google", "jwt", "cryptography"}
+ALLOWED = {"authority_client", "grpc", "google", "jwt", "cryptography", "nacl"}
 SHARED = ("authority.v1", "authority.jose")  # the client distribution's `authority` portion
 
 
@@ -37,7 +37,7 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
-def test_the_client_imports_only_its_own_stubs_and_core_grpc_protobuf_pyjwt_cryptography() -> None:
+def test_the_client_imports_only_its_own_stubs_and_core_grpc_protobuf_pyjwt_crypto_nacl() -> None:
     sources = [*(CLIENT / "authority_client").glob("*.py"), *(CLIENT / "authority").rglob("*.py")]
     for path in sorted(p for p in sources if "v1" not in p.parts):
         for name in _imports(path):
@@ -48,10 +48,10 @@ def test_the_client_imports_only_its_own_stubs_and_core_grpc_protobuf_pyjwt_cryp
                 assert top in ALLOWED or top in sys.stdlib_module_names, (path, name)
 
 
-def test_the_client_wheel_depends_on_four_packages_and_owns_the_shared_namespace() -> None:
+def test_the_client_wheel_depends_on_five_packages_and_owns_the_shared_namespace() -> None:
     project = tomllib.loads((CLIENT / "pyproject.toml").read_text())
     names = {re.split(r"[<>=\[]", d)[0] for d in project["project"]["dependencies"]}
-    assert names == {"grpcio", "protobuf", "pyjwt", "cryptography"}
+    assert names == {"grpcio", "protobuf", "pyjwt", "cryptography", "pynacl"}
     wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
     assert sorted(wheel["packages"]) == ["authority", "authority_client"]
     assert "force-include" not in wheel  # buildable from a copy of clients/python alone

@@ -4,12 +4,16 @@ exactly, and every algorithm's token verifies under its own key only."""
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authority.crypto import generate_private_key, public_jwk
+from authority.crypto.ed25519 import Ed25519Signer
 from authority.domain.keys import Algorithm
 from authority.tokens.jws import (
     SigningKey,
@@ -89,3 +93,43 @@ def test_every_algorithm_verifies_under_its_own_key_only() -> None:
             )
             is None
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.binary(min_size=32, max_size=32), message=st.binary(max_size=600))
+def test_libsodium_signs_cryptographys_bytes(seed: bytes, message: bytes) -> None:
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    assert Ed25519Signer(private).sign(message) == private.sign(message)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    seed=st.binary(min_size=32, max_size=32),
+    extra=st.dictionaries(st.text(max_size=10), _JSON, max_size=3),
+)
+def test_ed25519_tokens_are_cryptographys_bytes_under_any_key(
+    seed: bytes, extra: dict[str, Any]
+) -> None:
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    key = SigningKey("k", Algorithm.EDDSA, private)
+    claims = {**extra, **_claims()}
+    token = sign(claims, key)
+    signing_input, _, signature = token.rpartition(".")
+    assert b64url_decode(signature) == private.sign(signing_input.encode())
+    assert token == _sign_with_pyjwt(claims, key)
+
+
+def test_the_libsodium_signer_is_built_once_per_key_and_hides_its_secret() -> None:
+    key = _signing(Algorithm.EDDSA)
+    signer = key.signer
+    assert signer is not None
+    sign(_claims(), key)
+    assert key.signer is signer  # per key, not per token
+    seed = _KEYS[Algorithm.EDDSA].private_bytes_raw()
+    for shown in (repr(key), str(key), repr(signer), str(signer)):
+        assert seed.hex() not in shown and repr(seed) not in shown
+        assert "libsodium" in shown or "Ed25519Signer" not in shown
+    with pytest.raises(TypeError):
+        pickle.dumps(signer)
+    for algorithm in (Algorithm.ES256, Algorithm.RS256):
+        assert _signing(algorithm).signer is None  # these stay on cryptography via PyJWT

@@ -162,7 +162,10 @@ def run_later_parts(args: argparse.Namespace) -> LaterParts:
         _took(started)
 
     print()
-    print("5. Client library: local verification vs raw Ed25519, and the watch stream")
+    print(
+        "5. Client library: local verification vs raw Ed25519 (cryptography's, the issue's"
+        " reference), and the watch stream"
+    )
     started = time.monotonic()
     client_local = client.run_local(args.local_rounds, args.local_seconds)
     client_watch = client.run_watch(args.revocations)

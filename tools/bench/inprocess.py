@@ -299,7 +299,7 @@ def print_server_report(results: list[PhaseResult], summary: ServerSummary) -> N
     if summary.raw_us is not None:
         print(
             f"  verify-miss above bare-echo: {fmt_us(summary.miss_extra_us)} us per call ="
-            f" {fmt_ratio(summary.miss_in_raw)} raw Ed25519 verifies"
+            f" {fmt_ratio(summary.miss_in_raw)} raw cryptography (OpenSSL) Ed25519 verifies"
             f" ({summary.raw_us:.0f} us CPU on the server's core; target <= 1.25x)"
         )
     if summary.starved:

@@ -55,8 +55,8 @@ def _instrument(totals: Totals) -> None:
 
         return wrapper
 
-    kind, _ = _rfc7518._DIRECT["EdDSA"]
-    _rfc7518._DIRECT["EdDSA"] = (kind, timed("ed25519", _rfc7518._eddsa))
+    kind, check = _rfc7518._DIRECT["EdDSA"]
+    _rfc7518._DIRECT["EdDSA"] = (kind, timed("ed25519", check))
     _rfc7518._RESOLVED.clear()
     _rfc7515._json_document = timed("json", _rfc7515._json_document)
     # Names these modules import, rebound where the hot path looks them up.

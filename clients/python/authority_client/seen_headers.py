@@ -21,12 +21,12 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from authority.jose.cache import BoundedCache
 from authority.jose.claims import Claims, Verification, VerifyReason, parse_claims
 from authority.jose.jwk import PublicJwk
-from authority.jose.jws import ALGORITHMS, b64url_decode, is_low_s
+from authority.jose.jws import ALGORITHMS, b64url_decode, is_low_s, verify_ed25519
 from authority_client.fast_claims import typed_claims
 
 __all__ = ["BAD_SIGNATURE", "SeenHeaders", "signature_check"]
@@ -47,17 +47,14 @@ SignatureCheck = Callable[[bytes, bytes], bool]
 
 def signature_check(key: PublicJwk) -> SignatureCheck:
     """``(signing_input, signature) -> bool`` for ``key``: PyJWT's algorithm object (what
-    the core calls), except Ed25519, whose check it only wraps in type dispatch."""
+    the core calls), except Ed25519, the core's libsodium check with the key's raw bytes
+    taken once here rather than per token."""
     public_key: Any = key.key
-    if key.algorithm == "EdDSA":
-        verify = public_key.verify
+    if key.algorithm == "EdDSA" and isinstance(public_key, Ed25519PublicKey):
+        public = public_key.public_bytes_raw()
 
         def check_ed25519(signing_input: bytes, signature: bytes) -> bool:
-            try:
-                verify(signature, signing_input)
-            except InvalidSignature:
-                return False
-            return True
+            return verify_ed25519(public, signing_input, signature)
 
         return check_ed25519
     algorithm = ALGORITHMS[key.algorithm]

@@ -8,7 +8,9 @@ string. Signatures here are JOSE's raw ``r || s``.
 PyJWT's algorithm objects do (same conversions, same failure on ``InvalidSignature``) but
 without their per-call isinstance checks against abstract classes: on a cache miss, that
 wrapper cost a measurable share of a signature check. Any other key type still goes
-through PyJWT's object, so the verdict never depends on which path ran.
+through PyJWT's object, so the verdict never depends on which path ran. Ed25519 is
+checked by libsodium (``_rfc8032``: half OpenSSL's CPU, the same verdicts for our keys);
+ES256 and RS256 stay on ``cryptography``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 from jwt.algorithms import Algorithm, ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from authority.jose._rfc8032 import verify as verify_ed25519
 
 SUPPORTED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 # PyJWT's algorithm objects: the reference for ``verify``, and its path for unknown key types.
@@ -63,14 +67,6 @@ _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = SHA256()
 
 
-def _eddsa(message: bytes, key: Ed25519PublicKey, signature: bytes) -> bool:
-    try:
-        key.verify(signature, message)
-    except InvalidSignature:
-        return False
-    return True
-
-
 def _es256(message: bytes, key: ec.EllipticCurvePublicKey, signature: bytes) -> bool:
     size = (key.curve.key_size + 7) // 8  # PyJWT's raw_to_der_signature, inlined
     if len(signature) != 2 * size:
@@ -94,7 +90,7 @@ def _rs256(message: bytes, key: rsa.RSAPublicKey, signature: bytes) -> bool:
 
 
 _DIRECT: dict[str, tuple[type, Primitive]] = {
-    "EdDSA": (Ed25519PublicKey, _eddsa),
+    "EdDSA": (Ed25519PublicKey, verify_ed25519),
     "ES256": (ec.EllipticCurvePublicKey, _es256),
     "RS256": (rsa.RSAPublicKey, _rs256),
 }

@@ -1,5 +1,6 @@
 """Compact JWS verification (RFC 7515), the allowed algorithms (RFC 7518, RFC 8037) and
-canonical base64url: ``parse_compact``, find the key by ``kid``, ``verify_signature``."""
+canonical base64url: ``parse_compact``, find the key by ``kid``, ``verify_signature``;
+``verify_ed25519`` is its Ed25519 check on a raw 32-byte key (libsodium)."""
 
 from authority.jose._rfc4648 import NonCanonicalError, b64url_decode, b64url_encode
 from authority.jose._rfc7515 import UNPUBLISHED_KEY, CompactJws, parse_compact, verify_signature
@@ -10,6 +11,7 @@ from authority.jose._rfc7518 import (
     is_low_s,
     to_low_s,
 )
+from authority.jose._rfc8032 import verify_raw as verify_ed25519
 
 __all__ = [
     "ALGORITHMS",
@@ -23,5 +25,6 @@ __all__ = [
     "is_low_s",
     "parse_compact",
     "to_low_s",
+    "verify_ed25519",
     "verify_signature",
 ]
