@@ -240,19 +240,17 @@ if not hasattr(_STRUCTLOG_CONFIG, "default_processors"):
     _STRUCTLOG_CONFIG = None  # pragma: no cover - a structlog that changed its internals
 
 
-def _configured_processors() -> object:
-    if _STRUCTLOG_CONFIG is not None:
-        return _STRUCTLOG_CONFIG.default_processors
-    return structlog.get_config()["processors"]  # pragma: no cover - see above
-
-
 def json_chain() -> JsonChain | None:
     """The chain ``configure_logging`` installed, while it is still structlog's (None
     after anything else reconfigured structlog, or for the console renderer)."""
     chain = _json_chain
-    if chain is None or _configured_processors() is not chain.processors:
+    if chain is None:
         return None
-    return chain
+    if _STRUCTLOG_CONFIG is not None:
+        configured = _STRUCTLOG_CONFIG.default_processors
+    else:  # pragma: no cover - see _STRUCTLOG_CONFIG
+        configured = structlog.get_config()["processors"]
+    return chain if configured is chain.processors else None
 
 
 class ContextBinding:

@@ -75,9 +75,8 @@ def status_of(error: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-def chain() -> JsonChain | None:
-    """The JSON chain the line may be rendered for directly, if it is in effect."""
-    return json_chain()
+# The JSON chain the line may be rendered for directly, if it is in effect.
+chain = json_chain
 
 
 def enabled(current: JsonChain | None) -> bool:
@@ -214,6 +213,7 @@ class RpcLine:
     def __init__(self, method: str) -> None:
         self.method = method
         self._method = f'"method": {_string(method)}, "peer": '
+        self._text = self.text  # bound once: write() hands it over on every call
 
     def write(
         self,
@@ -234,7 +234,7 @@ class RpcLine:
             if items is not None and tail is not None:
                 name = "OK" if code is _OK else code.name  # .name is a descriptor call
                 fields = (items, peer, who, latency_ms, name, _time_ns(), tail)
-                _write_later(self.text, fields)
+                _write_later(self._text, fields)
                 return
         log.info(
             EVENT,
