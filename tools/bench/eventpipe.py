@@ -75,12 +75,14 @@ async def _round(url: str, parser: type | None, events: int, batch: int) -> floa
         await sink.close()
 
 
-async def _main(url: str, events: int, batch: int, rounds: int) -> None:
+async def _main(url: str, events: int, batch: int, rounds: int, only: str | None) -> None:
     sides: dict[str, type | None] = {"python parser": _AsyncRESP2Parser}
     if HIREDIS_AVAILABLE:
         from redis._parsers import _AsyncHiredisParser  # noqa: PLC0415
 
         sides["hiredis"] = _AsyncHiredisParser
+    if only is not None:
+        sides = {only: sides[only]}
     results: dict[str, list[float]] = {name: [] for name in sides}
     await _round(url, None, batch * 4, batch)  # warm up
     for _ in range(rounds):
@@ -97,8 +99,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--only", choices=("python parser", "hiredis"), help="one side (e.g. under callgrind)"
+    )
     args = parser.parse_args()
-    asyncio.run(_main(args.redis_url, args.events, args.batch, args.rounds))
+    asyncio.run(_main(args.redis_url, args.events, args.batch, args.rounds, args.only))
 
 
 if __name__ == "__main__":
