@@ -13,6 +13,11 @@ acknowledged (it crashed, or its handler kept failing) once they have been idle 
 deduplicate on the event id. A consumer looks for such entries every quarter of
 ``claim_idle`` (so within 1.25 times it), not before every read: under load a read comes
 every few milliseconds, and an ``XAUTOCLAIM`` before each doubled the round trips.
+For the same reason a handled batch's ``XACK`` is not a round trip of its own: it is
+sent in one pipeline with the consumer's next read, which follows at once (Redis runs
+the ``XACK`` before the read blocks). An acknowledgement lost with a failed pipeline
+is sent again with the next one (``XACK`` is idempotent), or, if the process dies, the
+entries are claimed again: at least once still holds. ``close`` sends what is left.
 
 Every Redis failure becomes ``Unavailable`` with a message that names no host, and the
 consuming loop reconnects with jittered exponential backoff.
@@ -75,6 +80,7 @@ class RedisStreamSink:
         self._claim_idle_ms = max(1, round(claim_idle * 1000))
         self._claim_every = claim_idle / 4
         self._claim_due: dict[str, float] = {}  # per group, on the monotonic clock
+        self._acks: dict[str, list[Any]] = {}  # per group: handled, to acknowledge next
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self._client: Redis | None = None
         self._publish: AsyncScript | None = None
@@ -90,8 +96,16 @@ class RedisStreamSink:
     async def close(self) -> None:
         client, self._client = self._client, None
         self._publish = None
+        acks, self._acks = self._acks, {}
         if client is not None:
-            await client.aclose()
+            try:
+                for group, ids in acks.items():
+                    if ids:  # else claimed again once stale: at least once either way
+                        await client.xack(self.stream, group, *ids)
+            except REDIS_FAILURES:
+                log.warning("events.final_ack_failed", exc_info=True)
+            finally:
+                await client.aclose()
 
     def _redis(self) -> Redis:
         if self._client is None:
@@ -140,33 +154,20 @@ class RedisStreamSink:
 
     async def consume_once(self, group: str, handler: Handler) -> int:
         """Take over stale pending entries, else read new ones (blocking up to ``block``);
-        hand them to ``handler`` and acknowledge them. Returns how many were handled.
-        A handler failure leaves them pending, to be claimed again after ``claim_idle``."""
-        redis = self._redis()
+        hand them to ``handler`` and acknowledge them (with the next read). Returns how
+        many were handled. A handler failure leaves them pending, to be claimed again
+        after ``claim_idle``."""
         try:
             messages: list[Any] = []
             now = time.monotonic()
             if now >= self._claim_due.get(group, 0.0):
-                claimed = await redis.xautoclaim(
-                    self.stream,
-                    group,
-                    self.consumer,
-                    min_idle_time=self._claim_idle_ms,
-                    start_id="0-0",
-                    count=self._batch_size,
-                )
+                claimed = await self._acked_then(group, self._claim_args(group))
                 messages = list(claimed[1]) if claimed else []
                 # A full batch may leave more behind: look again on the next call.
                 full = len(messages) >= self._batch_size
                 self._claim_due[group] = now if full else now + self._claim_every
             if not messages:
-                reply = await redis.xreadgroup(
-                    group,
-                    self.consumer,
-                    {self.stream: ">"},
-                    count=self._batch_size,
-                    block=self._block_ms,
-                )
+                reply = await self._acked_then(group, self._read_args(group))
                 messages = [m for _, stream_messages in reply or () for m in stream_messages]
         except REDIS_FAILURES as exc:
             raise unavailable(exc) from exc
@@ -184,8 +185,40 @@ class RedisStreamSink:
         entries.sort(key=lambda e: e.sequence)
         if entries:
             await handler(entries)
-        try:
-            await redis.xack(self.stream, group, *ids)
-        except REDIS_FAILURES as exc:
-            raise unavailable(exc) from exc
+        self._acks[group] = ids  # handled: acknowledged with the next command
         return len(entries)
+
+    def _claim_args(self, group: str) -> tuple[str, dict[str, Any]]:
+        return "xautoclaim", {
+            "name": self.stream,
+            "groupname": group,
+            "consumername": self.consumer,
+            "min_idle_time": self._claim_idle_ms,
+            "start_id": "0-0",
+            "count": self._batch_size,
+        }
+
+    def _read_args(self, group: str) -> tuple[str, dict[str, Any]]:
+        return "xreadgroup", {
+            "groupname": group,
+            "consumername": self.consumer,
+            "streams": {self.stream: ">"},
+            "count": self._batch_size,
+            "block": self._block_ms,
+        }
+
+    async def _acked_then(self, group: str, command: tuple[str, dict[str, Any]]) -> Any:
+        """``command``'s reply, sent after an ``XACK`` of what ``group`` handled last,
+        in one pipeline (one round trip); alone when nothing waits to be acknowledged."""
+        name, kwargs = command
+        redis = self._redis()
+        acks = self._acks.get(group)
+        if not acks:
+            return await getattr(redis, name)(**kwargs)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self.stream, group, *acks)
+            getattr(pipe, name)(**kwargs)
+            replies = await pipe.execute()
+        if self._acks.get(group) is acks:
+            del self._acks[group]
+        return replies[-1]

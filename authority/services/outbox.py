@@ -153,9 +153,13 @@ class OutboxRelay:
         max_poll_interval: timedelta = timedelta(milliseconds=250),
         retention: timedelta = timedelta(days=7),
         prune_interval: timedelta = timedelta(hours=1),
+        depth_interval: timedelta = timedelta(seconds=1),
     ) -> None:
         """Published events are kept for ``retention`` (to inspect or re-drive a sink),
-        then pruned every ``prune_interval``; the audit log keeps its own copy."""
+        then pruned every ``prune_interval``; the audit log keeps its own copy. The
+        backlog (``depth``, a gauge) is counted at most every ``depth_interval``: under
+        load a round comes every few milliseconds, and a COUNT after each was one more
+        statement per round for a number scraped every few seconds."""
         self._store = store
         self._sink = sink
         self._clock = clock
@@ -167,6 +171,8 @@ class OutboxRelay:
         self._retention = retention
         self._prune_interval = prune_interval.total_seconds()
         self._pruned_at = 0.0
+        self._depth_interval = depth_interval.total_seconds()
+        self._counted_at: float | None = None
         # Committed -> consumed, per event and consumer group (seconds).
         self.lag = Histogram()
         # Committed -> accepted by the sink.
@@ -211,8 +217,7 @@ class OutboxRelay:
             try:
                 await self._prune_when_due()
                 count = await self.relay_once()
-                self.depth = await self._store.outbox_depth()
-                self.on_depth(self.depth)
+                await self._count_when_due()
                 self.failures = 0
                 self.on_outcome(True)
             except Exception:
@@ -230,6 +235,14 @@ class OutboxRelay:
             # Not wait_for: on 3.11 it can swallow the stop's cancellation (see lifecycle).
             if await wait_event(self._wake, delay):
                 delay = self._poll
+
+    async def _count_when_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._counted_at is not None and now - self._counted_at < self._depth_interval:
+            return
+        self._counted_at = now
+        self.depth = await self._store.outbox_depth()
+        self.on_depth(self.depth)
 
     async def _prune_when_due(self) -> None:
         now = asyncio.get_running_loop().time()

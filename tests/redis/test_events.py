@@ -91,3 +91,36 @@ async def test_a_group_shares_the_work_and_takes_over_stale_entries(
             await healthy.consume_once("audit", handler)
     assert sorted(set(seen)) == list(range(1, 13))
     assert seen[:4] != [1, 2, 3, 4]  # new entries first; the stale ones only after 1 s
+
+
+async def test_a_handled_batch_is_acknowledged_with_the_next_read_or_on_close(
+    make_sink: Callable[..., Any], raw_redis: Redis
+) -> None:
+    """The XACK rides with the next command: entries stay pending until then, a failed
+    batch is never acknowledged, and ``close`` sends what is left."""
+    sink = await make_sink(consumer="a", batch_size=3)
+    await sink.ensure_group("audit")
+    await sink.publish(entries(6))
+    seen: list[int] = []
+
+    async def handler(batch: Sequence[OutboxEntry]) -> None:
+        seen.extend(e.sequence for e in batch)
+
+    async def fail(batch: Sequence[OutboxEntry]) -> None:
+        raise RuntimeError("not handled")
+
+    async def pending() -> int:
+        return int((await raw_redis.xpending(sink.stream, "audit"))["pending"])
+
+    assert await sink.consume_once("audit", handler) == 3
+    assert await pending() == 3  # handled, acknowledged with the next read
+    with pytest.raises(RuntimeError):
+        await sink.consume_once("audit", fail)  # acknowledges 1-3, reads 4-6, fails
+    assert await pending() == 3
+    assert seen == [1, 2, 3]
+    await sink.publish(entries(2, start=7))
+    assert await sink.consume_once("audit", handler) == 2  # 7-8; 4-6 are not stale yet
+    await sink.close()
+    assert await pending() == 3  # 4-6 only: the failed batch waits to be claimed again
+    detail = await raw_redis.xpending_range(sink.stream, "audit", "-", "+", 10)
+    assert len(detail) == 3
