@@ -179,3 +179,14 @@ def test_a_small_order_key_is_refused_by_libsodium() -> None:
                 )
                 is False
             )
+
+
+def test_a_key_of_the_wrong_length_is_refused_before_libsodium_reads_it() -> None:
+    """PyNaCl passes the key to libsodium unchecked and libsodium reads 32 bytes: a
+    shorter key would be read past its end, a longer one truncated."""
+    private, public = _keys(bytes(range(32)))
+    message = b"payload"
+    signature = private.sign(message)
+    assert verify_ed25519(public, message, signature)
+    for wrong in (public[:31], public + b"\x00", b""):
+        assert not verify_ed25519(wrong, message, signature)

@@ -10,7 +10,8 @@ proves both directions on random keys and hostile mutations).
 
 PyNaCl (pyca's libsodium binding) exposes no detached verify, so the signature goes in
 front of the message as ``crypto_sign_open`` expects; its length is checked first, since a
-short signature would otherwise borrow bytes from the message.
+short signature would otherwise borrow bytes from the message; so is the key's, since
+PyNaCl does not check it and libsodium reads 32 bytes.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
 SIGNATURE_BYTES = 64
+PUBLIC_KEY_BYTES = 32
 
 
 def verify_raw(public: bytes, message: bytes, signature: bytes) -> bool:
     """Whether ``signature`` is the 32-byte public key ``public``'s over ``message``."""
-    if len(signature) != SIGNATURE_BYTES:
+    if len(signature) != SIGNATURE_BYTES or len(public) != PUBLIC_KEY_BYTES:
         return False
     try:
         crypto_sign_open(signature + message, public)
