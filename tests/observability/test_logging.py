@@ -153,6 +153,9 @@ def test_identifiers_that_contain_a_prefix_are_left_alone(
     """``config.short_prepublish``, ``import_signing_keys``: a prefix glued after a word
     character is part of the word, not the start of a secret."""
     identifier = "_".join(head) + glue + prefix + "_" + "_".join(tail)
+    # An identifier that itself starts with a prefix and "_" ("rt_0_rt_000") starts a
+    # secret shape by the documented rule (a prefix not glued to a word): another property.
+    assume(not identifier.startswith(("rt_", "cs_", "adm_", "whsec_")))
     if dotted:
         identifier = "config." + identifier
     line = json.loads(render({"event": identifier, "detail": f"see {identifier}."}))
