@@ -12,7 +12,7 @@ call meets them:
    log lines and events, and sent back in the trailing metadata;
 3. a request that could not be decoded is answered INVALID_ARGUMENT (``api.decoding``);
 4. an admin method refuses a caller without the admin credential (``api.admin_auth``);
-5. the handler; then one Prometheus count and latency (``metrics.rpc_observer``) and one
+5. the handler; then one Prometheus count and latency (``rpc_metrics.rpc_observer``) and one
    ``rpc`` line (``observability.rpc_line``), whatever the outcome.
 
 A unary-response call runs all of it in one coroutine; a streaming one composes the
@@ -41,7 +41,7 @@ from authority.domain.call_metadata import (
 )
 from authority.domain.call_metadata import request_id as caller_request_id
 from authority.domain.errors import AuthorityError
-from authority.observability import metrics, rpc_line
+from authority.observability import metrics, rpc_line, rpc_metrics
 from authority.observability.logging import ContextBinding
 from authority.services.admin_credential import AdminCredential
 
@@ -181,7 +181,7 @@ class CallPipeline:
         self, method: str, behaviour: Behaviour, gated: bool, streamed: bool
     ) -> Behaviour:
         line = rpc_line.RpcLine(method)
-        observe = metrics.rpc_observer(method)
+        observe = rpc_metrics.rpc_observer(method)
         mints = method in rpc_line.MINTING
         admin = self._admin
         caller = self._caller
@@ -247,7 +247,7 @@ class CallPipeline:
 
     def _stream(self, method: str, behaviour: Behaviour, streamed: bool) -> Behaviour:
         line = rpc_line.RpcLine(method)
-        observe = metrics.rpc_observer(method)
+        observe = rpc_metrics.rpc_observer(method)
         finish = self._finish
 
         async def call(request: Any, context: Context) -> AsyncIterator[Any]:

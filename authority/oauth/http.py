@@ -46,7 +46,7 @@ from authority.domain.sources import host_address
 from authority.domain.tokens import AccessClaims
 from authority.oauth.discovery import INTROSPECT_PATH, REVOKE_PATH, TOKEN_PATH
 from authority.oauth.grants import ClientCredentials, OAuthGrants
-from authority.observability import metrics
+from authority.observability import metrics, rpc_metrics
 from authority.services.minter import TokenPair
 
 log = structlog.get_logger(__name__)
@@ -285,7 +285,7 @@ class OAuthEndpoints:
     def _observed(self, path: str, endpoint: Endpoint) -> Callable[..., Any]:
         """The gRPC API's per-call treatment: a request id (echoed), the audit context,
         one log line, the RPC metrics (method label ``oauth2/...``) and error counts."""
-        observe = metrics.rpc_observer(path)
+        observe = rpc_metrics.rpc_observer(path)
 
         async def serve(request: web.Request) -> web.Response:
             started = time.perf_counter()

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authority.domain.errors import Unavailable
 from authority.domain.throttle import Throttled
-from authority.observability import metrics
+from authority.observability import metrics, rpc_metrics
 from authority.v1 import token_pb2
 from tests.integration.conftest import start_server  # noqa: F401 - the fixture
 from tests.integration.server import ServerProcess
@@ -82,7 +82,7 @@ def test_a_scrape_counts_every_call_as_observing_each_one_would(
     the Prometheus children directly reads (counts by code, every bucket, the sum)."""
     method = f"/test.Tally/M{next(_METHODS)}"
     name = method.lstrip("/")
-    observe = metrics.rpc_observer(method)
+    observe = rpc_metrics.rpc_observer(method)
     reference = metrics.CollectorRegistry()
     requests = metrics.Counter(
         "authority_rpc_requests", "reference", ["method", "code"], registry=reference
