@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from authority_client.channels import CHANNEL_OPTIONS
 
 from authority.v1 import admin_pb2, admin_pb2_grpc, token_pb2, token_pb2_grpc
 from tools.bench.pgrefresh import admin_sql, production_env
@@ -316,8 +317,12 @@ async def _fill(channel: grpc.aio.Channel, tokens: list[str]) -> None:
 
 
 async def _measure(served: Served, seconds: float, probe: float, fill: int) -> SustainedResult:
+    # The client library's channel options (its retry policy for streams the server
+    # refused unrun under a burst): errors are what a library user would see.
     channels = [
-        grpc.aio.insecure_channel(served.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        grpc.aio.insecure_channel(
+            served.target, options=[("grpc.use_local_subchannel_pool", 1), *CHANNEL_OPTIONS]
+        )
         for _ in range(CHANNELS)
     ]
     workers: dict[int, grpc.aio.Channel] = {}

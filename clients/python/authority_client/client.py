@@ -17,6 +17,7 @@ from authority.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
+from authority_client.channels import sync_channel
 
 # RFC 8693 section 3: the token type of this authority's access tokens.
 ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"
@@ -43,9 +44,9 @@ class AuthorityClient:
                 private_key=private_key,
                 certificate_chain=certificate_chain,
             )
-            self._channel = grpc.secure_channel(target, credentials)
         else:
-            self._channel = grpc.insecure_channel(target)
+            credentials = None
+        self._channel = sync_channel(target, credentials)
         self._admin_token = admin_token
         self._timeout = timeout
         self.tokens = token_pb2_grpc.TokenServiceStub(self._channel)

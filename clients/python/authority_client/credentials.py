@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 
 from authority.v1 import token_pb2, token_pb2_grpc
+from authority_client.channels import aio_channel
 
 REVOCATIONS_READ_SCOPE = "authority:revocations.read"
 
@@ -84,11 +85,7 @@ class ClientCredentialsTokens:
     async def _issue(self) -> None:
         if self._channel is None:
             if isinstance(self._authority, str):
-                self._channel = (
-                    grpc.aio.secure_channel(self._authority, self._credentials)
-                    if self._credentials is not None
-                    else grpc.aio.insecure_channel(self._authority)
-                )
+                self._channel = aio_channel(self._authority, self._credentials)
                 self._owns_channel = True
             else:
                 self._channel = self._authority

@@ -40,6 +40,7 @@ from authority.jose.jwk import (
 )
 from authority.jose.jws import SUPPORTED_ALGORITHMS
 from authority.v1 import keys_pb2, keys_pb2_grpc
+from authority_client.channels import aio_channel
 
 __all__ = [
     "JWKS_PATH",
@@ -215,11 +216,7 @@ class GrpcJwksSource:
         channel = self._channel
         if channel is None:
             assert self._target is not None
-            channel = (
-                grpc.aio.secure_channel(self._target, self._credentials)
-                if self._credentials
-                else grpc.aio.insecure_channel(self._target)
-            )
+            channel = aio_channel(self._target, self._credentials)
             self._channel = channel
         return keys_pb2_grpc.KeyServiceStub(channel)
 

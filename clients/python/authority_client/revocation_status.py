@@ -13,6 +13,7 @@ from typing import Protocol
 import grpc
 
 from authority.jose.claims import Claims
+from authority_client.channels import aio_channel
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -56,6 +57,4 @@ def open_channel(
     """The channel, and whether we own it (and so must close it)."""
     if not isinstance(authority, str):
         return authority, False
-    if credentials is not None:
-        return grpc.aio.secure_channel(authority, credentials), True
-    return grpc.aio.insecure_channel(authority), True
+    return aio_channel(authority, credentials), True
