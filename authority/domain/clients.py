@@ -18,7 +18,7 @@ from authority.domain.errors import (
     ScopeNotAllowed,
 )
 
-CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # fullmatch: `$` would admit a final "\n"
 DEFAULT_CLIENT_ID = ""  # password grants that name no client use the built-in default policy
 # The `client_id` claim of the default client's tokens (RFC 9068 requires one on every
 # access token). Not a valid registered id (CLIENT_ID has no ':'), so no client shares it.
@@ -86,7 +86,7 @@ def clean_values(values: Sequence[str], what: str, limit: int = MAX_LIST) -> tup
 
 def validate_client(client: Client, *, max_access_ttl: timedelta) -> None:
     """Reject a client policy that could not work or would break key retirement."""
-    if not CLIENT_ID.match(client.id):
+    if not CLIENT_ID.fullmatch(client.id):
         raise InvalidArgument("a client id is 1-128 characters of letters, digits, '.', '_', '-'")
     if client.id.startswith(PRINCIPAL_ID_PREFIX):
         # A client's tokens carry its id as `sub`: it must never equal a principal's.

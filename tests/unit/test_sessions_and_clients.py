@@ -141,6 +141,8 @@ def test_malformed_values_are_invalid_arguments() -> None:
     ("change", "message"),
     [
         ({"id": "has space"}, "client id"),
+        # `$` would match before a final newline: the id would reach tokens and headers.
+        ({"id": "gateway\n"}, "client id"),
         ({"grant_types": frozenset()}, "at least one grant"),
         ({"audiences": ()}, "at least one audience"),
         ({"default_scopes": ("admin",)}, "default scopes"),
