@@ -10,8 +10,10 @@ these on the values it decodes, the services on the values they store.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from authority.domain.errors import InvalidArgument
+from authority.jose.claims import lone_surrogate_in
 
 # Instants: what both databases and ``datetime`` hold, with room for the arithmetic
 # (expiry = instant + TTL) done on them.
@@ -82,6 +84,18 @@ def check_text(value: str, what: str, *, max_length: int = MAX_IDENTIFIER_LENGTH
     if not value.isprintable():
         raise InvalidArgument(f"{what} must not contain control characters")
     return value
+
+
+def check_unicode(value: Any, what: str) -> None:
+    """Refuse a string that is not Unicode text, alone or anywhere in JSON data (names
+    included): one holding a lone UTF-16 surrogate. Python's str and json take one, but
+    it cannot be encoded as UTF-8, so a token carrying it could never be answered over
+    protobuf, and RFC 7493 (I-JSON) forbids it in a JWT anyway."""
+    if lone_surrogate_in(value):
+        raise InvalidArgument(
+            f"{what} must be Unicode text: a string holds a lone UTF-16 surrogate, "
+            "which cannot be encoded as UTF-8"
+        )
 
 
 def check_revocation_value(value: str, what: str) -> str:

@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from authority.domain.bounds import check_unicode
 from authority.domain.errors import InvalidArgument, PermissionDenied
 from authority.domain.principals import canonical_name
 from authority.domain.tokens import REGISTERED_CLAIMS
@@ -101,7 +102,10 @@ def validate_allowed_claims(
 
 
 def check_exchange_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
-    """What can be judged before the client is known: no registered claim, bounded size."""
+    """What can be judged before the client is known: Unicode text only (a lone surrogate
+    would be signed, then fail every answer that carries it), no registered claim,
+    bounded size."""
+    check_unicode(dict(claims), "claims")
     reserved = sorted(name for name in claims if is_registered(name))
     if reserved:
         raise InvalidArgument(f"claims may not set registered claims: {', '.join(reserved)}")

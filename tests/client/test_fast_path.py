@@ -167,6 +167,13 @@ def attack_corpus(keys: dict[str, SigningKey]) -> Corpus:
         "claims UTF-16 with BOM": (under(json.dumps(claims()).encode("utf-16")), None),
         "claims UTF-8 with BOM": (under(codecs.BOM_UTF8 + body), None),
         "claims with a lone surrogate": (under(body[:-1] + b',"x":"\xed\xa0\x80"}'), None),
+        **{
+            f"lone surrogate: {name}": (token, None)
+            for name, token in lone_surrogates(keys).items()
+        },
+        "escaped surrogate pair": (under(body[:-1] + b',"x":"\\ud83d\\ude00"}'), None),
+        "escaped backslash, then ud800": (under(body[:-1] + b',"x":"\\\\ud800"}'), None),
+        "Hangul, opening with 0xED": (under(body[:-1] + ',"x":"\ud55c"}'.encode()), None),
         "claims deeply nested": (under(b'{"a":' + b"[" * 1500 + b"]" * 1500 + b"}"), None),
     }
     for index, spelling in enumerate(respell(s)):
@@ -176,8 +183,44 @@ def attack_corpus(keys: dict[str, SigningKey]) -> Corpus:
     return corpus
 
 
+def lone_surrogates(keys: dict[str, SigningKey]) -> dict[str, str]:
+    """Tokens validly signed by a published key whose JSON holds a lone UTF-16 surrogate,
+    which I-JSON (RFC 7493) forbids: each is MALFORMED, on every path."""
+    ed = keys["EdDSA"]
+    h = ed.sign(claims()).split(".")[0]
+    body = json.dumps(claims()).encode()
+
+    def extra(member: bytes, key: SigningKey = ed) -> str:
+        header = h if key is ed else key.sign(claims()).split(".")[0]
+        return sign_under(key, header, body[:-1] + b"," + member + b"}")
+
+    header = {"alg": "EdDSA", "kid": ed.kid, "typ": "at+jwt"}
+    return {
+        "escaped high": extra(b'"x":"\\ud800"'),
+        "escaped low, upper case": extra(b'"x":"\\uDFFF"'),
+        "escaped pair reversed": extra(b'"x":"\\ude00\\ud83d"'),
+        "escaped, in a member name": extra(b'"\\udbff":1'),
+        "escaped, nested in act": extra(b'"act":{"sub":"p_2","act":{"sub":["\\udc00"]}}'),
+        "escaped high, then a low one's bytes": extra(b'"x":"\\ud83d\xed\xb8\x80"'),
+        "a pair's own bytes (CESU-8)": extra(b'"x":"\xed\xa0\xbd\xed\xb8\x80"'),
+        "escaped, ES256": extra(b'"x":"\\ud800"', keys["ES256"]),
+        "escaped, RS256": extra(b'"x":"\\ud800"', keys["RS256"]),
+        "as json.dumps writes it": ed.sign(claims(team="\ud800")),
+        "in UTF-16": sign_under(
+            ed,
+            h,
+            json.dumps(claims(x="\ud800"), ensure_ascii=False).encode("utf-16", "surrogatepass"),
+        ),
+        "in the header": sign_raw(ed, {**header, "x": "\udfff"}, body),
+        "in the header's kid": sign_raw(ed, {**header, "kid": "\ud800"}, body),
+    }
+
+
 # Tokens the fast path answers by itself (the rest it hands to the core).
 FAST = {
+    "escaped surrogate pair",
+    "escaped backslash, then ud800",
+    "Hangul, opening with 0xED",
     "valid, seen header, extra claims",
     "valid, sid and client_id null",
     "valid ES256, seen header",
@@ -250,6 +293,27 @@ async def test_the_attack_corpus_gets_the_cores_verdicts(keys: dict[str, Signing
         assert fast >= FAST, FAST - fast
         # A second pass, every verdict now from the token cache where one was cached.
         await assert_same_verdicts(verifier, corpus, document)
+    finally:
+        await verifier.aclose()
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "core"])
+async def test_a_lone_surrogate_is_malformed_on_every_path(
+    keys: dict[str, SigningKey], fast_path: bool
+) -> None:
+    """The verdict itself, not only its parity: MALFORMED, before and after the header is
+    seen, and never cached (the token a signer could be tricked into minting)."""
+    verifier = warm(keys, fast_path=fast_path)
+    try:
+        for key in keys.values():  # every header seen once, as after the first real token
+            assert (await verifier.verify(key.sign(claims()))).valid
+        for name, token in lone_surrogates(keys).items():
+            for attempt in ("first", "again"):
+                verdict = await verifier.verify(token)
+                assert verdict.reason == pb.VERIFY_RESULT_MALFORMED, (name, attempt, verdict)
+                assert "lone UTF-16 surrogate" in verdict.detail, (name, verdict.detail)
+                assert verdict.claims is None
+        assert verifier.cached == len(keys)
     finally:
         await verifier.aclose()
 

@@ -86,7 +86,7 @@ def test_the_fast_path_answers_byte_for_byte_as_the_reference(
     raw: bool, extensions: dict[str, str]
 ) -> None:
     fx = Fixture()
-    for token in (fx.token(), fx.token(sid=None), fx.token(scope="")):
+    for token in (fx.token(), fx.token(sid=None), fx.token(scope=""), fx.token(team="\ud800")):
         for headers in _header_sets(token):
             request = _request(headers, extensions, raw)
             expected = _reference(fx, request)
@@ -127,3 +127,16 @@ def test_revocation_expiry_and_key_removal_win_over_a_remembered_answer(change: 
     response = fx.servicer.check(request)
     assert response.status.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
     assert response.denied_response.status.code == 401
+
+
+def test_a_signed_lone_surrogate_is_denied_on_every_sighting() -> None:
+    """A token we signed whose claims hold a lone UTF-16 surrogate (not I-JSON) is
+    malformed: denied, never allowed with claims no header or protobuf can carry."""
+    fx = Fixture()
+    token = fx.token(team="\udfff")
+    request = _request([("authorization", f"Bearer {token}")], {}, False)
+    for _ in range(3):
+        response = fx.servicer.check(request)
+        assert response.status.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+        assert response.denied_response.status.code == 401
+        assert response.SerializeToString() == _reference(fx, request)

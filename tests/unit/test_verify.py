@@ -10,6 +10,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import jwt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from authority.domain.clock import ManualClock
 from authority.domain.keys import Algorithm
 from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
 from authority.domain.tokens import AccessClaims, Verification, VerifyReason
+from authority.jose.jws import to_low_s
 from authority.tokens.jws import SigningKey, VerificationKey, b64url_decode, sign
 from authority.tokens.verifier import TokenVerifier
 
@@ -156,6 +158,95 @@ def test_attack_tokens(fx: Fixture) -> None:
         assert verdict.reason is reason, attack[:80]
         assert verdict.claims is None
         assert verdict.detail
+
+
+def sign_raw(fx: Fixture, header: dict[str, Any], payload: bytes) -> str:
+    """A token over arbitrary header and payload bytes, validly signed by ``fx``'s key."""
+    h, p = _b64(json.dumps(header).encode()), _b64(payload)
+    algorithm = jwt.get_algorithm_by_name(fx.signing.algorithm.value)
+    signature = algorithm.sign(f"{h}.{p}".encode(), fx.private)
+    if fx.signing.algorithm is Algorithm.ES256:
+        signature = to_low_s(signature)
+    return f"{h}.{p}.{_b64(signature)}"
+
+
+PAYLOAD_NOT_I_JSON = "malformed claims: a string holds a lone UTF-16 surrogate (not I-JSON)"
+HEADER_NOT_I_JSON = "the header holds a lone UTF-16 surrogate (not I-JSON)"
+
+
+def lone_surrogate_cases(fx: Fixture) -> dict[str, tuple[str, str]]:
+    """name -> (token, detail): tokens validly signed by ``fx``'s key whose JSON holds a
+    lone UTF-16 surrogate (Python's json takes them; I-JSON, RFC 7493, does not), each
+    MALFORMED with ``detail``. Near misses are in ``surrogate_near_misses``."""
+    header = {"alg": fx.signing.algorithm.value, "kid": fx.kid, "typ": "at+jwt"}
+    body = json.dumps(fx.claims()).encode()
+
+    def extra(member: bytes) -> str:
+        return sign_raw(fx, header, body[:-1] + b", " + member + b"}")
+
+    payloads = {
+        "an escaped high surrogate": extra(b'"x": "\\ud800"'),
+        "an escaped low surrogate, upper case": extra(b'"x": "\\uDFFF"'),
+        "a surrogate's own bytes (CESU-8)": extra(b'"x": "\xed\xa0\x80"'),
+        "a pair's own bytes (CESU-8)": extra(b'"x": "\xed\xa0\xbd\xed\xb8\x80"'),
+        "an escaped pair reversed": extra(b'"x": "\\ude00\\ud83d"'),
+        "an escaped high surrogate before a letter": extra(b'"x": "a\\ud83dz"'),
+        "an escaped high surrogate, then a low one's bytes": extra(b'"x": "\\ud83d\xed\xb8\x80"'),
+        "in a member name": extra(b'"\\ud800": 1'),
+        "nested in act": extra(b'"act": {"sub": "p_2", "act": {"sub": ["\\udc00"]}}'),
+        "in sub": fx.token(sub="p_\ud800"),
+        "in an extra claim, as sign() writes it": fx.token(team="\udbff"),
+        "in UTF-16": sign_raw(
+            fx,
+            header,
+            json.dumps({**fx.claims(), "x": "\ud800"}, ensure_ascii=False).encode(
+                "utf-16", "surrogatepass"
+            ),
+        ),
+    }
+    headers = {
+        "in the header's kid": sign_raw(fx, {**header, "kid": "\ud800"}, body),
+        "in a header member": sign_raw(fx, {**header, "x": "\udfff"}, body),
+    }
+    return {
+        **{name: (token, PAYLOAD_NOT_I_JSON) for name, token in payloads.items()},
+        **{name: (token, HEADER_NOT_I_JSON) for name, token in headers.items()},
+    }
+
+
+def surrogate_near_misses(fx: Fixture) -> dict[str, str]:
+    """Tokens that look like ``lone_surrogate_cases`` to a byte search but are I-JSON."""
+    header = {"alg": fx.signing.algorithm.value, "kid": fx.kid, "typ": "at+jwt"}
+    body = json.dumps(fx.claims()).encode()
+
+    def extra(member: bytes) -> str:
+        return sign_raw(fx, header, body[:-1] + b", " + member + b"}")
+
+    return {
+        "an escaped pair": extra(b'"x": "\\ud83d\\ude00"'),
+        "an escaped backslash, then ud800": extra(b'"x": "\\\\ud800"'),
+        "Hangul, whose bytes open with 0xED": extra('"x": "\ud55c"'.encode()),
+        "an escaped e-acute": extra(b'"x": "\\u00e9"'),
+        "an emoji, as sign() writes it": fx.token(team="\U0001f600"),
+    }
+
+
+def test_a_lone_surrogate_anywhere_is_malformed(fx: Fixture) -> None:
+    for name, (token, detail) in lone_surrogate_cases(fx).items():
+        for _ in range(2):  # a second sighting: nothing was cached, no header remembered
+            verdict = fx.verifier.verify(token)
+            assert (verdict.reason, verdict.detail, verdict.claims) == (
+                VerifyReason.MALFORMED,
+                detail,
+                None,
+            ), name
+        assert fx.verifier.signed_claims(token) == verdict, name
+    for name, token in surrogate_near_misses(fx).items():
+        verdict = fx.verifier.verify(token)
+        assert verdict.valid, (name, verdict)
+        assert verdict.claims is not None
+        for value in verdict.claims.extra.values():
+            value.encode("utf-8")
 
 
 def test_a_signed_payload_with_the_wrong_shape_is_malformed(fx: Fixture) -> None:

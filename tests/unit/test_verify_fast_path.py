@@ -28,11 +28,19 @@ from authority.domain.keys import Algorithm
 from authority.domain.revocation import Revocation, RevocationKind
 from authority.domain.tokens import AccessClaims, Verification, VerifyReason
 from authority.jose import _rfc7515, _rfc7518, _rfc9068
+from authority.jose._rfc7493 import LoneSurrogateError
 from authority.jose.claims import REGISTERED_CLAIMS, ClaimsError, parse_claims
-from authority.jose.jws import ALGORITHMS, parse_compact, to_low_s
+from authority.jose.jws import ALGORITHMS, lone_surrogate_in_text, parse_compact, to_low_s
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import token_pb2
-from tests.unit.test_verify import ISSUER, LEEWAY, Fixture, attack_cases
+from tests.unit.test_verify import (
+    ISSUER,
+    LEEWAY,
+    Fixture,
+    attack_cases,
+    lone_surrogate_cases,
+    surrogate_near_misses,
+)
 
 Outcome = tuple[VerifyReason, str, AccessClaims | None]
 
@@ -54,6 +62,8 @@ def _sign_raw(fx: Fixture, header: dict[str, Any], payload: bytes) -> str:
 def corpus(fx: Fixture) -> Iterator[str]:
     """The attack corpus, every algorithm confusion, and signed payloads of every shape."""
     yield from attack_cases(fx)
+    yield from (token for token, _ in lone_surrogate_cases(fx).values())
+    yield from surrogate_near_misses(fx).values()
     token = fx.token()
     yield token
     header_b64, payload_b64, signature_b64 = token.split(".")
@@ -106,11 +116,29 @@ def _plain_verify(algorithm: str, message: bytes, key: Any, signature: bytes) ->
     return ALGORITHMS[algorithm].verify(message, key, signature)
 
 
+def _not_utf8(document: Any) -> bool:
+    """A lone surrogate somewhere in ``document``: it does not re-encode as UTF-8."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _i_json_loads(data: bytes) -> Any:
+    """The payload decoder's reference: json.loads on the bytes, then I-JSON as far as
+    lone surrogates go, judged by re-encoding the whole document."""
+    document = json.loads(data)
+    if _not_utf8(document):
+        raise LoneSurrogateError("a string holds a lone surrogate")
+    return document
+
+
 def _plain(patch: pytest.MonkeyPatch) -> None:
     """Every fast path of the JOSE core off: PyJWT's algorithm objects, json.loads on
-    bytes, and a header memo that remembers nothing."""
+    bytes (I-JSON judged by re-encoding), and a header memo that remembers nothing."""
     patch.setattr(_rfc7515, "_verify", _plain_verify)
-    patch.setattr(_rfc7515, "_json_document", json.loads)
+    patch.setattr(_rfc7515, "_json_document", _i_json_loads)
     patch.setattr(_rfc7515, "HEADER_MEMO_SIZE", 0)
     _rfc7515._headers.clear()
 
@@ -162,6 +190,12 @@ def test_fast_paths_give_the_plain_verdicts_over_the_attack_corpus(
     assert fast_miss == fast_hit == _verdicts(fx, tokens)
     reasons = {reason for reason, _, _ in fast_miss}
     assert VerifyReason.VALID in reasons and VerifyReason.DISALLOWED_ALGORITHM in reasons
+    # Every valid verdict can be answered: its claims are UTF-8 through and through.
+    for reason, _, claims in fast_miss:
+        if reason is VerifyReason.VALID:
+            assert claims is not None
+            assert not _not_utf8(dict(claims.extra)), claims
+            verify_response(Verification(reason, claims=claims)).SerializeToString()
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
@@ -340,6 +374,51 @@ _DOCUMENT_TAILS = st.sampled_from(
     _DOCUMENT_TAILS,
 )
 def test_the_payload_decoder_is_json_loads(body: bytes, tail: str) -> None:
-    """Any payload bytes: the document json.loads gives, or a failure where it fails."""
+    """Any payload bytes: the document json.loads gives, or a failure where it fails (or
+    where the document is not I-JSON: a lone surrogate)."""
     data = body + tail.encode()
-    assert _loaded(data, _rfc7515._json_document) == _loaded(data, json.loads)
+    assert _loaded(data, _rfc7515._json_document) == _loaded(data, _i_json_loads)
+
+
+# Text that is mostly the risky kind: surrogates (lone, paired, reversed), text that
+# spells their escapes after a backslash, and characters whose UTF-8 opens with 0xED.
+_RISKY_TEXT = st.lists(
+    st.sampled_from(
+        ["a", "\\", "\\ud800", "\\uDC00", "\ud800", "\udfff", "\ud83d\ude00", "\ude00\ud83d"]
+    )
+    | st.sampled_from(["\ud55c", "\ud7ff", "\ue000", "\U0001f600"])
+    | st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010, exclude_categories=())
+    | st.characters(),
+    max_size=8,
+).map("".join)
+_RISKY_JSON = st.recursive(
+    _RISKY_TEXT | st.integers() | st.none(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_RISKY_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@example(document={"x": "\ud800"}, ascii_only=True, encoding="utf-8")
+@example(document={"x": "\ud800"}, ascii_only=False, encoding="utf-8")
+@example(document={"\udfff": 1}, ascii_only=True, encoding="utf-8")
+@example(document={"x": "\\ud800"}, ascii_only=True, encoding="utf-8")
+@example(document={"x": "\ud83d\ude00"}, ascii_only=True, encoding="utf-8")
+@example(document={"x": "\ud55c"}, ascii_only=False, encoding="utf-8")
+@example(document={"x": ["\ud800"]}, ascii_only=False, encoding="utf-16")
+@given(
+    _RISKY_JSON,
+    st.booleans(),
+    st.sampled_from(["utf-8", "utf-16", "utf-16-le", "utf-32-be", "utf-8-sig"]),
+)
+def test_the_i_json_check_is_re_encoding_as_utf8(
+    document: Any, ascii_only: bool, encoding: str
+) -> None:
+    """Any document, spelled with escapes or with the surrogates' own bytes, in any encoding
+    json reads: the decoder's quick scans never miss a lone surrogate, nor invent one."""
+    raw = json.dumps(document, ensure_ascii=ascii_only).encode(encoding, "surrogatepass")
+    assert _loaded(raw, _rfc7515._json_document) == _loaded(raw, _i_json_loads)
+    text = raw.decode("utf-8", "surrogatepass") if encoding == "utf-8" else None
+    if text is not None:  # the LocalVerifier's fast path checks the text it decoded
+        loaded = json.loads(text)
+        assert lone_surrogate_in_text(text, loaded) is _not_utf8(loaded)

@@ -5,7 +5,8 @@ token the JOSE core's header work (base64url, JSON, ``alg``/``typ``/``crit``/``k
 repeats a verdict already known. This remembers, per exact header string, the key that
 header resolved to, and then runs the core's remaining checks in the core's order with
 the core's functions: canonical signature, low-S for ES256, an ASCII signing input, the
-signature, then the claims (typed by ``fast_claims`` when they have the plain shape).
+signature, then the claims (I-JSON as the core checks it, typed by ``fast_claims`` when
+they have the plain shape).
 
 It never decides a verdict the core would not: a header is remembered only after a token
 under it passed ``parse_compact`` and ``verify_signature``; its key must still be the very
@@ -26,7 +27,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from authority.jose.cache import BoundedCache
 from authority.jose.claims import Claims, Verification, VerifyReason, parse_claims
 from authority.jose.jwk import PublicJwk
-from authority.jose.jws import ALGORITHMS, b64url_decode, is_low_s, verify_ed25519
+from authority.jose.jws import (
+    ALGORITHMS,
+    b64url_decode,
+    is_low_s,
+    lone_surrogate_in_text,
+    verify_ed25519,
+)
 from authority_client.fast_claims import typed_claims
 
 __all__ = ["BAD_SIGNATURE", "SeenHeaders", "signature_check"]
@@ -123,7 +130,7 @@ class SeenHeaders:
                 return None
             text = raw.decode("utf-8", "surrogatepass")
             value, end = _scan(text, 0)
-            if end != len(text):  # trailing whitespace or data: json.loads's call
+            if end != len(text) or lone_surrogate_in_text(text, value):  # the core's call
                 return None
             claims = typed_claims(value, key.kid)
             if claims is None:

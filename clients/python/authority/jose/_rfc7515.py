@@ -5,7 +5,8 @@ size, three segments, a canonical base64url JSON header, ``alg`` in the allow-li
 ``typ`` at+jwt, no ``crit``, a string ``kid``. The caller then finds the key by ``kid``
 in its own key set (the header never chooses it), and ``verify_signature`` requires the
 header's ``alg`` to be that key's, a canonical (and, for ES256, low-S) signature, the
-signature itself, and well-formed claims. The order, reasons and details are the
+signature itself, and well-formed claims. Header and claims must be I-JSON as far as
+RFC 7493 forbids lone surrogates (``_rfc7493``). The order, reasons and details are the
 authority's ``Verify``: the server and local verifiers run this same code.
 
 Every token one key signs carries the same header segment, so the facts read from a header
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from authority.jose._rfc4648 import b64url_decode
+from authority.jose._rfc7493 import LoneSurrogateError, lone_surrogate_in, lone_surrogate_in_text
 from authority.jose._rfc7518 import ALGORITHMS, is_low_s
 from authority.jose._rfc7518 import verify as _verify
 from authority.jose._rfc9068 import (
@@ -42,6 +44,9 @@ _json_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
     cast(Any, json.JSONDecoder())  # typeshed names the class itself as the argument
 )
 _NOT_JSON = Verification(VerifyReason.MALFORMED, "the claims are not base64url-encoded JSON")
+_NOT_I_JSON = Verification(
+    VerifyReason.MALFORMED, "malformed claims: a string holds a lone UTF-16 surrogate (not I-JSON)"
+)
 
 # Header segment -> (alg, kid) of a header that passed every check. A handful of keys sign
 # at once; the bound stops a stream of forged headers from growing it (or keeping ours out).
@@ -107,6 +112,10 @@ def _parse_header(segment: str, algorithms: Container[str]) -> tuple[str, str] |
         header: Any = json.loads(b64url_decode(segment))
     except (ValueError, RecursionError):
         return Verification(VerifyReason.MALFORMED, "the header is not base64url-encoded JSON")
+    if lone_surrogate_in(header):  # once per header string: the memo remembers the rest
+        return Verification(
+            VerifyReason.MALFORMED, "the header holds a lone UTF-16 surrogate (not I-JSON)"
+        )
     if not isinstance(header, dict):
         return Verification(VerifyReason.MALFORMED, "the header is not a JSON object")
     algorithm = header.get("alg")
@@ -125,20 +134,27 @@ def _parse_header(segment: str, algorithms: Container[str]) -> tuple[str, str] |
 
 
 def _json_document(data: bytes) -> Any:
-    """``json.loads(data)``. On bytes, json first guesses the encoding (UTF-16 and -32
-    included) in Python; a document that opens with '{"' can only be UTF-8, as it would
-    find, so ours skip the guess, and json's Python wrapper when the object ends the text
-    (anything else after it, whitespace included, goes to json for its own verdict)."""
+    """``json.loads(data)``, refusing a lone surrogate (``LoneSurrogateError``: I-JSON).
+
+    On bytes, json first guesses the encoding (UTF-16 and -32 included) in Python; a
+    document that opens with '{"' can only be UTF-8, as it would find, so ours skip the
+    guess, and json's Python wrapper when the object ends the text (anything else after
+    it, whitespace included, goes to json for its own verdict)."""
     if data[:2] == b'{"':
         text = data.decode("utf-8", "surrogatepass")
         try:
             document, end = _json_scan(text, 0)
+            if end != len(text):
+                document = _json_decode(text)
         except StopIteration:
-            return _json_decode(text)
-        if end == len(text):
-            return document
-        return _json_decode(text)
-    return json.loads(data)
+            document = _json_decode(text)
+        if lone_surrogate_in_text(text, document):
+            raise LoneSurrogateError("a string holds a lone surrogate")
+        return document
+    document = json.loads(data)
+    if lone_surrogate_in(document):
+        raise LoneSurrogateError("a string holds a lone surrogate")
+    return document
 
 
 def verify_signature(jws: CompactJws, algorithm: str, public_key: Any) -> Claims | Verification:
@@ -164,5 +180,7 @@ def verify_signature(jws: CompactJws, algorithm: str, public_key: Any) -> Claims
         return parse_claims(_json_document(b64url_decode(jws.payload_segment)), jws.kid)
     except ClaimsError as exc:
         return Verification(VerifyReason.MALFORMED, f"malformed claims: {exc}")
+    except LoneSurrogateError:  # json takes one; no UTF-8 system (protobuf...) can
+        return _NOT_I_JSON
     except (ValueError, RecursionError):
         return _NOT_JSON
