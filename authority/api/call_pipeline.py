@@ -31,7 +31,7 @@ import grpc
 from authority.api import decoding
 from authority.api.admin_auth import ADMIN_METHODS, require_admin
 from authority.api.errors import abort
-from authority.api.handler_wrapping import Behaviour, Handler, rewrap
+from authority.api.handler_wrapping import Behaviour, Handler, call_metadata, rewrap
 from authority.api.request_context import begin_call
 from authority.domain.call_metadata import (
     AUTHORIZATION,
@@ -55,12 +55,16 @@ _Undecodable = decoding.Undecodable
 _perf_counter = time.perf_counter
 _REQUEST_ID = ContextBinding("request_id")  # structlog's: every line of the call has it
 _set_principal = rpc_line.principal.set
+_call_metadata = call_metadata.get
 
 
 def _request_id_and_credential(context: Context) -> tuple[Any, str, bool]:
     """The call's metadata, its request id (the caller's, else a new one) and whether it
-    carries a credential: one pass over the metadata."""
-    metadata = context.invocation_metadata() or ()
+    carries a credential: one pass over the metadata (the one the handler lookup handed
+    over, else the context's)."""
+    metadata: Any = _call_metadata()
+    if metadata is None:
+        metadata = context.invocation_metadata() or ()
     request_id = None
     authorized = False
     for key, value in metadata:

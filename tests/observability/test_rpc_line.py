@@ -14,7 +14,7 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authority.api.handler_wrapping import Handler, Registrar
+from authority.api.handler_wrapping import Handler, Registrar, call_metadata
 from authority.observability import logging as observability_logging
 from authority.observability import rpc_line
 from authority.observability.logging import (
@@ -246,3 +246,22 @@ def test_every_handler_is_wrapped_once_whichever_way_it_is_registered() -> None:
     assert wrapped == ["/a.S/M", "/b.S/N"]
     with pytest.raises(RuntimeError, match="registered twice"):
         registrar.add_registered_method_handlers("a.S", {"M": handler})
+
+
+def test_the_lookup_hands_the_calls_metadata_to_its_handler() -> None:
+    """The wrapper reads the metadata grpc.aio converted for the lookup, not a copy."""
+    server = _Server()
+    registrar = Registrar(server, lambda method, handler: handler)  # type: ignore[arg-type]
+    registrar.add_registered_method_handlers(
+        "a.S", {"M": grpc.unary_unary_rpc_method_handler(_echo)}
+    )
+    (table,) = server.generic
+    details = _Details("/a.S/M")
+    details.invocation_metadata = (("x-request-id", "r-7"),)
+
+    def lookup() -> Any:
+        table.service(details)
+        return call_metadata.get()
+
+    assert contextvars.copy_context().run(lookup) is details.invocation_metadata
+    assert contextvars.Context().run(call_metadata.get) is None  # nothing handed over
