@@ -32,7 +32,7 @@ from authority.api import decoding
 from authority.api.admin_auth import ADMIN_METHODS, require_admin
 from authority.api.errors import abort
 from authority.api.handler_wrapping import Behaviour, Handler, call_metadata, rewrap
-from authority.api.request_context import begin_call
+from authority.api.request_context import REQUEST_ID
 from authority.domain.call_metadata import (
     AUTHORIZATION,
     REQUEST_ID_HEADER,
@@ -42,7 +42,6 @@ from authority.domain.call_metadata import (
 from authority.domain.call_metadata import request_id as caller_request_id
 from authority.domain.errors import AuthorityError
 from authority.observability import metrics, rpc_line, rpc_metrics
-from authority.observability.logging import ContextBinding
 from authority.services.admin_credential import AdminCredential
 
 if TYPE_CHECKING:
@@ -53,8 +52,7 @@ _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _Undecodable = decoding.Undecodable
 _perf_counter = time.perf_counter
-_REQUEST_ID = ContextBinding("request_id")  # structlog's: every line of the call has it
-_set_principal = rpc_line.principal.set
+_bind_request_id = REQUEST_ID.bind
 _call_metadata = call_metadata.get
 
 
@@ -79,11 +77,13 @@ def _begin(context: Context, request_id: str) -> Any:
     """Bind the request id for the call's lines and events, and send it back: in the
     trailing metadata, which costs nothing extra on the wire, unlike an early
     send_initial_metadata (api.errors keeps it when it adds retry-after). The token
-    undoes the binding."""
+    undoes the binding.
+
+    One variable per call: grpc.aio runs each call in a task of its own, whose context
+    starts as a copy of the server's, where nothing (no principal, no request id) is
+    bound; what a call binds ends with its task."""
     context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-    _set_principal(None)
-    begin_call(request_id)
-    return _REQUEST_ID.bind(request_id)
+    return _bind_request_id(request_id)
 
 
 class _Call:
@@ -173,7 +173,7 @@ class CallPipeline:
             # ValueError: a stream's generator closed from another context (grpc finalising
             # a cancelled call); the call's own context ends with it, nothing to undo.
             with contextlib.suppress(ValueError):
-                _REQUEST_ID.reset(call.token)
+                REQUEST_ID.reset(call.token)
 
     def _caller(self, metadata: Any) -> str | None:
         if self._is_admin is None:
@@ -193,7 +193,7 @@ class CallPipeline:
         enabled = rpc_line.enabled
         principal = rpc_line.principal.get
         write = line.write
-        reset = _REQUEST_ID.reset
+        reset = REQUEST_ID.reset
 
         # Everything in one coroutine, in locals: this runs on every call of the method.
         async def call(request: Any, context: Context) -> Any:

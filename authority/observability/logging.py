@@ -255,11 +255,14 @@ def json_chain() -> JsonChain | None:
 
 class ContextBinding:
     """Binds one key in structlog's context variables, as ``bind_contextvars`` does, in
-    one ``ContextVar.set`` (``bind``) undone by one ``reset``; per RPC, the request id.
-    Falls back to structlog's functions if its internals ever change."""
+    one ``ContextVar.set`` (``bind``, structlog's variable's own ``set``) undone by one
+    ``reset``; per RPC, the request id. Falls back to structlog's functions if its
+    internals ever change."""
 
     def __init__(self, key: str) -> None:
         self._key = key
+        self.bind: Callable[[Any], Any] = self._bind_through_structlog
+        self.reset: Callable[[Any], Any] = self._reset_through_structlog
         self._variable: contextvars.ContextVar[Any] | None = None
         variables = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
         prefix = getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", None)
@@ -271,18 +274,22 @@ class ContextBinding:
             variable = variables.get(prefix + key)
             if isinstance(variable, contextvars.ContextVar):
                 self._variable = variable
+                self.bind = variable.set  # the token to hand to reset
+                self.reset = variable.reset
 
-    def bind(self, value: Any) -> Any:
-        """Bind ``value``; the token to hand to ``reset``."""
+    def get(self) -> Any:
+        """The bound value; None when nothing is."""
         if self._variable is not None:
-            return self._variable.set(value)
-        return structlog.contextvars.bind_contextvars(**{self._key: value})  # pragma: no cover
-
-    def reset(self, token: Any) -> None:
-        if self._variable is not None:
-            self._variable.reset(token)
+            value = self._variable.get()
         else:  # pragma: no cover - see bind
-            structlog.contextvars.reset_contextvars(**token)
+            value = structlog.contextvars.get_contextvars().get(self._key)
+        return None if value is Ellipsis else value
+
+    def _bind_through_structlog(self, value: Any) -> Any:  # pragma: no cover - see bind
+        return structlog.contextvars.bind_contextvars(**{self._key: value})
+
+    def _reset_through_structlog(self, token: Any) -> None:  # pragma: no cover - see bind
+        structlog.contextvars.reset_contextvars(**token)
 
 
 def configure_logging(*, fmt: str = "json", level: str = "info") -> None:
