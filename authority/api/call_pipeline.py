@@ -39,6 +39,7 @@ from authority.domain.call_metadata import (
     bearer_token,
     new_request_id,
 )
+from authority.domain.call_metadata import random_bits as _random_bits
 from authority.domain.call_metadata import request_id as caller_request_id
 from authority.domain.errors import AuthorityError
 from authority.observability import metrics, rpc_line, rpc_metrics
@@ -193,13 +194,29 @@ class CallPipeline:
         enabled = rpc_line.enabled
         principal = rpc_line.principal.get
         write = line.write
-        reset = REQUEST_ID.reset
+        bind = _bind_request_id
 
         # Everything in one coroutine, in locals: this runs on every call of the method.
+        # (What _request_id_and_credential and _begin do, inline: a Python call is a
+        # visible part of a call's cost.) Nothing is unbound at the end: the call's task,
+        # and its context, end with it (see _begin).
         async def call(request: Any, context: Context) -> Any:
             started = _perf_counter()
-            metadata, request_id, authorized = _request_id_and_credential(context)
-            token = _begin(context, request_id)
+            metadata: Any = _call_metadata()
+            if metadata is None:
+                metadata = context.invocation_metadata() or ()
+            request_id = None
+            authorized = False
+            for key, value in metadata:
+                if key == REQUEST_ID_HEADER:
+                    if not request_id:
+                        request_id = caller_request_id(((key, value),))
+                elif key == AUTHORIZATION:
+                    authorized = True
+            if not request_id:
+                request_id = _random_bits(64).to_bytes(8, "big").hex()  # new_request_id()
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            bind(request_id)
             chain = chain_of()
             write_line = chain.info if chain is not None else enabled(None)
             # Read now, while the call is alive: after a cancellation grpc may have freed
@@ -228,24 +245,21 @@ class CallPipeline:
                 raise
             finally:
                 elapsed = _perf_counter() - started
-                try:
-                    observe(code, elapsed, response)
-                    if write_line:
-                        who = principal()
-                        if who is None and mints and response is not None:
-                            who = rpc_line.minted_subject(response)
-                        if who is None and authorized:
-                            who = caller(metadata)
-                        write(
-                            chain,
-                            peer=peer,
-                            who=who,
-                            elapsed=elapsed,
-                            code=code,
-                            request_id=request_id,
-                        )
-                finally:
-                    reset(token)
+                observe(code, elapsed, response)
+                if write_line:
+                    who = principal()
+                    if who is None and mints and response is not None:
+                        who = rpc_line.minted_subject(response)
+                    if who is None and authorized:
+                        who = caller(metadata)
+                    write(
+                        chain,
+                        peer=peer,
+                        who=who,
+                        elapsed=elapsed,
+                        code=code,
+                        request_id=request_id,
+                    )
 
         return call
 
