@@ -162,14 +162,7 @@ class CallPipeline:
                 who = rpc_line.principal.get()
                 if who is None and call.authorized:
                     who = self._caller(call.metadata)
-                line.write(
-                    call.chain,
-                    peer=call.peer,
-                    who=who,
-                    elapsed=elapsed,
-                    code=code,
-                    request_id=call.request_id,
-                )
+                line.write(call.chain, call.peer, who, elapsed, code, call.request_id)
         finally:
             # ValueError: a stream's generator closed from another context (grpc finalising
             # a cancelled call); the call's own context ends with it, nothing to undo.
@@ -252,14 +245,7 @@ class CallPipeline:
                         who = rpc_line.minted_subject(response)
                     if who is None and authorized:
                         who = caller(metadata)
-                    write(
-                        chain,
-                        peer=peer,
-                        who=who,
-                        elapsed=elapsed,
-                        code=code,
-                        request_id=request_id,
-                    )
+                    write(chain, peer, who, elapsed, code, request_id)
 
         return call
 

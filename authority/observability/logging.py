@@ -99,6 +99,7 @@ def sensitive_key(key: object) -> bool:
 # Every secret shape contains one of these: a JWT starts "eyJ", a prefixed secret has
 # the "_" of its prefix, a PEM block starts "-----BEGIN". Text with none of them cannot
 # match, so it skips the regular expression (most values: ids, peers, method names).
+# (observability.rpc_line checks the same three inline.)
 def might_hold_secret(text: str) -> bool:
     return "_" in text or "eyJ" in text or "-----BEGIN" in text
 
@@ -141,6 +142,11 @@ class _Stdout:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: list[tuple[Callable[..., str], tuple[Any, ...]]] = []
+        # The rpc lines' captured fields, appended without the lock by the event loop's
+        # thread (``add_record``); rendered together by ``render_records`` as a batch is
+        # written, after the ``write_later`` lines of the moment.
+        self.records: list[tuple[Any, ...]] = []
+        self.render_records: Callable[[list[tuple[Any, ...]]], str] | None = None
         # The loop a flush is due on (a test's loop may close before its timer fires).
         self._flushing_on: asyncio.AbstractEventLoop | None = None
 
@@ -158,6 +164,19 @@ class _Stdout:
             # arrange. (No get_running_loop() per line: it makes a getpid() system call.)
             if len(self._pending) > 1 and due is not None and due.is_running():
                 return
+        self.arrange_flush()
+
+    def add_record(self, record: tuple[Any, ...]) -> None:
+        """One rpc line's fields, rendered by ``render_records`` within ``FLUSH_DELAY``
+        (the rpc line's own hot path does this inline)."""
+        records = self.records
+        records.append(record)
+        due = self._flushing_on
+        if len(records) == 1 or due is None or not due.is_running():
+            self.arrange_flush()
+
+    def arrange_flush(self) -> None:
+        """A flush within ``FLUSH_DELAY`` on the running loop; at once without one."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # no loop in this thread: nothing would flush it later
@@ -176,7 +195,13 @@ class _Stdout:
     def _write(self, line: str) -> None:
         """Pending lines, then ``line``, then a flush (with the lock held)."""
         pending, self._pending = self._pending, []
-        text = "".join([render(*args) for render, args in pending]) + line
+        text = "".join([render(*args) for render, args in pending])
+        records = self.records
+        if records and self.render_records is not None:
+            batch = records[:]  # what the loop appends meanwhile stays, for the next batch
+            del records[: len(batch)]
+            text += self.render_records(batch)
+        text += line
         with contextlib.suppress(BrokenPipeError, OSError, ValueError):
             if text:
                 sys.stdout.write(text)

@@ -4,7 +4,9 @@ buffered stdout keeps every line and their order; handlers are wrapped once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authority.api.handler_wrapping import Handler, Registrar, call_metadata
+from authority.api.request_context import REQUEST_ID
 from authority.observability import logging as observability_logging
 from authority.observability import rpc_line
 from authority.observability.logging import (
@@ -109,6 +112,39 @@ def test_the_direct_line_is_the_chains_line_byte_for_byte(
     direct, expected = contextvars.copy_context().run(both)
     assert direct == expected
     assert JWT not in direct
+
+    # What a call writes (the request id alone bound: captured as a tuple, rendered with
+    # its batch) is that line too.
+    def written() -> tuple[str, str]:
+        token = REQUEST_ID.bind(request_id)
+        clock, rpc_line._time_ns = rpc_line._time_ns, lambda: now_ns
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                elapsed = latency_ms / 1000
+                line.write(
+                    JsonChain(chain, (), info=True),
+                    peer,
+                    who,
+                    elapsed,
+                    grpc.StatusCode[code],
+                    request_id,
+                )
+                STDOUT.flush()
+            event = {
+                "method": method,
+                "peer": peer,
+                "principal": who,
+                "latency_ms": round(elapsed * 1000, 3),
+                "code": code,
+                "event": "rpc",
+            }
+            return out.getvalue(), _chain_line(chain, now_ns, event)
+        finally:
+            rpc_line._time_ns = clock
+            REQUEST_ID.reset(token)
+
+    direct, expected = contextvars.copy_context().run(written)
+    assert direct == expected
 
 
 def test_the_lines_own_keys_are_not_sensitive() -> None:
