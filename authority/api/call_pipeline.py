@@ -31,18 +31,18 @@ import grpc
 from authority.api import decoding
 from authority.api.admin_auth import ADMIN_METHODS, require_admin
 from authority.api.errors import abort
-from authority.api.handler_wrapping import Behaviour, Handler, rewrap
-from authority.api.request_context import begin_call
+from authority.api.handler_wrapping import Behaviour, Handler, call_metadata, rewrap
+from authority.api.request_context import REQUEST_ID
 from authority.domain.call_metadata import (
     AUTHORIZATION,
     REQUEST_ID_HEADER,
     bearer_token,
     new_request_id,
 )
+from authority.domain.call_metadata import random_bits as _random_bits
 from authority.domain.call_metadata import request_id as caller_request_id
 from authority.domain.errors import AuthorityError
 from authority.observability import metrics, rpc_line, rpc_metrics
-from authority.observability.logging import ContextBinding
 from authority.services.admin_credential import AdminCredential
 
 if TYPE_CHECKING:
@@ -53,14 +53,17 @@ _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _Undecodable = decoding.Undecodable
 _perf_counter = time.perf_counter
-_REQUEST_ID = ContextBinding("request_id")  # structlog's: every line of the call has it
-_set_principal = rpc_line.principal.set
+_bind_request_id = REQUEST_ID.bind
+_call_metadata = call_metadata.get
 
 
 def _request_id_and_credential(context: Context) -> tuple[Any, str, bool]:
     """The call's metadata, its request id (the caller's, else a new one) and whether it
-    carries a credential: one pass over the metadata."""
-    metadata = context.invocation_metadata() or ()
+    carries a credential: one pass over the metadata (the one the handler lookup handed
+    over, else the context's)."""
+    metadata: Any = _call_metadata()
+    if metadata is None:
+        metadata = context.invocation_metadata() or ()
     request_id = None
     authorized = False
     for key, value in metadata:
@@ -75,11 +78,13 @@ def _begin(context: Context, request_id: str) -> Any:
     """Bind the request id for the call's lines and events, and send it back: in the
     trailing metadata, which costs nothing extra on the wire, unlike an early
     send_initial_metadata (api.errors keeps it when it adds retry-after). The token
-    undoes the binding."""
+    undoes the binding.
+
+    One variable per call: grpc.aio runs each call in a task of its own, whose context
+    starts as a copy of the server's, where nothing (no principal, no request id) is
+    bound; what a call binds ends with its task."""
     context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-    _set_principal(None)
-    begin_call(request_id)
-    return _REQUEST_ID.bind(request_id)
+    return _bind_request_id(request_id)
 
 
 class _Call:
@@ -157,19 +162,12 @@ class CallPipeline:
                 who = rpc_line.principal.get()
                 if who is None and call.authorized:
                     who = self._caller(call.metadata)
-                line.write(
-                    call.chain,
-                    peer=call.peer,
-                    who=who,
-                    elapsed=elapsed,
-                    code=code,
-                    request_id=call.request_id,
-                )
+                line.write(call.chain, call.peer, who, elapsed, code, call.request_id)
         finally:
             # ValueError: a stream's generator closed from another context (grpc finalising
             # a cancelled call); the call's own context ends with it, nothing to undo.
             with contextlib.suppress(ValueError):
-                _REQUEST_ID.reset(call.token)
+                REQUEST_ID.reset(call.token)
 
     def _caller(self, metadata: Any) -> str | None:
         if self._is_admin is None:
@@ -189,13 +187,29 @@ class CallPipeline:
         enabled = rpc_line.enabled
         principal = rpc_line.principal.get
         write = line.write
-        reset = _REQUEST_ID.reset
+        bind = _bind_request_id
 
         # Everything in one coroutine, in locals: this runs on every call of the method.
+        # (What _request_id_and_credential and _begin do, inline: a Python call is a
+        # visible part of a call's cost.) Nothing is unbound at the end: the call's task,
+        # and its context, end with it (see _begin).
         async def call(request: Any, context: Context) -> Any:
             started = _perf_counter()
-            metadata, request_id, authorized = _request_id_and_credential(context)
-            token = _begin(context, request_id)
+            metadata: Any = _call_metadata()
+            if metadata is None:
+                metadata = context.invocation_metadata() or ()
+            request_id = None
+            authorized = False
+            for key, value in metadata:
+                if key == REQUEST_ID_HEADER:
+                    if not request_id:
+                        request_id = caller_request_id(((key, value),))
+                elif key == AUTHORIZATION:
+                    authorized = True
+            if not request_id:
+                request_id = _random_bits(64).to_bytes(8, "big").hex()  # new_request_id()
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            bind(request_id)
             chain = chain_of()
             write_line = chain.info if chain is not None else enabled(None)
             # Read now, while the call is alive: after a cancellation grpc may have freed
@@ -224,24 +238,14 @@ class CallPipeline:
                 raise
             finally:
                 elapsed = _perf_counter() - started
-                try:
-                    observe(code, elapsed, response)
-                    if write_line:
-                        who = principal()
-                        if who is None and mints and response is not None:
-                            who = rpc_line.minted_subject(response)
-                        if who is None and authorized:
-                            who = caller(metadata)
-                        write(
-                            chain,
-                            peer=peer,
-                            who=who,
-                            elapsed=elapsed,
-                            code=code,
-                            request_id=request_id,
-                        )
-                finally:
-                    reset(token)
+                observe(code, elapsed, response)
+                if write_line:
+                    who = principal()
+                    if who is None and mints and response is not None:
+                        who = rpc_line.minted_subject(response)
+                    if who is None and authorized:
+                        who = caller(metadata)
+                    write(chain, peer, who, elapsed, code, request_id)
 
         return call
 

@@ -2,8 +2,9 @@
 
 The outbox events (``authority.domain.events``) carry the caller's address and the
 request id so an audit record can be matched to the access log line of the same call.
-The request id is the one the call wrapper chose (``begin_call``; it is also bound in
-structlog's context variables), else the caller's ``x-request-id``, else a new one.
+The request id is the one the call wrapper bound (``REQUEST_ID``, structlog's context
+variable: every line of the call has it), else the caller's ``x-request-id``, else a
+new one.
 """
 
 from __future__ import annotations
@@ -12,28 +13,22 @@ from contextvars import ContextVar
 from typing import Any
 
 import grpc
-import structlog
 
 from authority.domain import call_metadata
 from authority.domain.events import RequestContext, bind_request
 from authority.domain.sources import peer_address
+from authority.observability.logging import ContextBinding
 
 ANONYMOUS = "anonymous"
 # Who this call authenticated as, set by the admin gate before the handler runs (each
 # RPC runs in its own task, so it never outlives the call).
 _ACTOR: ContextVar[str] = ContextVar("authority_rpc_actor", default=ANONYMOUS)
 
-
-# The call's request id, set by the call wrapper (``api.call_pipeline``) as it starts.
-_REQUEST_ID: ContextVar[str | None] = ContextVar("authority_rpc_request_id", default=None)
+# The call's request id, bound by the call wrapper (``api.call_pipeline``) as it starts.
+REQUEST_ID = ContextBinding("request_id")
 # peer -> its address: a connection's calls share a peer, and parsing one is not free.
 _ADDRESSES: dict[str, str] = {}
 _MAX_ADDRESSES = 4096
-
-
-def begin_call(request_id: str) -> None:
-    """The request id this call's events carry (the one its rpc line carries)."""
-    _REQUEST_ID.set(request_id)
 
 
 def authenticate(actor: str) -> None:
@@ -54,7 +49,7 @@ def source_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    bound = _REQUEST_ID.get() or structlog.contextvars.get_contextvars().get("request_id")
+    bound = REQUEST_ID.get()
     if isinstance(bound, str) and bound:
         return bound
     return call_metadata.request_id(context.invocation_metadata()) or call_metadata.new_request_id()

@@ -50,7 +50,7 @@ def request_id(metadata: Metadata) -> str | None:
     return None
 
 
-_random_bits = random.getrandbits  # the module's generator: reseeded in a forked child
+random_bits = random.getrandbits  # the module's generator: reseeded in a forked child
 
 
 def new_request_id() -> str:
@@ -58,4 +58,4 @@ def new_request_id() -> str:
     ``os.urandom``, whose system call is a visible part of a call's cost on a busy
     virtual machine; random rather than a counter, which would tell every caller how
     many calls the server answers. (``to_bytes().hex()``: a fifth of an f-string's cost.)"""
-    return _random_bits(64).to_bytes(8, "big").hex()
+    return random_bits(64).to_bytes(8, "big").hex()

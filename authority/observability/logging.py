@@ -99,6 +99,7 @@ def sensitive_key(key: object) -> bool:
 # Every secret shape contains one of these: a JWT starts "eyJ", a prefixed secret has
 # the "_" of its prefix, a PEM block starts "-----BEGIN". Text with none of them cannot
 # match, so it skips the regular expression (most values: ids, peers, method names).
+# (observability.rpc_line checks the same three inline.)
 def might_hold_secret(text: str) -> bool:
     return "_" in text or "eyJ" in text or "-----BEGIN" in text
 
@@ -141,6 +142,11 @@ class _Stdout:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: list[tuple[Callable[..., str], tuple[Any, ...]]] = []
+        # The rpc lines' captured fields, appended without the lock by the event loop's
+        # thread (``add_record``); rendered together by ``render_records`` as a batch is
+        # written, after the ``write_later`` lines of the moment.
+        self.records: list[tuple[Any, ...]] = []
+        self.render_records: Callable[[list[tuple[Any, ...]]], str] | None = None
         # The loop a flush is due on (a test's loop may close before its timer fires).
         self._flushing_on: asyncio.AbstractEventLoop | None = None
 
@@ -158,6 +164,19 @@ class _Stdout:
             # arrange. (No get_running_loop() per line: it makes a getpid() system call.)
             if len(self._pending) > 1 and due is not None and due.is_running():
                 return
+        self.arrange_flush()
+
+    def add_record(self, record: tuple[Any, ...]) -> None:
+        """One rpc line's fields, rendered by ``render_records`` within ``FLUSH_DELAY``
+        (the rpc line's own hot path does this inline)."""
+        records = self.records
+        records.append(record)
+        due = self._flushing_on
+        if len(records) == 1 or due is None or not due.is_running():
+            self.arrange_flush()
+
+    def arrange_flush(self) -> None:
+        """A flush within ``FLUSH_DELAY`` on the running loop; at once without one."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # no loop in this thread: nothing would flush it later
@@ -176,7 +195,13 @@ class _Stdout:
     def _write(self, line: str) -> None:
         """Pending lines, then ``line``, then a flush (with the lock held)."""
         pending, self._pending = self._pending, []
-        text = "".join([render(*args) for render, args in pending]) + line
+        text = "".join([render(*args) for render, args in pending])
+        records = self.records
+        if records and self.render_records is not None:
+            batch = records[:]  # what the loop appends meanwhile stays, for the next batch
+            del records[: len(batch)]
+            text += self.render_records(batch)
+        text += line
         with contextlib.suppress(BrokenPipeError, OSError, ValueError):
             if text:
                 sys.stdout.write(text)
@@ -255,11 +280,14 @@ def json_chain() -> JsonChain | None:
 
 class ContextBinding:
     """Binds one key in structlog's context variables, as ``bind_contextvars`` does, in
-    one ``ContextVar.set`` (``bind``) undone by one ``reset``; per RPC, the request id.
-    Falls back to structlog's functions if its internals ever change."""
+    one ``ContextVar.set`` (``bind``, structlog's variable's own ``set``) undone by one
+    ``reset``; per RPC, the request id. Falls back to structlog's functions if its
+    internals ever change."""
 
     def __init__(self, key: str) -> None:
         self._key = key
+        self.bind: Callable[[Any], Any] = self._bind_through_structlog
+        self.reset: Callable[[Any], Any] = self._reset_through_structlog
         self._variable: contextvars.ContextVar[Any] | None = None
         variables = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
         prefix = getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", None)
@@ -271,18 +299,22 @@ class ContextBinding:
             variable = variables.get(prefix + key)
             if isinstance(variable, contextvars.ContextVar):
                 self._variable = variable
+                self.bind = variable.set  # the token to hand to reset
+                self.reset = variable.reset
 
-    def bind(self, value: Any) -> Any:
-        """Bind ``value``; the token to hand to ``reset``."""
+    def get(self) -> Any:
+        """The bound value; None when nothing is."""
         if self._variable is not None:
-            return self._variable.set(value)
-        return structlog.contextvars.bind_contextvars(**{self._key: value})  # pragma: no cover
-
-    def reset(self, token: Any) -> None:
-        if self._variable is not None:
-            self._variable.reset(token)
+            value = self._variable.get()
         else:  # pragma: no cover - see bind
-            structlog.contextvars.reset_contextvars(**token)
+            value = structlog.contextvars.get_contextvars().get(self._key)
+        return None if value is Ellipsis else value
+
+    def _bind_through_structlog(self, value: Any) -> Any:  # pragma: no cover - see bind
+        return structlog.contextvars.bind_contextvars(**{self._key: value})
+
+    def _reset_through_structlog(self, token: Any) -> None:  # pragma: no cover - see bind
+        structlog.contextvars.reset_contextvars(**token)
 
 
 def configure_logging(*, fmt: str = "json", level: str = "info") -> None:

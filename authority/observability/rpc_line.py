@@ -88,26 +88,21 @@ def enabled(current: JsonChain | None) -> bool:
 
 
 class _Timestamps:
-    """``TimeStamper(fmt="iso", utc=True)``'s text, its date and time formatted once a second."""
+    """``TimeStamper(fmt="iso", utc=True)``'s date and time, formatted once a second."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self.last = (-1, "")  # (second, its text)
 
-    def iso(self, now_ns: int) -> str:
-        second, nanoseconds = divmod(now_ns, 1_000_000_000)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        micro = nanoseconds // 1000
-        # datetime.isoformat leaves out a zero fraction.
-        return f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
+    def prefix(self, second: int) -> str:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        self.last = (second, text)
+        return text
 
 
 _TIMESTAMPS = _Timestamps()
 _OK = grpc.StatusCode.OK
 _time_ns = time.time_ns
-_write_later = STDOUT.write_later
+_encode = encode_basestring_ascii
 _PEERS: dict[str, str] = {}  # peer -> its scrubbed JSON text (peers repeat per connection)
 _MAX_PEERS = 4096
 
@@ -206,19 +201,25 @@ def _tail(extra: tuple[Processor, ...]) -> str | None:
 
 
 class RpcLine:
-    """The line of one method: its constant parts rendered once. Written in two steps:
-    what the line says is captured as the call ends; its text is rendered when stdout is
-    flushed (``STDOUT.write_later``), with the other lines of that moment."""
+    """The line of one method: its constant parts rendered once, as %-format templates.
+    Written in two steps: what the line says is captured as the call ends (one tuple,
+    ``write``); its text is rendered when stdout is flushed, with the other lines of that
+    moment (``render_records``: one %-format per line)."""
 
     def __init__(self, method: str) -> None:
         self.method = method
-        self._method = f'"method": {_string(method)}, "peer": '
-        self._text = self.text  # bound once: write() hands it over on every call
+        head = '{"method": ' + _string(method).replace("%", "%%") + ', "peer": %s, '
+        head += '"principal": %s, "latency_ms": %r, "code": "%s", "event": "rpc"'
+        # the request id alone (as a rule), its value rendered with the batch
+        self._bound_id = head + ', "request_id": %s, "level": "info", "timestamp": "%s"}\n'
+        # any other bound variables, and the chain's extra keys, rendered as captured
+        self._bound_any = head + '%s, "level": "info", "timestamp": "%s"%s}\n'
+        self._records = STDOUT.records
+        self._add = STDOUT.add_record
 
-    def write(
+    def write(  # noqa: PLR0917 - called positionally on every call
         self,
         current: JsonChain | None,
-        *,
         peer: str,
         who: str | None,
         elapsed: float,
@@ -229,12 +230,26 @@ class RpcLine:
         ``request_id``: the one the call bound, if it bound one)."""
         latency_ms = round(elapsed * 1000, 3)
         if current is not None:
-            items = _context_items(request_id)
-            tail = _tail(current.extra) if current.extra else ""
-            if items is not None and tail is not None:
-                name = "OK" if code is _OK else code.name  # .name is a descriptor call
-                fields = (items, peer, who, latency_ms, name, _time_ns(), tail)
-                _write_later(self._text, fields)
+            name = "OK" if code is _OK else code.name  # .name is a descriptor call
+            bound = _BOUND
+            if (
+                request_id is not None
+                and not current.extra
+                and bound is not None
+                and len(bound) == 1
+                and _ONLY_REQUEST_ID in bound
+            ):  # only ever the request id bound, and this call's: no lookup
+                records = self._records
+                records.append(
+                    (self._bound_id, peer, who, latency_ms, name, request_id, _time_ns())
+                )
+                due = STDOUT._flushing_on  # what STDOUT.add_record checks, inline
+                if len(records) == 1 or due is None or not due.is_running():
+                    STDOUT.arrange_flush()
+                return
+            record = self._record(current, peer, who, latency_ms, name, _time_ns(), request_id)
+            if record is not None:
+                self._add(record)
                 return
         log.info(
             EVENT,
@@ -244,6 +259,25 @@ class RpcLine:
             latency_ms=latency_ms,
             code=code.name,
         )
+
+    def _record(  # noqa: PLR0917
+        self,
+        chain: JsonChain,
+        peer: str,
+        who: str | None,
+        latency_ms: float,
+        code: str,
+        now_ns: int,
+        request_id: str | None = None,
+    ) -> tuple[Any, ...] | None:
+        """The fields of a line whose bound variables are not the request id alone,
+        those rendered now; None where only the chain can render them."""
+        items = _context_items(request_id)
+        tail = _tail(chain.extra)
+        if items is None or tail is None:
+            return None
+        bound = "".join([f", {_pair(key, value)}" for key, value in items])
+        return (self._bound_any, peer, who, latency_ms, code, bound, now_ns, tail)
 
     def render(
         self,
@@ -257,31 +291,35 @@ class RpcLine:
     ) -> str | None:
         """The line, newline included, as ``chain`` would render it now; None where
         only the chain can (a context variable that is not a string)."""
-        items = _context_items()
-        tail = _tail(chain.extra)
-        if items is None or tail is None:
-            return None
-        return self.text(items, peer, who, latency_ms, code, now_ns, tail)
+        record = self._record(chain, peer, who, latency_ms, code, now_ns)
+        return None if record is None else render_records([record])
 
-    def text(  # noqa: PLR0917 - called with the captured tuple
-        self,
-        items: Items,
-        peer: str,
-        who: str | None,
-        latency_ms: float,
-        code: str,
-        now_ns: int,
-        tail: str,
-    ) -> str:
-        if len(items) == 1:  # the request id, as a rule
-            ((key, value),) = items
-            bound = f", {_pair(key, value)}"
-        else:
-            bound = "".join([f", {_pair(key, value)}" for key, value in items])
-        principal_text = "null" if who is None else _string(who)
-        return (
-            f"{{{self._method}{_peer(peer)}, "
-            f'"principal": {principal_text}, "latency_ms": {latency_ms!r}, '
-            f'"code": "{code}", "event": "rpc"{bound}, "level": "info", '
-            f'"timestamp": "{_TIMESTAMPS.iso(now_ns)}"{tail}}}\n'
-        )
+
+def render_records(records: list[tuple[Any, ...]]) -> str:
+    """The lines of captured ``records`` (``RpcLine.write``), one %-format each."""
+    peers = _PEERS
+    stamps = _TIMESTAMPS
+    last_second, prefix = stamps.last
+    lines = []
+    for template, peer, who, latency_ms, code, bound, now_ns, *tail in records:
+        peer_text = peers.get(peer)
+        if peer_text is None:
+            peer_text = _peer(peer)
+        second, nanoseconds = divmod(now_ns, 1_000_000_000)
+        if second != last_second:
+            last_second, prefix = second, stamps.prefix(second)
+        micro = nanoseconds // 1000
+        # datetime.isoformat leaves out a zero fraction.
+        stamp = "%s.%06dZ" % (prefix, micro) if micro else prefix + "Z"  # noqa: UP031
+        who_text = "null" if who is None else _string(who)
+        if tail:
+            lines.append(template % (peer_text, who_text, latency_ms, code, bound, stamp, tail[0]))
+            continue
+        # the request id: scrubbed only if it may hold a secret (logging.might_hold_secret)
+        secret = "_" in bound or "eyJ" in bound or "-----BEGIN" in bound
+        request_id = _encode(scrub(bound) if secret else bound)
+        lines.append(template % (peer_text, who_text, latency_ms, code, request_id, stamp))
+    return "".join(lines)
+
+
+STDOUT.render_records = render_records

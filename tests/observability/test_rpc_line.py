@@ -4,7 +4,9 @@ buffered stdout keeps every line and their order; handlers are wrapped once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +16,8 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authority.api.handler_wrapping import Handler, Registrar
+from authority.api.handler_wrapping import Handler, Registrar, call_metadata
+from authority.api.request_context import REQUEST_ID
 from authority.observability import logging as observability_logging
 from authority.observability import rpc_line
 from authority.observability.logging import (
@@ -109,6 +112,39 @@ def test_the_direct_line_is_the_chains_line_byte_for_byte(
     direct, expected = contextvars.copy_context().run(both)
     assert direct == expected
     assert JWT not in direct
+
+    # What a call writes (the request id alone bound: captured as a tuple, rendered with
+    # its batch) is that line too.
+    def written() -> tuple[str, str]:
+        token = REQUEST_ID.bind(request_id)
+        clock, rpc_line._time_ns = rpc_line._time_ns, lambda: now_ns
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                elapsed = latency_ms / 1000
+                line.write(
+                    JsonChain(chain, (), info=True),
+                    peer,
+                    who,
+                    elapsed,
+                    grpc.StatusCode[code],
+                    request_id,
+                )
+                STDOUT.flush()
+            event = {
+                "method": method,
+                "peer": peer,
+                "principal": who,
+                "latency_ms": round(elapsed * 1000, 3),
+                "code": code,
+                "event": "rpc",
+            }
+            return out.getvalue(), _chain_line(chain, now_ns, event)
+        finally:
+            rpc_line._time_ns = clock
+            REQUEST_ID.reset(token)
+
+    direct, expected = contextvars.copy_context().run(written)
+    assert direct == expected
 
 
 def test_the_lines_own_keys_are_not_sensitive() -> None:
@@ -246,3 +282,22 @@ def test_every_handler_is_wrapped_once_whichever_way_it_is_registered() -> None:
     assert wrapped == ["/a.S/M", "/b.S/N"]
     with pytest.raises(RuntimeError, match="registered twice"):
         registrar.add_registered_method_handlers("a.S", {"M": handler})
+
+
+def test_the_lookup_hands_the_calls_metadata_to_its_handler() -> None:
+    """The wrapper reads the metadata grpc.aio converted for the lookup, not a copy."""
+    server = _Server()
+    registrar = Registrar(server, lambda method, handler: handler)  # type: ignore[arg-type]
+    registrar.add_registered_method_handlers(
+        "a.S", {"M": grpc.unary_unary_rpc_method_handler(_echo)}
+    )
+    (table,) = server.generic
+    details = _Details("/a.S/M")
+    details.invocation_metadata = (("x-request-id", "r-7"),)
+
+    def lookup() -> Any:
+        table.service(details)
+        return call_metadata.get()
+
+    assert contextvars.copy_context().run(lookup) is details.invocation_metadata
+    assert contextvars.Context().run(call_metadata.get) is None  # nothing handed over
