@@ -96,6 +96,7 @@ class Round:
     tokens: list[str] = field(default_factory=list)
     refused: Counter[Code] = field(default_factory=Counter)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    warm: asyncio.Event = field(default_factory=asyncio.Event)  # every kind of call answered
 
     async def issuing(self, replica: Replica, request: token_pb2.IssueRequest) -> None:
         while not self.stop.is_set():
@@ -106,7 +107,8 @@ class Round:
                 await asyncio.sleep(0.001)
             else:
                 self.tokens.append(answer.tokens.access_token)
-
+                if len(self.tokens) >= 40:
+                    self.warm.set()
 
 
 async def _change(admin: admin_pb2_grpc.AdminServiceStub, action: str, client_id: str) -> str:
@@ -151,8 +153,7 @@ async def _round(replicas: list[Replica], action: str, name: str, index: int) ->
         for _ in range(EXCHANGERS)
     ]
     running = [asyncio.create_task(loop) for loop in loops]
-    while len(state.tokens) < 40:  # every kind of call is in flight
-        await asyncio.sleep(0.02)
+    await state.warm.wait()
     new_secret = await _change(admin, action, client_id)
     await asyncio.sleep(0.2)  # calls that read the client before the change still answer
     state.stop.set()
@@ -200,7 +201,7 @@ async def _attack(servers: list[ServerProcess], action: str) -> None:
         total: Counter[str] = Counter()
         for index in range(ROUNDS):
             total += await _round(replicas, action, name, index)
-        print(f"{action} on {len(servers)} replica(s): {dict(total)}")  # noqa: T201
+        print(f"{action} on {len(servers)} replica(s): {dict(total)}")
     finally:
         for replica in replicas:
             await replica.channel.close()
