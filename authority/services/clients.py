@@ -142,18 +142,21 @@ class ClientService:
             raise NotFound(f"no client with id {client_id!r}")
         return client
 
-    async def rotate_secret(self, client_id: str) -> str:
-        """A new secret; every token issued to the client until now is revoked, and no call
-        that authenticated with the old secret gets a token after this returns."""
+    async def rotate_secret(self, client_id: str, *, keep_tokens: bool = False) -> str:
+        """A new secret; no call that authenticated with the old secret gets a token after
+        this returns (the generation changes). Every token and session issued through the
+        client until now is revoked too, unless ``keep_tokens`` (a routine rotation)."""
         client = await self.get(client_id)
         if not client.confidential:
             raise InvalidArgument(f"client {client_id!r} is public and has no secret")
         secret = new_client_secret()
         change = await self._revocations.change_client(
             client_id,
-            revoke=True,
+            revoke=not keep_tokens,
             secret_hash=secret_digest(secret),
-            events=(self._event("client.secret_rotated", client_id),),
+            events=(
+                self._event("client.secret_rotated", client_id, tokens_revoked=not keep_tokens),
+            ),
         )
         if change.client is None:
             raise NotFound(f"no client with id {client_id!r}")

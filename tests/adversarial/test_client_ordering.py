@@ -6,8 +6,10 @@ deletes it or rotates its secret. Once the admin call returned, every access tok
 of those calls received, before or after, must verify as REVOKED on every replica: a
 call that read the client before the change either committed first (and the change's
 revocation covers its token, whatever the clock of the replica that minted it) or
-answers UNAUTHENTICATED and returns nothing. A re-enabled client, and the rotated
-secret, get VALID tokens at once.
+answers UNAUTHENTICATED and returns nothing. A rotation with ``keep_tokens`` revokes
+nothing, so there every token received must be VALID and minted before the rotation
+returned: no call with the old secret committed a token after it. A re-enabled client,
+and the rotated secret, get VALID tokens at once.
 
 Runs on the embedded SQLite default and on two PostgreSQL + Redis replicas.
 ``AUTHORITY_TEST_CLIENT_ORDERING_ROUNDS`` sets the rounds per action.
@@ -16,7 +18,10 @@ Runs on the embedded SQLite default and on two PostgreSQL + Redis replicas.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -113,8 +118,10 @@ class Round:
 
 async def _change(admin: admin_pb2_grpc.AdminServiceStub, action: str, client_id: str) -> str:
     """Make the change; the new secret for a rotation, else ""."""
-    if action == "rotate":
-        request = admin_pb2.RotateClientSecretRequest(id=client_id)
+    if action in {"rotate", "rotate-keep"}:
+        request = admin_pb2.RotateClientSecretRequest(
+            id=client_id, keep_tokens=action == "rotate-keep"
+        )
         return (await admin.RotateClientSecret(request, metadata=ADMIN, timeout=30)).client_secret
     if action == "disable":
         disable = admin_pb2.SetClientDisabledRequest(id=client_id, disabled=True)
@@ -155,6 +162,7 @@ async def _round(replicas: list[Replica], action: str, name: str, index: int) ->
     running = [asyncio.create_task(loop) for loop in loops]
     await state.warm.wait()
     new_secret = await _change(admin, action, client_id)
+    returned = time.time()
     await asyncio.sleep(0.2)  # calls that read the client before the change still answer
     state.stop.set()
     await asyncio.gather(*running)
@@ -164,6 +172,12 @@ async def _round(replicas: list[Replica], action: str, name: str, index: int) ->
         for token in state.tokens:
             verdict = await replica.verdict(token)
             verdicts[verdict] += 1
+            if action == "rotate-keep":
+                assert verdict == "VERIFY_RESULT_VALID", (action, verdict, replica_index)
+                assert _issued_at(token) <= returned, (
+                    "a call with the old secret got a token minted after the rotation returned"
+                )
+                continue
             assert verdict == "VERIFY_RESULT_REVOKED", (
                 f"{action}: a token received by a call in flight is {verdict}"
                 f" on replica {replica_index}"
@@ -175,7 +189,7 @@ async def _round(replicas: list[Replica], action: str, name: str, index: int) ->
         enable = admin_pb2.SetClientDisabledRequest(id=client_id, disabled=False)
         await admin.SetClientDisabled(enable, metadata=ADMIN, timeout=30)
         fresh = secret
-    elif action == "rotate":
+    elif action in {"rotate", "rotate-keep"}:
         fresh = new_secret
     if fresh:  # valid at once, on every replica, with nothing waiting
         for replica in replicas:
@@ -207,7 +221,12 @@ async def _attack(servers: list[ServerProcess], action: str) -> None:
             await replica.channel.close()
 
 
-@pytest.mark.parametrize("action", ["disable", "delete", "rotate"])
+def _issued_at(token: str) -> float:
+    payload = token.split(".")[1]
+    return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iat"])
+
+
+@pytest.mark.parametrize("action", ["disable", "delete", "rotate", "rotate-keep"])
 def test_no_token_minted_for_a_changed_client_stays_valid(
     servers: list[ServerProcess], action: str
 ) -> None:
