@@ -105,7 +105,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def RotateClientSecret(
         self, request: admin_pb2.RotateClientSecretRequest, context: Context
     ) -> admin_pb2.RotateClientSecretResponse:
-        secret = await self._clients.rotate_secret(request.id)
+        secret = await self._clients.rotate_secret(request.id, keep_tokens=request.keep_tokens)
         return admin_pb2.RotateClientSecretResponse(client_secret=secret)
 
     @rpc

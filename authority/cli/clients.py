@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 )
             )
         elif command == "rotate-secret":
-            print(client.rotate_client_secret(args.id))
+            print(client.rotate_client_secret(args.id, keep_tokens=args.keep_tokens))
         elif command in {"disable", "enable"}:
             print_message(client.set_client_disabled(args.id, command == "disable"))
         else:

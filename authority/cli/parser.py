@@ -129,12 +129,21 @@ def _add_clients(commands: Commands) -> None:
         )
     for name, text in (
         ("get", "show a client's policy"),
-        ("rotate-secret", "replace a confidential client's secret (printed once)"),
         ("disable", "disable a client and revoke its tokens"),
         ("enable", "enable a client again"),
         ("delete", "delete a client and revoke its tokens"),
     ):
         client_commands.add_parser(name, help=text).add_argument("id")
+    rotate = client_commands.add_parser(
+        "rotate-secret",
+        help="replace a confidential client's secret (printed once) and revoke its tokens",
+    )
+    rotate.add_argument("id")
+    rotate.add_argument(
+        "--keep-tokens",
+        action="store_true",
+        help="keep the tokens and sessions issued through the client (a routine rotation)",
+    )
 
 
 def _add_token(commands: Commands) -> None:

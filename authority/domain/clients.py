@@ -53,6 +53,11 @@ class Client:
     # security-sensitive ones only in ``sensitive_claims``, registered on purpose.
     allowed_claims: frozenset[str] = frozenset()
     sensitive_claims: frozenset[str] = frozenset()
+    # Grows with every change of the client: a token minted for it is committed only
+    # while the stored row is still at the generation it was authenticated under.
+    # ``changed_at`` is its last revocation instant: new tokens carry a later ``iat``.
+    generation: int = 0
+    changed_at: datetime | None = None
 
     @property
     def confidential(self) -> bool:

@@ -27,7 +27,6 @@ from authority.domain.clients import Client, GrantType, validate_client
 from authority.domain.clock import Clock
 from authority.domain.errors import ClientUnauthenticated, InvalidArgument, NotFound
 from authority.domain.events import CLIENT, Event, new_event
-from authority.domain.revocation import RevocationKind
 from authority.services.revocations import RevocationService
 from authority.services.shared_reads import SharedReads
 from authority.store.base import ClientStore
@@ -143,16 +142,24 @@ class ClientService:
             raise NotFound(f"no client with id {client_id!r}")
         return client
 
-    async def rotate_secret(self, client_id: str) -> str:
+    async def rotate_secret(self, client_id: str, *, keep_tokens: bool = False) -> str:
+        """A new secret; no call that authenticated with the old secret gets a token after
+        this returns (the generation changes). Every token and session issued through the
+        client until now is revoked too, unless ``keep_tokens`` (a routine rotation)."""
         client = await self.get(client_id)
         if not client.confidential:
             raise InvalidArgument(f"client {client_id!r} is public and has no secret")
         secret = new_client_secret()
-        await self._store.update_client(
+        change = await self._revocations.change_client(
             client_id,
+            revoke=not keep_tokens,
             secret_hash=secret_digest(secret),
-            events=(self._event("client.secret_rotated", client_id),),
+            events=(
+                self._event("client.secret_rotated", client_id, tokens_revoked=not keep_tokens),
+            ),
         )
+        if change.client is None:
+            raise NotFound(f"no client with id {client_id!r}")
         return secret
 
     async def set_allowed_claims(
@@ -167,10 +174,14 @@ class ClientService:
             allowed_claims=sorted(ordinary),
             allowed_sensitive_claims=sorted(chosen),
         )
-        updated = await self._store.update_client(
-            client_id, allowed_claims=ordinary, sensitive_claims=chosen, events=(event,)
+        change = await self._revocations.change_client(
+            client_id,
+            revoke=False,
+            allowed_claims=ordinary,
+            sensitive_claims=chosen,
+            events=(event,),
         )
-        if updated is None:
+        if change.client is None:
             raise NotFound(f"no client with id {client_id!r}")
         if chosen:
             log.warning(
@@ -178,25 +189,30 @@ class ClientService:
                 client_id=client_id,
                 claims=sorted(chosen),
             )
-        return updated
+        return change.client
 
     async def set_disabled(self, client_id: str, disabled: bool) -> Client:
+        """Disabling ends every session and token of the client; enabling ends none. Both
+        are changes of the client: a call in flight that read the old state gets no token."""
         await self.get(client_id)
-        if disabled:
-            await self._revocations.revoke(RevocationKind.CLIENT, client_id)
         event = self._event("client.disabled" if disabled else "client.enabled", client_id)
-        updated = await self._store.update_client(client_id, disabled=disabled, events=(event,))
-        if updated is None:
+        change = await self._revocations.change_client(
+            client_id, revoke=disabled, disabled=disabled, events=(event,)
+        )
+        if change.client is None:
             raise NotFound(f"no client with id {client_id!r}")
-        return updated
+        return change.client
 
     async def delete(self, client_id: str) -> bool:
         if not client_id or await self._store.get_client(client_id) is None:
             return False
-        await self._revocations.revoke(RevocationKind.CLIENT, client_id)
-        return await self._store.delete_client(
-            client_id, events=(self._event("client.deleted", client_id),)
+        change = await self._revocations.change_client(
+            client_id,
+            revoke=True,
+            delete=True,
+            events=(self._event("client.deleted", client_id),),
         )
+        return change.client is not None
 
 
 def default_client(

@@ -16,6 +16,7 @@ from authority.domain.claims import authorize_claims, check_exchange_claims
 from authority.domain.clients import Client, Grant, GrantType, authorize
 from authority.domain.clock import Clock
 from authority.domain.errors import (
+    ClientUnauthenticated,
     GrantDisabled,
     InvalidArgument,
     PermissionDenied,
@@ -37,10 +38,11 @@ from authority.services.clients import ClientService
 from authority.services.group_commit import GroupCommit
 from authority.services.minter import TokenMinter, TokenPair
 from authority.services.passwords import PasswordHasher
-from authority.store.base import Store
+from authority.store.base import IssuedToken, Store
 from authority.tokens.verifier import TokenVerifier
 
 _BAD_CREDENTIALS = "invalid principal or password"
+_BAD_CLIENT = "invalid client credentials"
 
 
 def _login_password(password: str) -> str:
@@ -195,12 +197,15 @@ class ClientAuthenticator:
 
 class ClientCredentialsGrant:
     """A client acting for itself: an access token whose subject is the client. Nothing is
-    stored but the ``token.issued`` event, committed before the token is returned; the
-    events of concurrent calls share a transaction (``GroupCommit``)."""
+    stored but the ``token.issued`` event, committed before the token is returned, and only
+    while the client's row is still enabled and at the generation it was authenticated
+    under (``record_issued``): a client change that committed meanwhile makes the call
+    UNAUTHENTICATED, and it returns no token. The events of concurrent calls share a
+    transaction (``GroupCommit``); a refused one fails only its own call."""
 
     def __init__(self, *, minter: TokenMinter, store: Store, clients: ClientAuthenticator) -> None:
         self._minter = minter
-        self._events = GroupCommit(store.append_events)
+        self._events: GroupCommit[IssuedToken] = GroupCommit(store.record_issued)
         self._clients = clients
 
     async def issue(
@@ -216,9 +221,10 @@ class ClientCredentialsGrant:
         grant = authorize(client, GrantType.CLIENT_CREDENTIALS, audience=audience, scope=scope)
         # No session: the token carries no `sid` (RFC 9068; deploy/envoy relies on it).
         pair = self._minter.access_only(client.id, client, grant, {}, session=False)
-        await self._events.append(
-            self._minter.issued(pair, client.id, client, GrantType.CLIENT_CREDENTIALS)
-        )
+        issued = self._minter.issued_token(pair, client, GrantType.CLIENT_CREDENTIALS)
+        if not await self._events.append(issued):
+            # Disabled, deleted or its secret rotated after this call read it.
+            raise ClientUnauthenticated(_BAD_CLIENT)
         return pair
 
 
@@ -290,8 +296,17 @@ class TokenExchangeGrant:
             not_after=not_after(subject, actor),
         )
         if pair is None:
+            if await self._client_changed(client):
+                raise ClientUnauthenticated(_BAD_CLIENT)
             raise Unauthenticated("the subject's credentials changed during the exchange")
         return pair
+
+    async def _client_changed(self, client: Client) -> bool:
+        """Whether ``client`` is no longer as authenticated (disabled, deleted, changed):
+        then a refused session write is the client's doing, and the answer is the one an
+        unknown or disabled client gets."""
+        stored = await self._store.get_client(client.id)
+        return stored is None or stored.disabled or stored.generation != client.generation
 
     def _valid(self, token: str, client_id: str, what: str) -> AccessClaims:
         """The claims of one of our valid access tokens (signature, type, issuer, time,
@@ -331,6 +346,8 @@ class TokenExchangeGrant:
             principal, client, grant, extra, GrantType.TOKEN_EXCHANGE
         )
         if pair is None:
+            if await self._client_changed(client):
+                raise ClientUnauthenticated(_BAD_CLIENT)
             raise PermissionDenied(
                 "the subject was changed, disabled or deleted during the exchange; retry"
             )

@@ -26,7 +26,7 @@ from authority.domain.revocation import RevocationSet
 from authority.domain.sessions import RefreshRecord, Session, successor_expiry
 from authority.domain.tokens import issued_at
 from authority.keys.manager import KeyManager
-from authority.store.base import Store
+from authority.store.base import IssuedToken, Store
 from authority.tokens.jws import sign
 
 REFRESH_PREFIX = "rt_"
@@ -61,6 +61,8 @@ class TokenPair:
     # The access token's sub, for the call's rpc line; in process only, as token_id (a
     # replayed pair has none, and the line reads it from the token instead).
     subject: str = field(default="", compare=False)
+    # The access token's iat, in process only, as token_id (what a client's row records).
+    issued_at: float = field(default=0.0, compare=False)
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -143,6 +145,11 @@ class TokenMinter:
             expires_at=pair.access_expires_at,
         )
 
+    def issued_token(self, pair: TokenPair, client: Client, grant: GrantType) -> IssuedToken:
+        """A client's own token, to commit only while the client is as authenticated."""
+        event = self.issued(pair, client.id, client, grant)
+        return IssuedToken(event, client.id, client.generation, pair.issued_at)
+
     # -- sessions -------------------------------------------------------------
 
     async def start_session(
@@ -174,7 +181,11 @@ class TokenMinter:
             scope=list(session.scope),
         )
         stored = await self._store.create_session(
-            session, record, events=(*before, started), generation=principal.generation
+            session,
+            record,
+            events=(*before, started),
+            generation=principal.generation,
+            client_generation=_generation(client),
         )
         return pair if stored else None
 
@@ -191,7 +202,8 @@ class TokenMinter:
         """An access token without a refresh token, for a principal. Its ``sid`` is stored
         as a session without refresh tokens (until the token's end of life), under the same
         generation check as a login, so a credential change orders it the same way and
-        revokes its token by ``sid``. None when the principal changed meanwhile."""
+        revokes its token by ``sid``; the same for a change of the client. None when the
+        principal or the client changed meanwhile."""
         pair = self.access_only(
             principal.id,
             client,
@@ -200,35 +212,35 @@ class TokenMinter:
             changed_at=principal.credentials_changed_at,
             not_after=not_after,
         )
-        now = self._clock.now()
         session = Session(
             id=pair.session_id,
             subject=principal.id,
             client_id=client.id,
             audience=grant.audience,
             scope=grant.scope,
-            created_at=now,
+            # Never before the token's iat: a client revocation covers what it ends by it.
+            created_at=_not_before_iat(self._clock.now(), pair.issued_at),
             idle_ttl=client.access_token_ttl,
             absolute_expires_at=datetime.fromtimestamp(pair.access_expires_at + self._leeway, UTC),
         )
         issued = self.issued(pair, principal.id, client, grant_type)
         stored = await self._store.create_session(
-            session, None, events=(*before, issued), generation=principal.generation
+            session,
+            None,
+            events=(*before, issued),
+            generation=principal.generation,
+            client_generation=_generation(client),
         )
         return pair if stored else None
 
     def successor(
         self, session: Session, client: Client, now: datetime, changed_at: datetime | None
     ) -> tuple[TokenPair, RefreshRecord]:
-        """The session's next pair and the record of its refresh token (not stored)."""
+        """The session's next pair and the record of its refresh token (not stored). The
+        record is issued no earlier than the access token's ``iat``: a client revocation
+        covers the tokens of the sessions it ends by their records."""
         token = new_refresh_token()
-        record = RefreshRecord(
-            token_hash=refresh_token_hash(token),
-            session_id=session.id,
-            issued_at=now,
-            expires_at=successor_expiry(session, now),
-        )
-        access, expires, token_id = self._mint(
+        access, expires, token_id, iat = self._mint(
             subject=session.subject,
             audience=session.audience,
             scope=session.scope,
@@ -236,6 +248,12 @@ class TokenMinter:
             session_id=session.id,
             extra={},
             changed_at=changed_at,
+        )
+        record = RefreshRecord(
+            token_hash=refresh_token_hash(token),
+            session_id=session.id,
+            issued_at=_not_before_iat(now, iat),
+            expires_at=successor_expiry(session, now),
         )
         pair = TokenPair(
             access,
@@ -247,6 +265,7 @@ class TokenMinter:
             record.expires_at,
             token_id,
             session.subject,
+            iat,
         )
         return pair, record
 
@@ -267,7 +286,7 @@ class TokenMinter:
         session (``access_session``). With ``session`` False (a client acting for itself)
         no session stands behind it, so it carries no ``sid`` (RFC 9068)."""
         session_id = "s_" + secrets.token_urlsafe(16) if session else ""
-        access, expires, token_id = self._mint(
+        access, expires, token_id, iat = self._mint(
             subject=subject,
             audience=grant.audience,
             scope=grant.scope,
@@ -285,17 +304,20 @@ class TokenMinter:
             grant.scope,
             token_id=token_id,
             subject=subject,
+            issued_at=iat,
         )
 
     def _not_before(
-        self, subject: str, client_id: str, changed_at: datetime | None
+        self, subject: str, client: Client, changed_at: datetime | None
     ) -> float | None:
-        """The latest instant a new token of ``subject`` through ``client_id`` must be
-        issued after: the principal's last credential change (read with the generation the
-        session insert checks) and the subject and client revocations in the view."""
-        times = [self._view.not_before(subject, client_id)]
-        if changed_at is not None:
-            times.append(changed_at.timestamp())
+        """The latest instant a new token of ``subject`` through ``client`` must be issued
+        after: the principal's last credential change and the client's last revocation
+        (each read with the generation its write checks), and the subject and client
+        revocations in the view."""
+        times = [self._view.not_before(subject, client.claim_id)]
+        for changed in (changed_at, client.changed_at):
+            if changed is not None:
+                times.append(changed.timestamp())
         return max((t for t in times if t is not None), default=None)
 
     def _mint(
@@ -309,11 +331,12 @@ class TokenMinter:
         extra: dict[str, Any],
         changed_at: datetime | None = None,
         not_after: int | None = None,
-    ) -> tuple[str, int, str]:
-        """The token, its ``exp`` and its ``jti``. Every token carries ``client_id`` (RFC
-        9068), and ``sid`` only when a session stands behind it. ``iat`` follows the
-        subject's last credential change and any subject or client revocation this process
-        knows of (``issued_at``); ``nbf`` and ``exp`` are whole seconds."""
+    ) -> tuple[str, int, str, float]:
+        """The token, its ``exp``, its ``jti`` and its ``iat``. Every token carries
+        ``client_id`` (RFC 9068), and ``sid`` only when a session stands behind it. ``iat``
+        follows the subject's last credential change, the client's last revocation and any
+        subject or client revocation this process knows of (``issued_at``); ``nbf`` and
+        ``exp`` are whole seconds."""
         signer = self._keys.snapshot().signer
         if signer is None:
             raise Unavailable("no signing key is active")
@@ -323,13 +346,14 @@ class TokenMinter:
         if not_after is not None:
             # A token exchange never outlives the tokens it was exchanged for.
             expires = min(expires, not_after)
+        iat = issued_at(stamp, self._not_before(subject, client, changed_at))
         claims: dict[str, Any] = {
             **extra,
             "iss": self._issuer,
             "sub": subject,
             "aud": audience[0] if len(audience) == 1 else list(audience),
             "exp": expires,
-            "iat": issued_at(stamp, self._not_before(subject, client.claim_id, changed_at)),
+            "iat": iat,
             "nbf": now,
             "jti": secrets.token_urlsafe(16),
             "client_id": client.claim_id,
@@ -338,4 +362,15 @@ class TokenMinter:
             claims["sid"] = session_id
         if scope:
             claims["scope"] = " ".join(scope)
-        return sign(claims, signer), expires, claims["jti"]
+        return sign(claims, signer), expires, claims["jti"], iat
+
+
+def _generation(client: Client) -> int | None:
+    """The generation a session of ``client`` is stored under (the built-in default
+    client has no row, and no generation to check)."""
+    return client.generation if client.id else None
+
+
+def _not_before_iat(now: datetime, iat: float) -> datetime:
+    """``now``, or the token's ``iat`` when that is later (a fraction after a revocation)."""
+    return max(now, datetime.fromtimestamp(iat, UTC))

@@ -32,7 +32,13 @@ from authority.domain.revocation import (
 )
 from authority.ports.fanout import Fanout, LocalFanout
 from authority.services.revocation_feed import RevocationFeed
-from authority.store.base import CredentialChange, CredentialStore, RevocationStore
+from authority.store.base import (
+    ClientChange,
+    ClientStore,
+    CredentialChange,
+    CredentialStore,
+    RevocationStore,
+)
 
 # How far back each poll looks before the previous one: longer than any transaction.
 POLL_OVERLAP = timedelta(seconds=5)
@@ -61,8 +67,8 @@ class AppliedChange:
         return self.change.principal
 
 
-class RevocationsStore(RevocationStore, CredentialStore, Protocol):
-    """The facets of the store that revocations and credential changes use."""
+class RevocationsStore(RevocationStore, CredentialStore, ClientStore, Protocol):
+    """The facets of the store that revocations, credential and client changes use."""
 
 
 class RevocationService:
@@ -144,6 +150,9 @@ class RevocationService:
             change = await self.change_credentials(value, revoke=True, events=events, reason=reason)
             return change.at
         now = self._clock.now()
+        if kind is RevocationKind.CLIENT:
+            await self.change_client(value, revoke=True, events=events, reason=reason)
+            return now
         stamp = now.timestamp()
         expires = expires_at if expires_at is not None else stamp + self._horizon
         if kind in (RevocationKind.TOKEN, RevocationKind.SESSION):
@@ -238,6 +247,65 @@ class RevocationService:
                 log.warning("revocation.fanout_unavailable", kind=recorded.kind.value)
                 break
         return AppliedChange(now, change)
+
+    async def change_client(
+        self,
+        client_id: str,
+        *,
+        revoke: bool,
+        secret_hash: bytes | None = None,
+        disabled: bool | None = None,
+        allowed_claims: frozenset[str] | None = None,
+        sensitive_claims: frozenset[str] | None = None,
+        delete: bool = False,
+        events: Sequence[Event] = (),
+        reason: str = "",
+    ) -> ClientChange:
+        """A change of ``client_id`` and, with ``revoke``, the end of every session and
+        token of the client, in one store transaction (``ClientStore.change_client``: its
+        generation grows, so no call that authenticated the client before commits a token
+        after); then the view here, then the followers. The not-before recorded is now, or
+        later if a token committed for the client carries a later ``iat`` (a replica whose
+        clock runs ahead minted it)."""
+        now = self._clock.now()
+
+        def revocation_events(revocation: Revocation) -> tuple[Event, ...]:
+            data = {
+                "kind": RevocationKind.CLIENT.value,
+                "value": client_id,
+                "expires_at": revocation.expires_at,
+            }
+            return (
+                new_event(
+                    "revocation.client",
+                    REVOCATION,
+                    client_id,
+                    at=now,
+                    data=data | ({"reason": reason} if reason else {}),
+                ),
+            )
+
+        change = await self._store.change_client(
+            client_id,
+            at=now,
+            secret_hash=secret_hash,
+            disabled=disabled,
+            allowed_claims=allowed_claims,
+            sensitive_claims=sensitive_claims,
+            delete=delete,
+            revoke_for=timedelta(seconds=self._horizon) if revoke else None,
+            events=events,
+            revocation_events=revocation_events,
+        )
+        if change.revocation is not None:
+            self._add(change.revocation)
+            log.info("revocation.recorded", kind=RevocationKind.CLIENT.value)
+            try:
+                await self._fanout.publish_revocation(change.revocation)
+            except Unavailable:
+                # Durable already: other processes will find it when they poll the store.
+                log.warning("revocation.fanout_unavailable", kind=RevocationKind.CLIENT.value)
+        return change
 
     def received(self, revocation: Revocation) -> None:
         """A revocation from another process, by the fan-out."""

@@ -32,6 +32,25 @@ class CredentialChange:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientChange:
+    """What ``Store.change_client`` did, in one transaction."""
+
+    client: Client | None  # after the change (as it was, if deleted); None: unknown
+    revocation: Revocation | None = None  # the client's not-before, as recorded
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token minted for a client, to commit with its event (``record_issued``): only
+    while the client is enabled and still at ``generation``. ``issued_at`` is its ``iat``."""
+
+    event: Event
+    client_id: str
+    generation: int
+    issued_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshState:
     """What a refresh decides on, read together in one statement: the presented token,
     its session, its successor (if consumed), the session's principal and its client's
@@ -220,6 +239,41 @@ class ClientStore(Protocol):
 
     async def delete_client(self, client_id: str, *, events: Sequence[Event] = ()) -> bool: ...
 
+    async def change_client(
+        self,
+        client_id: str,
+        *,
+        at: datetime,
+        secret_hash: bytes | None = None,
+        disabled: bool | None = None,
+        allowed_claims: frozenset[str] | None = None,
+        sensitive_claims: frozenset[str] | None = None,
+        delete: bool = False,
+        revoke_for: timedelta | None = None,
+        events: Sequence[Event] = (),
+        revocation_events: Callable[[Revocation], Sequence[Event]] | None = None,
+    ) -> ClientChange:
+        """A change of the client, atomically, under its row lock: its generation grows,
+        the given fields change (or the row is deleted), and with ``revoke_for`` every
+        session of the client not yet revoked is revoked and the client's not-before is
+        recorded (lasting ``revoke_for`` after it) and kept as the row's ``changed_at``.
+        The not-before is ``at`` or later: never before a token committed for the client
+        (``record_issued``'s ``issued_until``, or a session it ends), whatever clock minted
+        it. ``revocation_events(revocation)`` are written with it, after ``events``.
+
+        Ordered with ``record_issued`` and ``create_session(..., client_generation=...)``:
+        their write either commits first, and its token is covered here, or finds the new
+        generation and writes nothing. With no such client the revocation (if any) is still
+        recorded."""
+        ...
+
+    async def record_issued(self, issued: Sequence[IssuedToken]) -> list[bool]:
+        """Commit the events of tokens minted for clients, in one transaction: each only
+        while its client is enabled and at its generation (raising the row's
+        ``issued_until`` to its ``iat``); the others write nothing. Per token, whether it
+        was committed."""
+        ...
+
 
 class SessionStore(Protocol):
     """Sessions and their refresh tokens."""
@@ -231,13 +285,16 @@ class SessionStore(Protocol):
         *,
         events: Sequence[Event] = (),
         generation: int | None = None,
+        client_generation: int | None = None,
     ) -> bool:
         """Store a new session with its first refresh token (None: an access-only grant,
         kept so that a credential change can revoke its token), atomically.
 
         With ``generation``, only while the subject is an enabled principal still at that
         credential generation (checked under a lock that orders it with
-        ``change_credentials``); otherwise nothing is written and the answer is False."""
+        ``change_credentials``); with ``client_generation``, only while the session's client
+        is enabled and still at that generation (ordered the same way with
+        ``change_client``); otherwise nothing is written and the answer is False."""
         ...
 
     async def find_refresh(

@@ -124,6 +124,7 @@ CLIENT_COLUMNS = (
     " access_token_ttl, session_idle_ttl, session_absolute_ttl, disabled, created_at,"
     " allowed_claims, allowed_sensitive_claims"
 )
+CLIENT_READ = CLIENT_COLUMNS + ", generation, changed_at"
 
 
 def client_params(c: Codec, client: Client) -> Params:
@@ -145,8 +146,9 @@ def client_params(c: Codec, client: Client) -> Params:
 
 
 def client_from_row(c: Codec, row: Row) -> Client:
+    """A row of ``CLIENT_READ``; never revoked is no change instant (0 or NULL)."""
     (client_id, secret_hash, grants, audiences, scopes, defaults, access, idle, absolute,
-     disabled, created, allowed_claims, sensitive_claims) = row  # fmt: skip
+     disabled, created, allowed_claims, sensitive_claims, generation, changed) = row  # fmt: skip
     return Client(
         id=client_id,
         secret_hash=bytes(secret_hash),
@@ -161,6 +163,8 @@ def client_from_row(c: Codec, row: Row) -> Client:
         created_at=c.read_instant(created),
         allowed_claims=frozenset(c.read_strings(allowed_claims)),
         sensitive_claims=frozenset(c.read_strings(sensitive_claims)),
+        generation=generation,
+        changed_at=c.read_instant(changed) if changed else None,
     )
 
 

@@ -144,9 +144,26 @@ async def test_a_bad_event_fails_alone() -> None:
     outcomes = await asyncio.gather(
         *(commit.append(_event(n)) for n in range(8)), return_exceptions=True
     )
-    failed = [n for n, outcome in enumerate(outcomes) if outcome is not None]
+    failed = [n for n, outcome in enumerate(outcomes) if outcome is not True]
     assert failed == [3]
     assert sorted(log.committed) == sorted(f"t{n}" for n in range(8) if n != 3)
+
+
+async def test_a_refused_event_fails_only_its_caller() -> None:
+    """An append may refuse items without failing (a client changed meanwhile): those
+    callers get False, their neighbours in the same transaction True."""
+    committed: list[str] = []
+
+    async def append(events: Sequence[Event]) -> list[bool]:
+        await asyncio.sleep(0.001)
+        verdicts = [e.aggregate_id != "t2" for e in events]
+        committed.extend(e.aggregate_id for e, ok in zip(events, verdicts, strict=True) if ok)
+        return verdicts
+
+    commit = GroupCommit(append)
+    outcomes = await asyncio.gather(*(commit.append(_event(n)) for n in range(6)))
+    assert outcomes == [n != 2 for n in range(6)]
+    assert "t2" not in committed and len(committed) == 5
 
 
 async def test_no_caller_waits_forever_when_the_appender_is_cancelled() -> None:

@@ -149,17 +149,3 @@ class Credentials(Facet):
             await self._upsert_revocation(conn, session, changed_at)
             recorded.append(session)
         return recorded
-
-    async def _upsert_revocation(
-        self, conn: Connection, revocation: Revocation, recorded_at: object
-    ) -> None:
-        """Record ``revocation``, widening (never narrowing) one already recorded."""
-        greatest = self._db.dialect.greatest
-        await conn.execute(
-            f"INSERT INTO revocations ({rows.REVOCATION_COLUMNS}, recorded_at)"  # noqa: S608
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET"
-            f" issued_before = {greatest}(revocations.issued_before, excluded.issued_before),"
-            f" expires_at = {greatest}(revocations.expires_at, excluded.expires_at),"
-            f" recorded_at = {greatest}(revocations.recorded_at, excluded.recorded_at)",
-            *rows.revocation_params(self._codec, revocation, recorded_at),
-        )

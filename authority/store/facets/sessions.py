@@ -25,7 +25,7 @@ _FIND_REFRESH = (
 REFRESH_STATE = (
     f"SELECT {rows.prefixed('r', rows.REFRESH_COLUMNS)},"  # noqa: S608
     f" {rows.prefixed('s', rows.SESSION_COLUMNS)}, {rows.prefixed('n', rows.REFRESH_COLUMNS)},"
-    f" {rows.prefixed('p', rows.PRINCIPAL_READ)}, {rows.prefixed('c', rows.CLIENT_COLUMNS)}"
+    f" {rows.prefixed('p', rows.PRINCIPAL_READ)}, {rows.prefixed('c', rows.CLIENT_READ)}"
     " FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id"
     " LEFT JOIN refresh_tokens n ON n.token_hash = r.successor_hash"
     " LEFT JOIN principals p ON p.id = s.subject"
@@ -57,7 +57,7 @@ def consume_params(c: Codec, token_hash: bytes, rotation: Rotation) -> tuple[obj
 
 
 def refresh_state_from_row(c: Codec, row: Row) -> RefreshState:
-    """A row of ``REFRESH_STATE``: 7 + 9 + 7 + 7 + 13 columns."""
+    """A row of ``REFRESH_STATE``: 7 + 9 + 7 + 7 + 15 columns."""
     principal = None if row[23] is None else rows.principal_from_row(c, row[23:30])
     return RefreshState(
         record=rows.refresh_from_row(c, row[:7]),
@@ -76,12 +76,13 @@ class Sessions(Facet):
         *,
         events: Sequence[Event] = (),
         generation: int | None = None,
+        client_generation: int | None = None,
     ) -> bool:
-        """The generation check and the insert share one transaction. On PostgreSQL,
-        ``FOR SHARE`` on the principal's row: a credential change (which updates that row
-        first) either waits for this insert to commit, and then revokes the session, or
-        commits first, and then the re-checked row no longer matches; logins of one
-        principal share the lock. On SQLite the write lock orders them."""
+        """The generation checks and the insert share one transaction. On PostgreSQL,
+        ``FOR SHARE`` on the principal's row and on the client's: a credential change or a
+        client change (each updates its row first) either waits for this insert to commit,
+        and then revokes the session, or commits first, and then the re-checked row no
+        longer matches; logins share the locks. On SQLite the write lock orders them."""
         taken = {"sessions.id": f"a session with id {session.id!r} already exists", **EVENT_TAKEN}
         c = self._codec
         session_params = rows.session_params(c, session)
@@ -98,6 +99,17 @@ class Sessions(Facet):
                 )
                 if current is None:
                     return False  # nothing written; committing nothing is a rollback
+            if client_generation is not None:
+                current = await conn.fetchrow(
+                    "SELECT 1 FROM clients WHERE id = ?"  # noqa: S608 - a fixed lock clause
+                    " AND generation = ? AND disabled = ?"
+                    f"{self._db.dialect.share_lock}",
+                    session.client_id,
+                    client_generation,
+                    c.flag(False),
+                )
+                if current is None:
+                    return False
             await conn.execute(_INSERT_SESSION, *session_params)
             if refresh_params is not None:
                 await conn.execute(_INSERT_REFRESH, *refresh_params)

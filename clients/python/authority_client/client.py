@@ -264,9 +264,11 @@ class AuthorityClient:
             timeout=self._timeout,
         ).client
 
-    def rotate_client_secret(self, client_id: str) -> str:
+    def rotate_client_secret(self, client_id: str, *, keep_tokens: bool = False) -> str:
+        """The new secret. The client's tokens and sessions are revoked unless
+        ``keep_tokens``; calls in flight with the old secret get no token either way."""
         return self.admin.RotateClientSecret(
-            admin_pb2.RotateClientSecretRequest(id=client_id),
+            admin_pb2.RotateClientSecretRequest(id=client_id, keep_tokens=keep_tokens),
             metadata=self._admin_metadata(),
             timeout=self._timeout,
         ).client_secret

@@ -577,16 +577,23 @@ class RotateClientSecretRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    KEEP_TOKENS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The client's id."""
+    keep_tokens: _builtins.bool
+    """Keep the tokens and sessions issued through the client until now (the
+    default revokes them all, as a leaked secret needs). Calls in flight with
+    the old secret get no token all the same.
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        keep_tokens: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "keep_tokens", b"keep_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
