@@ -210,6 +210,10 @@ _ROUTES: dict[tuple[str, str], tuple[frozenset[str], tuple[str, ...]]] = {}
 _MAX_ROUTES = 1024
 
 
+# A route without extensions: the default audiences, no scopes.
+_ANY_ROUTE: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
+
+
 def route_requirements(audience: str, scopes: str) -> tuple[frozenset[str], tuple[str, ...]]:
     """The audiences (any of which; empty: the default) and scopes (all of) a route asks."""
     known = _ROUTES.get((audience, scopes))
@@ -233,8 +237,12 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         """The decision for one CheckRequest (synchronous: memory only, no I/O)."""
         authorization, identity = scan_headers(request)
         extensions = request.attributes.context_extensions
-        audiences, required = route_requirements(
-            extensions.get(AUDIENCE_EXTENSION, ""), extensions.get(SCOPES_EXTENSION, "")
+        audiences, required = (
+            route_requirements(
+                extensions.get(AUDIENCE_EXTENSION, ""), extensions.get(SCOPES_EXTENSION, "")
+            )
+            if extensions
+            else _ANY_ROUTE
         )
         token = bearer_credential(authorization)
         if token is None:
