@@ -139,16 +139,24 @@ _NONE: frozenset[str] = frozenset()
 
 def scan_headers(request: Any) -> tuple[str, frozenset[str]]:
     """(the ``authorization`` value, the identity header names), both as
-    ``request_headers`` sees them, in one pass over the names and without building the
-    whole map: Check needs nothing else of the headers."""
+    ``request_headers`` sees them, without building the whole map: Check needs nothing
+    else of the headers."""
     http = request.attributes.request.http
     if http.header_map.headers:  # encode_raw_headers: repeated names are joined
         headers = request_headers(request)
         raw = frozenset(name for name in headers if name.startswith(_PREFIXES))
         return headers.get("authorization", ""), raw
+    headers = http.headers
+    # Envoy sends the names lower-cased: then each name is its own lower-cased form, so
+    # the credential is the one named exactly "authorization", and no name is an
+    # identity header unless "x-authority" or "x_authority" occurs in one. Checked in C
+    # over all the names at once (str.lower is per character: the joined names are
+    # unchanged by it exactly when each name is).
+    names = "\n".join(headers)
+    if names == names.lower() and "x-authority" not in names and "x_authority" not in names:
+        return headers.get("authorization", ""), _NONE
     authorization = ""
     identity: set[str] = set()
-    headers = http.headers
     # Over the names only: a protobuf map's items() looks every value up in Python
     # (twice the cost); only the credential's value is needed.
     for name in headers:

@@ -74,6 +74,13 @@ def _header_sets(token: str) -> list[list[tuple[str, str]]]:
         [("authorization", "Basic Zm9vOmJhcg==")],
         [],
         [("authorization", "Bearer not-a-token"), ("x-authority-subject", "a")],
+        # lower-cased names that only contain the prefix, or that lower-case to a
+        # different string than they look like (Kelvin sign, dotted capital I)
+        [bearer, ("my-x-authority-subject", "a"), ("x-authorities", "b")],
+        [(":authority", "api.example"), bearer, ("x_authority_subject", "p")],
+        [bearer, ("x-authority-\u212aey", "k"), ("x-\u212a", "k")],
+        [("authorizat\u0130on", "Bearer x"), bearer, ("\u03a3", "s")],
+        [(f"authorization\n{n}", "Bearer x") for n in ("x-authority-subject", "")] + [bearer],
     ]
 
 
