@@ -23,12 +23,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import structlog
 
 from authority.api.errors import query_rpc
+from authority.api.serializers import ServerWithSerializers
 from authority.domain.call_metadata import bearer_credential
 from authority.domain.tokens import AccessClaims, Verification
 from authority.envoy.config.core.v3 import base_pb2
@@ -198,6 +199,9 @@ def build_allowed(claims: AccessClaims, identity: frozenset[str]) -> Any:
 # from the verifier's cache are the same object). Bounded; cleared when full.
 _ANSWERS: dict[int, tuple[AccessClaims, frozenset[str], Any]] = {}
 _MAX_ANSWERS = 4096
+# id of a remembered answer -> (the answer, its bytes): what Check's response serializer
+# (``check_response_bytes``) sends for it, serialized once. Kept and cleared with _ANSWERS.
+_ANSWER_BYTES: dict[int, tuple[Any, bytes]] = {}
 
 
 def allowed(claims: AccessClaims, identity: frozenset[str]) -> Any:
@@ -208,8 +212,22 @@ def allowed(claims: AccessClaims, identity: frozenset[str]) -> Any:
     answer = build_allowed(claims, identity)
     if len(_ANSWERS) >= _MAX_ANSWERS:
         _ANSWERS.clear()
+        _ANSWER_BYTES.clear()
+    elif known is not None:  # replaced: other identity names, or another claims object
+        _ANSWER_BYTES.pop(id(known[2]), None)
     _ANSWERS[id(claims)] = (claims, identity, answer)
+    _ANSWER_BYTES[id(answer)] = (answer, answer.SerializeToString())
     return answer
+
+
+def check_response_bytes(response: Any) -> bytes:
+    """Check's response serializer: a remembered answer's bytes are its serialization,
+    made once (a repeated token's answer is the same message every time)."""
+    known = _ANSWER_BYTES.get(id(response))
+    if known is not None and known[0] is response:
+        return known[1]
+    data: bytes = response.SerializeToString()
+    return data
 
 
 # The route's (audience, scopes) extensions -> (accepted audiences, required scopes):
@@ -272,6 +290,13 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         return self.check(request)
 
 
+CHECK_METHOD = f"/{SERVICE_NAME}/Check"
+
+
 def add_to_server(servicer: AuthorizationServicer, server: grpc.aio.Server) -> None:
-    """Register on ``server`` (keeps the untyped generated module out of the wiring)."""
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    """Register on ``server`` (keeps the untyped generated module out of the wiring), Check
+    answering through ``check_response_bytes``."""
+    stand_in = ServerWithSerializers(server, {CHECK_METHOD: check_response_bytes})
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        servicer, cast(grpc.aio.Server, stand_in)
+    )
