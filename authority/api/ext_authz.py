@@ -31,7 +31,7 @@ import structlog
 from authority.api.errors import query_rpc
 from authority.api.serializers import ServerWithSerializers
 from authority.domain.call_metadata import bearer_credential
-from authority.domain.tokens import AccessClaims, Verification
+from authority.domain.tokens import AccessClaims, Verification, VerifyReason
 from authority.envoy.config.core.v3 import base_pb2
 from authority.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authority.envoy.type.v3 import http_status_pb2
@@ -51,6 +51,7 @@ AUDIENCE_EXTENSION = "audience"
 SCOPES_EXTENSION = "scopes"
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_VALID = VerifyReason.VALID
 # RFC 6750 section 3: error_description and scope values exclude '"' and '\'.
 _UNSAFE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 _MAX_DESCRIPTION = 200
@@ -142,9 +143,14 @@ def scan_headers(request: Any) -> tuple[str, frozenset[str]]:
     """(the ``authorization`` value, the identity header names), both as
     ``request_headers`` sees them, without building the whole map: Check needs nothing
     else of the headers."""
-    http = request.attributes.request.http
-    if http.header_map.headers:  # encode_raw_headers: repeated names are joined
-        headers = request_headers(request)
+    return _scan(request.attributes.request.http, request)
+
+
+def _scan(http: Any, request: Any) -> tuple[str, frozenset[str]]:
+    """``scan_headers`` of ``request``, whose ``attributes.request.http`` is ``http``."""
+    # HasField first: reading an unset header_map builds two empty wrappers.
+    if http.HasField("header_map") and http.header_map.headers:
+        headers = request_headers(request)  # encode_raw_headers: repeated names joined
         raw = frozenset(name for name in headers if name.startswith(_PREFIXES))
         return headers.get("authorization", ""), raw
     headers = http.headers
@@ -261,8 +267,9 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
 
     def check(self, request: Any) -> Any:
         """The decision for one CheckRequest (synchronous: memory only, no I/O)."""
-        authorization, identity = scan_headers(request)
-        extensions = request.attributes.context_extensions
+        attributes = request.attributes
+        authorization, identity = _scan(attributes.request.http, request)
+        extensions = attributes.context_extensions
         audiences, required = (
             route_requirements(
                 extensions.get(AUDIENCE_EXTENSION, ""), extensions.get(SCOPES_EXTENSION, "")
@@ -274,7 +281,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         if token is None:
             return unauthenticated(None)
         verdict = self._verifier.verify(token, audiences)
-        if not verdict.valid or verdict.claims is None:
+        if verdict.reason is not _VALID or verdict.claims is None:
             log.debug("ext_authz.denied", reason=verdict.reason.value)
             return unauthenticated(verdict)
         claims = verdict.claims
