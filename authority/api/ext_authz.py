@@ -293,7 +293,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         return allowed(claims, identity)
 
     @query_rpc
-    async def Check(self, request: Any, context: Context) -> Any:
+    def Check(self, request: Any, context: Context) -> Any:
         return self.check(request)
 
 
