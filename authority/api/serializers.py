@@ -32,6 +32,8 @@ def with_serializer(handler: Handler | None, serializer: Serializer | None) -> H
 
 
 class _Generic(grpc.GenericRpcHandler):
+    """A generic handler whose named methods come out with their own serializer."""
+
     def __init__(self, inner: grpc.GenericRpcHandler, serializers: Mapping[str, Serializer]):
         self._inner = inner
         self._serializers = serializers
