@@ -117,6 +117,9 @@ _MAX_ANSWERS = 4096
 # are never seen again: keeping every first answer alive (4,096 messages, each its own
 # arena) cost a cache miss more than building it. The second sighting is remembered.
 _SEEN_ONCE: dict[int, AccessClaims] = {}
+# id of a remembered answer -> (the answer, its bytes): what Verify's response serializer
+# (``verify_response_bytes``) sends for it, serialized once. Kept and cleared with _ANSWERS.
+_ANSWER_BYTES: dict[int, tuple[token_pb2.VerifyResponse, bytes]] = {}
 _VALID = VerifyReason.VALID
 
 
@@ -158,13 +161,28 @@ def verify_response(verdict: Verification) -> token_pb2.VerifyResponse:
         if _SEEN_ONCE.get(key) is claims:
             if len(_ANSWERS) >= _MAX_ANSWERS:
                 _ANSWERS.clear()
+                _ANSWER_BYTES.clear()
+            replaced = _ANSWERS.get(key)
+            if replaced is not None:  # another claims object's (its id was reused)
+                _ANSWER_BYTES.pop(id(replaced[1]), None)
             _ANSWERS[key] = (claims, answer)
+            _ANSWER_BYTES[id(answer)] = (answer, answer.SerializeToString())
         else:
             if len(_SEEN_ONCE) >= _MAX_ANSWERS:
                 _SEEN_ONCE.clear()
             _SEEN_ONCE[key] = claims
         return answer
     return token_pb2.VerifyResponse(result=VERIFY_RESULT[verdict.reason], detail=verdict.detail)
+
+
+def verify_response_bytes(response: token_pb2.VerifyResponse) -> bytes:
+    """Verify's response serializer: a remembered answer's bytes are its serialization,
+    made once (a repeated token's answer is the same message every time)."""
+    known = _ANSWER_BYTES.get(id(response))
+    if known is not None and known[0] is response:
+        return known[1]
+    data: bytes = response.SerializeToString()
+    return data
 
 
 def key_info(record: KeyRecord, policy: KeyPolicy, now: datetime) -> keys_pb2.KeyInfo:

@@ -54,11 +54,25 @@ def rpc(
 
 
 def query_rpc(
-    handler: Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
+    handler: Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Resp],
 ) -> Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
-    """``rpc`` for a handler that writes no events (ext_authz Check): it skips binding
-    who and where (``bind_rpc``), which only outbox events read, on a per-request path."""
-    return _guarded(handler, binds=False)
+    """``rpc`` for a synchronous handler that writes no events (ext_authz Check: memory
+    only, once per proxied request): one coroutine per call, not a wrapper awaiting the
+    handler's own, and no binding of who and where (``bind_rpc``), which only outbox
+    events read. The same statuses as ``rpc``."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return handler(self, request, context)
+        except AuthorityError as error:
+            await abort(context, error)
+        except Exception:
+            log.exception("rpc.internal_error", method=handler.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
 
 
 def _guarded(

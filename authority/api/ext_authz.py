@@ -23,14 +23,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import structlog
 
 from authority.api.errors import query_rpc
+from authority.api.serializers import ServerWithSerializers
 from authority.domain.call_metadata import bearer_credential
-from authority.domain.tokens import AccessClaims, Verification
+from authority.domain.tokens import AccessClaims, Verification, VerifyReason
 from authority.envoy.config.core.v3 import base_pb2
 from authority.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authority.envoy.type.v3 import http_status_pb2
@@ -50,6 +51,7 @@ AUDIENCE_EXTENSION = "audience"
 SCOPES_EXTENSION = "scopes"
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_VALID = VerifyReason.VALID
 # RFC 6750 section 3: error_description and scope values exclude '"' and '\'.
 _UNSAFE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 _MAX_DESCRIPTION = 200
@@ -139,16 +141,29 @@ _NONE: frozenset[str] = frozenset()
 
 def scan_headers(request: Any) -> tuple[str, frozenset[str]]:
     """(the ``authorization`` value, the identity header names), both as
-    ``request_headers`` sees them, in one pass over the names and without building the
-    whole map: Check needs nothing else of the headers."""
-    http = request.attributes.request.http
-    if http.header_map.headers:  # encode_raw_headers: repeated names are joined
-        headers = request_headers(request)
+    ``request_headers`` sees them, without building the whole map: Check needs nothing
+    else of the headers."""
+    return _scan(request.attributes.request.http, request)
+
+
+def _scan(http: Any, request: Any) -> tuple[str, frozenset[str]]:
+    """``scan_headers`` of ``request``, whose ``attributes.request.http`` is ``http``."""
+    # HasField first: reading an unset header_map builds two empty wrappers.
+    if http.HasField("header_map") and http.header_map.headers:
+        headers = request_headers(request)  # encode_raw_headers: repeated names joined
         raw = frozenset(name for name in headers if name.startswith(_PREFIXES))
         return headers.get("authorization", ""), raw
+    headers = http.headers
+    # Envoy sends the names lower-cased: then each name is its own lower-cased form, so
+    # the credential is the one named exactly "authorization", and no name is an
+    # identity header unless "x-authority" or "x_authority" occurs in one. Checked in C
+    # over all the names at once (str.lower is per character: the joined names are
+    # unchanged by it exactly when each name is).
+    names = "\n".join(headers)
+    if names == names.lower() and "x-authority" not in names and "x_authority" not in names:
+        return headers.get("authorization", ""), _NONE
     authorization = ""
     identity: set[str] = set()
-    headers = http.headers
     # Over the names only: a protobuf map's items() looks every value up in Python
     # (twice the cost); only the credential's value is needed.
     for name in headers:
@@ -190,6 +205,9 @@ def build_allowed(claims: AccessClaims, identity: frozenset[str]) -> Any:
 # from the verifier's cache are the same object). Bounded; cleared when full.
 _ANSWERS: dict[int, tuple[AccessClaims, frozenset[str], Any]] = {}
 _MAX_ANSWERS = 4096
+# id of a remembered answer -> (the answer, its bytes): what Check's response serializer
+# (``check_response_bytes``) sends for it, serialized once. Kept and cleared with _ANSWERS.
+_ANSWER_BYTES: dict[int, tuple[Any, bytes]] = {}
 
 
 def allowed(claims: AccessClaims, identity: frozenset[str]) -> Any:
@@ -200,14 +218,32 @@ def allowed(claims: AccessClaims, identity: frozenset[str]) -> Any:
     answer = build_allowed(claims, identity)
     if len(_ANSWERS) >= _MAX_ANSWERS:
         _ANSWERS.clear()
+        _ANSWER_BYTES.clear()
+    elif known is not None:  # replaced: other identity names, or another claims object
+        _ANSWER_BYTES.pop(id(known[2]), None)
     _ANSWERS[id(claims)] = (claims, identity, answer)
+    _ANSWER_BYTES[id(answer)] = (answer, answer.SerializeToString())
     return answer
+
+
+def check_response_bytes(response: Any) -> bytes:
+    """Check's response serializer: a remembered answer's bytes are its serialization,
+    made once (a repeated token's answer is the same message every time)."""
+    known = _ANSWER_BYTES.get(id(response))
+    if known is not None and known[0] is response:
+        return known[1]
+    data: bytes = response.SerializeToString()
+    return data
 
 
 # The route's (audience, scopes) extensions -> (accepted audiences, required scopes):
 # a deployment has a handful of routes, each asking on every request. Bounded.
 _ROUTES: dict[tuple[str, str], tuple[frozenset[str], tuple[str, ...]]] = {}
 _MAX_ROUTES = 1024
+
+
+# A route without extensions: the default audiences, no scopes.
+_ANY_ROUTE: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
 
 
 def route_requirements(audience: str, scopes: str) -> tuple[frozenset[str], tuple[str, ...]]:
@@ -231,16 +267,21 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
 
     def check(self, request: Any) -> Any:
         """The decision for one CheckRequest (synchronous: memory only, no I/O)."""
-        authorization, identity = scan_headers(request)
-        extensions = request.attributes.context_extensions
-        audiences, required = route_requirements(
-            extensions.get(AUDIENCE_EXTENSION, ""), extensions.get(SCOPES_EXTENSION, "")
+        attributes = request.attributes
+        authorization, identity = _scan(attributes.request.http, request)
+        extensions = attributes.context_extensions
+        audiences, required = (
+            route_requirements(
+                extensions.get(AUDIENCE_EXTENSION, ""), extensions.get(SCOPES_EXTENSION, "")
+            )
+            if extensions
+            else _ANY_ROUTE
         )
         token = bearer_credential(authorization)
         if token is None:
             return unauthenticated(None)
         verdict = self._verifier.verify(token, audiences)
-        if not verdict.valid or verdict.claims is None:
+        if verdict.reason is not _VALID or verdict.claims is None:
             log.debug("ext_authz.denied", reason=verdict.reason.value)
             return unauthenticated(verdict)
         claims = verdict.claims
@@ -252,10 +293,17 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         return allowed(claims, identity)
 
     @query_rpc
-    async def Check(self, request: Any, context: Context) -> Any:
+    def Check(self, request: Any, context: Context) -> Any:
         return self.check(request)
 
 
+CHECK_METHOD = f"/{SERVICE_NAME}/Check"
+
+
 def add_to_server(servicer: AuthorizationServicer, server: grpc.aio.Server) -> None:
-    """Register on ``server`` (keeps the untyped generated module out of the wiring)."""
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    """Register on ``server`` (keeps the untyped generated module out of the wiring), Check
+    answering through ``check_response_bytes``."""
+    stand_in = ServerWithSerializers(server, {CHECK_METHOD: check_response_bytes})
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        servicer, cast(grpc.aio.Server, stand_in)
+    )

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 
 from authority.api.admin_auth import require_admin
-from authority.api.convert import epoch, timestamp, verify_response
+from authority.api.convert import epoch, timestamp, verify_response, verify_response_bytes
 from authority.api.errors import rpc
 from authority.api.request_context import source_address
+from authority.api.serializers import ServerWithSerializers
 from authority.domain.bounds import check_revocation_value
 from authority.domain.clock import Clock
 from authority.domain.errors import InvalidArgument
@@ -216,3 +217,12 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
     ) -> token_pb2.VerifyResponse:
         # The hot path: no decorator, and the verifier never raises.
         return verify_response(self._verifier.verify(request.token, request.audience))
+
+
+VERIFY_METHOD = "/authority.v1.TokenService/Verify"
+
+
+def add_to_server(servicer: TokenServicer, server: grpc.aio.Server) -> None:
+    """Register on ``server``, Verify answering through ``verify_response_bytes``."""
+    stand_in = ServerWithSerializers(server, {VERIFY_METHOD: verify_response_bytes})
+    token_pb2_grpc.add_TokenServiceServicer_to_server(servicer, cast(grpc.aio.Server, stand_in))

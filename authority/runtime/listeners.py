@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 
-from authority.api import ext_authz, reflection
+from authority.api import ext_authz, reflection, token_service
 from authority.api.call_pipeline import CallPipeline
 from authority.api.handler_wrapping import Registrar
 from authority.config import Settings, parse_address
@@ -34,7 +34,6 @@ from authority.v1 import (
     revocation_pb2,
     revocation_pb2_grpc,
     token_pb2,
-    token_pb2_grpc,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +95,7 @@ async def start_grpc(
     pipeline = CallPipeline(admin=admin, is_admin=is_admin, tracing=tracing)
     # The generated add_*_to_server functions register on whatever they are given.
     target = cast(grpc.aio.Server, Registrar(server, pipeline.wrap))
-    token_pb2_grpc.add_TokenServiceServicer_to_server(tokens, target)
+    token_service.add_to_server(tokens, target)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(keys, target)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(admin_servicer, target)
     revocation_pb2_grpc.add_RevocationServiceServicer_to_server(revocations, target)

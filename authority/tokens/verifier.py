@@ -4,6 +4,11 @@ The cache maps a token string to its signature-checked claims. A hit skips only
 the signature and parsing: the key must still be published (so a compromised
 key's tokens fail at once), and time, issuer, audience and revocation are
 checked on every call.
+
+A hit also carries what never changes for its claims (the VALID verdict, the bounds
+``check_claims`` compares ``now`` with, and whether issuer and default audience match),
+so a repeated valid token is answered with a few comparisons instead of a new verdict;
+anything that does not pass them takes the plain path, which finds the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ from authority.jose.cache import BoundedCache
 from authority.tokens.jws import VerificationKey, verify_signature
 
 _REVOKED = Verification(VerifyReason.REVOKED, "the token has been revoked")
+_VALID = VerifyReason.VALID
+_EXPIRED = VerifyReason.EXPIRED
+
+# A cache entry: (claims, their VALID verdict, max(nbf, iat): ``now + leeway`` must not be
+# below it, exp + leeway: ``now`` must be below it, whether the issuer is ours, whether
+# it is and the default audiences match). Exactly ``check_claims``'s comparisons.
+_Entry = tuple[AccessClaims, Verification, float, float, bool, bool]
 
 
 class RevocationView(Protocol):
@@ -48,7 +60,7 @@ class TokenVerifier:
         self._max_bytes = max_token_bytes
         self._revocations = revocations
         self._clock = clock
-        self._cache: BoundedCache[str, AccessClaims] = BoundedCache(cache_size)
+        self._cache: BoundedCache[str, _Entry] = BoundedCache(cache_size)
 
     @property
     def leeway(self) -> float:
@@ -64,31 +76,63 @@ class TokenVerifier:
     def verify(self, token: str, audiences: Iterable[str] = ()) -> Verification:
         """A verdict for ``token``; never raises for any input."""
         now = self._clock.timestamp()
-        claims = self._signed(token, now)
-        if isinstance(claims, Verification):
-            return claims
+        entry = self._cache.get(token)
+        if entry is not None:
+            # A repeated token: check_claims's comparisons against what its entry keeps,
+            # then the key and revocation checks. Any failure: the plain path below.
+            claims, valid, starts, ends, issuer_ok, default_audience_ok = entry
+            if (
+                now < ends
+                and not now + self._leeway < starts
+                and (
+                    default_audience_ok
+                    if not audiences
+                    else issuer_ok and not frozenset(audiences).isdisjoint(claims.audience)
+                )
+                and claims.key_id in self._keys()
+                and not self._revocations.is_revoked(claims)
+            ):
+                return valid
+        signed = self._signed(token, now)
+        if isinstance(signed, Verification):
+            return signed
         # A Verify without audiences (the usual case) builds no set.
         accepted = (frozenset(audiences) if audiences else None) or self._default_audiences
         verdict = check_claims(
-            claims, issuer=self._issuer, audiences=accepted, now=now, leeway=self._leeway
+            signed, issuer=self._issuer, audiences=accepted, now=now, leeway=self._leeway
         )
-        if verdict.reason is VerifyReason.EXPIRED:
+        if verdict.reason is _EXPIRED:
             self._cache.pop(token, None)
-        if verdict.valid and self._revocations.is_revoked(claims):
-            return _REVOKED
+        if verdict.reason is _VALID:
+            if self._revocations.is_revoked(signed):
+                return _REVOKED
+            cached = self._cache.get(token)
+            if cached is not None and cached[0] is signed:
+                return cached[1]  # the one VALID verdict of these claims
         return verdict
 
     def _signed(self, token: str, now: float) -> AccessClaims | Verification:
         keys = self._keys()
-        claims = self._cache.get(token)
-        if claims is None or claims.key_id not in keys:
-            checked = verify_signature(token, keys, max_bytes=self._max_bytes)
-            if isinstance(checked, Verification):
-                return checked
-            claims = checked
-            if now < claims.expires_at + self._leeway:
-                self._cache[token] = claims
-        return claims
+        entry = self._cache.get(token)
+        if entry is not None and entry[0].key_id in keys:
+            return entry[0]
+        checked = verify_signature(token, keys, max_bytes=self._max_bytes)
+        if isinstance(checked, Verification):
+            return checked
+        if now < checked.expires_at + self._leeway:
+            self._cache[token] = self._entry(checked)
+        return checked
+
+    def _entry(self, claims: AccessClaims) -> _Entry:
+        issuer_ok = claims.issuer == self._issuer
+        return (
+            claims,
+            Verification(_VALID, claims=claims),
+            max(claims.not_before, claims.issued_at),
+            claims.expires_at + self._leeway,
+            issuer_ok,
+            issuer_ok and not self._default_audiences.isdisjoint(claims.audience),
+        )
 
     @property
     def cached(self) -> int:

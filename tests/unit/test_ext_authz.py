@@ -16,6 +16,7 @@ import pytest
 from authority.api import ext_authz
 from authority.crypto import generate_private_key, public_jwk
 from authority.domain.clock import ManualClock
+from authority.domain.errors import Unavailable
 from authority.domain.keys import Algorithm
 from authority.domain.revocation import Revocation, RevocationKind, RevocationSet
 from authority.envoy.config.core.v3 import base_pb2
@@ -253,6 +254,45 @@ async def test_check_is_served_over_grpc(fx: Fixture) -> None:
         await server.stop(None)
     assert _set_headers(response)["x-authority-subject"] == "p_alice"
     assert ext_authz.SERVICE_NAME == "envoy.service.auth.v3.Authorization"
+
+
+class _Failing:
+    """A verifier that raises: Check's guard, not the verifier, decides the status."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def verify(self, token: str, audiences: Any = ()) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "details"),
+    [
+        (RuntimeError("secret detail"), grpc.StatusCode.INTERNAL, "internal error"),
+        (Unavailable("the key ring is not loaded yet"), grpc.StatusCode.UNAVAILABLE, "key ring"),
+    ],
+)
+async def test_a_failing_check_gets_a_status_not_a_stack_trace(
+    fx: Fixture, error: Exception, code: grpc.StatusCode, details: str
+) -> None:
+    servicer = ext_authz.AuthorizationServicer(verifier=_Failing(error))  # type: ignore[arg-type]
+    server = grpc.aio.server()
+    ext_authz.add_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            request = external_auth_pb2.CheckRequest()
+            request.attributes.request.http.headers.update(_bearer(fx.token()))
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.Check(request, timeout=5)
+    finally:
+        await server.stop(None)
+    assert failed.value.code() is code
+    assert details in (failed.value.details() or "")
+    assert "secret" not in (failed.value.details() or "")
 
 
 def test_a_repeated_tokens_answer_is_the_one_built_afresh(fx: Fixture) -> None:

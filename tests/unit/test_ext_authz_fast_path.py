@@ -55,6 +55,11 @@ def _reference(fx: Fixture, request: Any) -> bytes:
     return data
 
 
+def _sent(fx: Fixture, request: Any) -> bytes:
+    """The bytes Check sends: the answer through the method's response serializer."""
+    return ext_authz.check_response_bytes(fx.servicer.check(request))
+
+
 def _header_sets(token: str) -> list[list[tuple[str, str]]]:
     bearer = ("authorization", f"Bearer {token}")
     return [
@@ -74,6 +79,13 @@ def _header_sets(token: str) -> list[list[tuple[str, str]]]:
         [("authorization", "Basic Zm9vOmJhcg==")],
         [],
         [("authorization", "Bearer not-a-token"), ("x-authority-subject", "a")],
+        # lower-cased names that only contain the prefix, or that lower-case to a
+        # different string than they look like (Kelvin sign, dotted capital I)
+        [bearer, ("my-x-authority-subject", "a"), ("x-authorities", "b")],
+        [(":authority", "api.example"), bearer, ("x_authority_subject", "p")],
+        [bearer, ("x-authority-\u212aey", "k"), ("x-\u212a", "k")],
+        [("authorizat\u0130on", "Bearer x"), bearer, ("\u03a3", "s")],
+        [(f"authorization\n{n}", "Bearer x") for n in ("x-authority-subject", "")] + [bearer],
     ]
 
 
@@ -90,15 +102,18 @@ def test_the_fast_path_answers_byte_for_byte_as_the_reference(
         for headers in _header_sets(token):
             request = _request(headers, extensions, raw)
             expected = _reference(fx, request)
-            first = fx.servicer.check(request).SerializeToString()  # built (or remembered)
-            again = fx.servicer.check(request).SerializeToString()  # remembered
+            first = _sent(fx, request)  # built (or remembered)
+            again = _sent(fx, request)  # remembered
             ext_authz._ANSWERS.clear()
+            ext_authz._ANSWER_BYTES.clear()
             ext_authz._ROUTES.clear()
-            afresh = fx.servicer.check(request).SerializeToString()
+            afresh = _sent(fx, request)
             assert first == again == afresh == expected, (headers, extensions, raw)
 
 
 def test_remembered_answers_follow_the_identity_headers_sent() -> None:
+    ext_authz._ANSWERS.clear()
+    ext_authz._ANSWER_BYTES.clear()
     fx = Fixture()
     token = fx.token(sid=None)
     plain = _request([("authorization", f"Bearer {token}")], {}, False)
@@ -106,9 +121,11 @@ def test_remembered_answers_follow_the_identity_headers_sent() -> None:
         [("authorization", f"Bearer {token}"), ("x-authority-session-id", "s")], {}, False
     )
     for request in (plain, forged, plain, forged):
-        assert fx.servicer.check(request).SerializeToString() == _reference(fx, request)
+        assert _sent(fx, request) == _reference(fx, request)
     removed = fx.servicer.check(forged).ok_response.headers_to_remove
     assert list(removed) == ["x-authority-session-id"]
+    # one remembered answer for these claims, and only its bytes are kept
+    assert len(ext_authz._ANSWERS) == len(ext_authz._ANSWER_BYTES) == 1
 
 
 @pytest.mark.parametrize("change", ["revoked", "expired", "key removed"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -220,6 +220,41 @@ def test_a_cache_hit_still_sees_revocation_expiry_and_key_removal(
     assert fx.verifier.verify(fresh).valid
     fx.keys.clear()
     assert fx.verifier.verify(fresh).reason is VerifyReason.UNKNOWN_KEY
+
+
+def test_a_cache_hit_gives_the_uncached_verdict_at_every_bound() -> None:
+    """A hit answers from what its entry keeps (the VALID verdict, the time bounds, the
+    issuer and default audience): at each instant around nbf, iat and exp (with leeway),
+    and for every audience list, it must say what a verifier without a cache says."""
+    fx = Fixture(Algorithm.EDDSA)
+    start = fx.clock.timestamp()
+    tokens = [
+        fx.token(nbf=int(start) + 100),
+        fx.token(iat=start + 200.25, nbf=None),
+        fx.token(exp=int(start) + 300),
+        fx.token(iss="https://evil"),
+        fx.token(aud=["billing", "api"]),
+        fx.token(aud="billing"),
+    ]
+    bounds = [start + 100 - LEEWAY, start + 200.25 - LEEWAY, start + 300 + LEEWAY]
+    instants = sorted({start, *(b + d for b in bounds for d in (-1e-6, 0.0, 1e-6))})
+    audiences_cases: list[tuple[str, ...]] = [(), ("api",), ("billing",), ("shop", "billing")]
+    reasons = set()
+    for instant in instants:
+        fx.clock.set(datetime.fromtimestamp(instant, UTC))
+        for audiences in audiences_cases:
+            for token in tokens:
+                cached = [_outcome(fx.verifier.verify(token, audiences)) for _ in range(2)]
+                plain = _outcome(_uncached(fx).verify(token, audiences))
+                assert cached == [plain, plain], (instant - start, audiences, token)
+                reasons.add(plain[0])
+    assert {
+        VerifyReason.VALID,
+        VerifyReason.NOT_YET_VALID,
+        VerifyReason.EXPIRED,
+        VerifyReason.WRONG_ISSUER,
+        VerifyReason.WRONG_AUDIENCE,
+    } <= reasons
 
 
 def test_the_header_memo_never_widens_an_allow_list() -> None:

@@ -1,6 +1,7 @@
 """Verify's answer for a repeated valid token is built once per claims object, from its
-second sighting (a never-seen token's first answer is not kept): the answers are
-byte-identical to ones built afresh, and a revocation or expiry still wins."""
+second sighting (a never-seen token's first answer is not kept), and serialized once
+(``verify_response_bytes``, Verify's response serializer): the bytes sent are those of
+an answer built afresh, and a revocation or expiry still wins."""
 
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ from tests.unit.test_ext_authz import Fixture
 def _forget_answers() -> Iterator[None]:
     convert._ANSWERS.clear()
     convert._SEEN_ONCE.clear()
+    convert._ANSWER_BYTES.clear()
     yield
     convert._ANSWERS.clear()
     convert._SEEN_ONCE.clear()
+    convert._ANSWER_BYTES.clear()
 
 
 def _answer(fx: Fixture, token: str) -> bytes:
-    return convert.verify_response(fx.verifier.verify(token)).SerializeToString()
+    """The bytes Verify sends: the answer through the method's response serializer."""
+    return convert.verify_response_bytes(convert.verify_response(fx.verifier.verify(token)))
 
 
 def test_repeated_answers_are_the_ones_built_afresh() -> None:
@@ -38,8 +42,10 @@ def test_repeated_answers_are_the_ones_built_afresh() -> None:
     again = _answer(fx, token)
     assert len(convert._ANSWERS) == 1  # the second is remembered
     third = _answer(fx, token)
+    assert len(convert._ANSWER_BYTES) == 1  # serialized once, when remembered
     convert._ANSWERS.clear()
     convert._SEEN_ONCE.clear()
+    convert._ANSWER_BYTES.clear()
     afresh = _answer(fx, token)
     assert first == again == third == afresh
     assert token_pb2.VerifyResponse.FromString(first).result == token_pb2.VERIFY_RESULT_VALID
@@ -88,6 +94,7 @@ def test_every_answer_of_the_attack_corpus_is_the_plain_one_on_every_sighting(
             assert answer.SerializeToString(deterministic=True) == expected.SerializeToString(
                 deterministic=True
             )
+            assert convert.verify_response_bytes(answer) == answer.SerializeToString()
 
 
 def test_a_signed_lone_surrogate_is_answered_malformed() -> None:
@@ -110,3 +117,4 @@ def test_the_memos_stay_bounded() -> None:
         _answer(fx, token)
         assert len(convert._SEEN_ONCE) <= convert._MAX_ANSWERS
         assert len(convert._ANSWERS) <= convert._MAX_ANSWERS
+        assert len(convert._ANSWER_BYTES) <= convert._MAX_ANSWERS
