@@ -12,7 +12,7 @@ call meets them:
    log lines and events, and sent back in the trailing metadata;
 3. a request that could not be decoded is answered INVALID_ARGUMENT (``api.decoding``);
 4. an admin method refuses a caller without the admin credential (``api.admin_auth``);
-5. the handler; then one Prometheus count and latency (``rpc_metrics.rpc_observer``) and one
+5. the handler; then one Prometheus count and latency (``rpc_metrics.RpcRecorder``) and one
    ``rpc`` line (``observability.rpc_line``), whatever the outcome.
 
 A unary-response call runs all of it in one coroutine; a streaming one composes the
@@ -179,7 +179,12 @@ class CallPipeline:
         self, method: str, behaviour: Behaviour, gated: bool, streamed: bool
     ) -> Behaviour:
         line = rpc_line.RpcLine(method)
-        observe = rpc_metrics.rpc_observer(method)
+        recorder = rpc_metrics.rpc_recorder(method)
+        record_latency = recorder.latencies.append
+        record_code = recorder.codes.append
+        codes = recorder.codes
+        results = recorder.results
+        pending = recorder.pending
         mints = method in rpc_line.MINTING
         admin = self._admin
         caller = self._caller
@@ -193,7 +198,7 @@ class CallPipeline:
         # (What _request_id_and_credential and _begin do, inline: a Python call is a
         # visible part of a call's cost.) Nothing is unbound at the end: the call's task,
         # and its context, end with it (see _begin).
-        async def call(request: Any, context: Context) -> Any:
+        async def call(request: Any, context: Context) -> Any:  # noqa: PLR0915 - on purpose
             started = _perf_counter()
             metadata: Any = _call_metadata()
             if metadata is None:
@@ -238,7 +243,13 @@ class CallPipeline:
                 raise
             finally:
                 elapsed = _perf_counter() - started
-                observe(code, elapsed, response)
+                # the metrics: recorder.observe, inline
+                record_latency(elapsed)
+                record_code(code)
+                if results is not None and response is not None:
+                    results.append(response.result)
+                if len(codes) == 1:
+                    pending()
                 if write_line:
                     who = principal()
                     if who is None and mints and response is not None:
