@@ -43,6 +43,7 @@ from authority.domain.call_metadata import random_bits as _random_bits
 from authority.domain.call_metadata import request_id as caller_request_id
 from authority.domain.errors import AuthorityError
 from authority.observability import metrics, rpc_line, rpc_metrics
+from authority.observability.logging import INSTALLED, STDOUT
 from authority.services.admin_credential import AdminCredential
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _Undecodable = decoding.Undecodable
 _perf_counter = time.perf_counter
+_ns = time.time_ns
 _bind_request_id = REQUEST_ID.bind
 _call_metadata = call_metadata.get
 
@@ -193,6 +195,13 @@ class CallPipeline:
         principal = rpc_line.principal.get
         write = line.write
         bind = _bind_request_id
+        installed = INSTALLED
+        config = installed.config
+        # RpcLine.write's usual case, inline: the line's fields as one tuple on stdout's
+        # records, while the request id is the only context variable ever bound.
+        head = line.head
+        bound = rpc_line.bound_variables()
+        records = STDOUT.records
 
         # Everything in one coroutine, in locals: this runs on every call of the method.
         # (What _request_id_and_credential and _begin do, inline: a Python call is a
@@ -215,7 +224,12 @@ class CallPipeline:
                 request_id = _random_bits(64).to_bytes(8, "big").hex()  # new_request_id()
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             bind(request_id)
-            chain = chain_of()
+            # json_chain(), inline: the installed chain, while it is structlog's
+            chain = installed.chain
+            if chain is not None and (
+                config is None or config.default_processors is not chain.processors
+            ):
+                chain = chain_of()
             write_line = chain.info if chain is not None else enabled(None)
             # Read now, while the call is alive: after a cancellation grpc may have freed
             # it, and peer() on a freed call crashes the process.
@@ -256,7 +270,14 @@ class CallPipeline:
                         who = rpc_line.minted_subject(response)
                     if who is None and authorized:
                         who = caller(metadata)
-                    write(chain, peer, who, elapsed, code, request_id)
+                    if chain is None or chain.extra or bound is None or len(bound) != 1:
+                        write(chain, peer, who, elapsed, code, request_id)
+                    else:
+                        name = "OK" if code is _OK else code.name
+                        records.append((head, peer, who, elapsed * 1000, name, request_id, _ns()))
+                        due = STDOUT._flushing_on  # what STDOUT.add_record checks
+                        if len(records) == 1 or due is None or not due.is_running():
+                            STDOUT.arrange_flush()
 
         return call
 

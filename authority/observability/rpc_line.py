@@ -152,6 +152,12 @@ _REQUEST_ID_KEY = "request_id"
 _ONLY_REQUEST_ID = "structlog_" + _REQUEST_ID_KEY
 
 
+def bound_variables() -> dict[str, contextvars.ContextVar[Any]] | None:
+    """structlog's context variables when the request id's is among them (then, while
+    it is the only one, a call's line needs no lookup: ``RpcLine.write``); else None."""
+    return _BOUND if _BOUND is not None and _ONLY_REQUEST_ID in _BOUND else None
+
+
 Items = tuple[tuple[str, str | None], ...]
 
 
@@ -247,7 +253,7 @@ class RpcLine:
     def __init__(self, method: str) -> None:
         self.method = method
         # the request id alone bound (as a rule): the line's pieces joined at the flush
-        self._head = '{"method": ' + _string(method) + ', "peer": '
+        self.head = '{"method": ' + _string(method) + ', "peer": '
         # any other bound variables, and the chain's extra keys, rendered as captured
         head = '{"method": ' + _string(method).replace("%", "%%") + ', "peer": %s, '
         head += '"principal": %s, "latency_ms": %s, "code": "%s", "event": "rpc"'
@@ -277,9 +283,7 @@ class RpcLine:
                 and _ONLY_REQUEST_ID in bound
             ):  # only ever the request id bound, and this call's: no lookup
                 records = self._records
-                records.append(
-                    (self._head, peer, who, elapsed * 1000, name, request_id, _time_ns())
-                )
+                records.append((self.head, peer, who, elapsed * 1000, name, request_id, _time_ns()))
                 due = STDOUT._flushing_on  # what STDOUT.add_record checks, inline
                 if len(records) == 1 or due is None or not due.is_running():
                     STDOUT.arrange_flush()
