@@ -200,6 +200,7 @@ class CallPipeline:
         # RpcLine.write's usual case, inline: the line's fields as one tuple on stdout's
         # records, while the request id is the only context variable ever bound.
         head = line.head
+        own_head = line.own_head
         bound = rpc_line.bound_variables()
         records = STDOUT.records
 
@@ -220,8 +221,10 @@ class CallPipeline:
                         request_id = caller_request_id(((key, value),))
                 elif key == AUTHORIZATION:
                     authorized = True
+            line_head = head
             if not request_id:
                 request_id = _random_bits(64).to_bytes(8, "big").hex()  # new_request_id()
+                line_head = own_head
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             bind(request_id)
             # json_chain(), inline: the installed chain, while it is structlog's
@@ -274,7 +277,9 @@ class CallPipeline:
                         write(chain, peer, who, elapsed, code, request_id)
                     else:
                         name = "OK" if code is _OK else code.name
-                        records.append((head, peer, who, elapsed * 1000, name, request_id, _ns()))
+                        records.append(
+                            (line_head, peer, who, elapsed * 1000, name, request_id, _ns())
+                        )
                         due = STDOUT._flushing_on  # what STDOUT.add_record checks
                         if len(records) == 1 or due is None or not due.is_running():
                             STDOUT.arrange_flush()

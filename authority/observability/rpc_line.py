@@ -244,6 +244,12 @@ def latency_text(latency_ms: float) -> str:
     return repr(rounded)
 
 
+class OwnHead(str):
+    """A line's head whose request id the server made: the id's text is its digits."""
+
+    __slots__ = ()
+
+
 class RpcLine:
     """The line of one method: its constant parts rendered once. Written in two steps:
     what the line says is captured as the call ends (one tuple, ``write``); its text is
@@ -254,6 +260,9 @@ class RpcLine:
         self.method = method
         # the request id alone bound (as a rule): the line's pieces joined at the flush
         self.head = '{"method": ' + _string(method) + ', "peer": '
+        # the same, for a request id the server made (``new_request_id``: hex digits,
+        # nothing to scrub or escape in it)
+        self.own_head = OwnHead(self.head)
         # any other bound variables, and the chain's extra keys, rendered as captured
         head = '{"method": ' + _string(method).replace("%", "%%") + ', "peer": %s, '
         head += '"principal": %s, "latency_ms": %s, "code": "%s", "event": "rpc"'
@@ -341,11 +350,13 @@ _LATENCY = ', "latency_ms": '
 _CODE = ', "code": "'
 _REQUEST_ID = '", "event": "rpc", "request_id": '
 _TIMESTAMP = ', "level": "info", "timestamp": "'
+_OWN_REQUEST_ID = _REQUEST_ID + '"'
+_OWN_ID_END = '"' + _TIMESTAMP
 _END_WHOLE = 'Z"}\n'
 _NULL = "null"
 
 
-def render_records(records: list[tuple[Any, ...]]) -> str:
+def render_records(records: list[tuple[Any, ...]]) -> str:  # noqa: PLR0915 - one loop
     """The lines of captured ``records`` (``RpcLine.write``): every piece of every line
     in one list, joined once (a %-format per line scanned its whole template, and
     formatted the latency and the microseconds through generic conversions, each of
@@ -394,9 +405,15 @@ def render_records(records: list[tuple[Any, ...]]) -> str:
             thousands, rest = divmod(whole, 1000)
             whole_text = ints[thousands] if thousands < 1000 else str(thousands)
             fraction = fractions[rest]
-        # the request id: scrubbed only if it may hold a secret (logging.might_hold_secret)
-        if "_" in request_id or "eyJ" in request_id or "-----BEGIN" in request_id:
-            request_id = scrub(request_id)
+        if head.__class__ is OwnHead:  # our own request id: hex digits, as they are
+            request_text, after_id = request_id, _OWN_ID_END
+            request_id_key = _OWN_REQUEST_ID
+        else:
+            # the caller's: scrubbed only if it may hold a secret (might_hold_secret)
+            if "_" in request_id or "eyJ" in request_id or "-----BEGIN" in request_id:
+                request_id = scrub(request_id)
+            request_text, after_id = _encode(request_id), _TIMESTAMP
+            request_id_key = _REQUEST_ID
         second, nanoseconds = divmod(now_ns, 1_000_000_000)
         if second != last_second:
             last_second, prefix = second, stamps.prefix(second)
@@ -412,9 +429,9 @@ def render_records(records: list[tuple[Any, ...]]) -> str:
                 fraction,
                 _CODE,
                 code,
-                _REQUEST_ID,
-                _encode(request_id),
-                _TIMESTAMP,
+                request_id_key,
+                request_text,
+                after_id,
                 prefix,
             )
         )

@@ -245,6 +245,19 @@ def test_a_batch_of_lines_has_each_calls_latency_as_the_chain_renders_it(
     assert direct == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**64 - 1), now_ns=instants)
+def test_a_request_id_the_server_made_renders_as_a_callers_would(seed: int, now_ns: int) -> None:
+    """The call wrapper marks the ids it made (hex digits, nothing to scrub or escape):
+    their lines are rendered without the checks, and are the same bytes."""
+    request_id = seed.to_bytes(8, "big").hex()  # what new_request_id() makes
+    line = rpc_line.RpcLine("/grpc.health.v1.Health/Check")
+    fields = ("ipv4:127.0.0.1:4711", None, 0.123, "OK", request_id, now_ns)
+    own = rpc_line.render_records([(line.own_head, *fields)])
+    assert own == rpc_line.render_records([(line.head, *fields)])
+    assert f'"request_id": "{request_id}"' in own
+
+
 # -- stdout ---------------------------------------------------------------------------
 
 
