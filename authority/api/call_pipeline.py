@@ -12,7 +12,7 @@ call meets them:
    log lines and events, and sent back in the trailing metadata;
 3. a request that could not be decoded is answered INVALID_ARGUMENT (``api.decoding``);
 4. an admin method refuses a caller without the admin credential (``api.admin_auth``);
-5. the handler; then one Prometheus count and latency (``rpc_metrics.rpc_observer``) and one
+5. the handler; then one Prometheus count and latency (``rpc_metrics.RpcRecorder``) and one
    ``rpc`` line (``observability.rpc_line``), whatever the outcome.
 
 A unary-response call runs all of it in one coroutine; a streaming one composes the
@@ -43,6 +43,7 @@ from authority.domain.call_metadata import random_bits as _random_bits
 from authority.domain.call_metadata import request_id as caller_request_id
 from authority.domain.errors import AuthorityError
 from authority.observability import metrics, rpc_line, rpc_metrics
+from authority.observability.logging import INSTALLED, STDOUT
 from authority.services.admin_credential import AdminCredential
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _Undecodable = decoding.Undecodable
 _perf_counter = time.perf_counter
+_ns = time.time_ns
 _bind_request_id = REQUEST_ID.bind
 _call_metadata = call_metadata.get
 
@@ -179,7 +181,12 @@ class CallPipeline:
         self, method: str, behaviour: Behaviour, gated: bool, streamed: bool
     ) -> Behaviour:
         line = rpc_line.RpcLine(method)
-        observe = rpc_metrics.rpc_observer(method)
+        recorder = rpc_metrics.rpc_recorder(method)
+        record_latency = recorder.latencies.append
+        record_code = recorder.codes.append
+        codes = recorder.codes
+        results = recorder.results
+        pending = recorder.pending
         mints = method in rpc_line.MINTING
         admin = self._admin
         caller = self._caller
@@ -188,12 +195,20 @@ class CallPipeline:
         principal = rpc_line.principal.get
         write = line.write
         bind = _bind_request_id
+        installed = INSTALLED
+        config = installed.config
+        # RpcLine.write's usual case, inline: the line's fields as one tuple on stdout's
+        # records, while the request id is the only context variable ever bound.
+        head = line.head
+        own_head = line.own_head
+        bound = rpc_line.bound_variables()
+        records = STDOUT.records
 
         # Everything in one coroutine, in locals: this runs on every call of the method.
         # (What _request_id_and_credential and _begin do, inline: a Python call is a
         # visible part of a call's cost.) Nothing is unbound at the end: the call's task,
         # and its context, end with it (see _begin).
-        async def call(request: Any, context: Context) -> Any:
+        async def call(request: Any, context: Context) -> Any:  # noqa: PLR0915 - on purpose
             started = _perf_counter()
             metadata: Any = _call_metadata()
             if metadata is None:
@@ -206,11 +221,18 @@ class CallPipeline:
                         request_id = caller_request_id(((key, value),))
                 elif key == AUTHORIZATION:
                     authorized = True
+            line_head = head
             if not request_id:
                 request_id = _random_bits(64).to_bytes(8, "big").hex()  # new_request_id()
+                line_head = own_head
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             bind(request_id)
-            chain = chain_of()
+            # json_chain(), inline: the installed chain, while it is structlog's
+            chain = installed.chain
+            if chain is not None and (
+                config is None or config.default_processors is not chain.processors
+            ):
+                chain = chain_of()
             write_line = chain.info if chain is not None else enabled(None)
             # Read now, while the call is alive: after a cancellation grpc may have freed
             # it, and peer() on a freed call crashes the process.
@@ -238,14 +260,29 @@ class CallPipeline:
                 raise
             finally:
                 elapsed = _perf_counter() - started
-                observe(code, elapsed, response)
+                # the metrics: recorder.observe, inline
+                record_latency(elapsed)
+                record_code(code)
+                if results is not None and response is not None:
+                    results.append(response.result)
+                if len(codes) == 1:
+                    pending()
                 if write_line:
                     who = principal()
                     if who is None and mints and response is not None:
                         who = rpc_line.minted_subject(response)
                     if who is None and authorized:
                         who = caller(metadata)
-                    write(chain, peer, who, elapsed, code, request_id)
+                    if chain is None or chain.extra or bound is None or len(bound) != 1:
+                        write(chain, peer, who, elapsed, code, request_id)
+                    else:
+                        name = "OK" if code is _OK else code.name
+                        records.append(
+                            (line_head, peer, who, elapsed * 1000, name, request_id, _ns())
+                        )
+                        due = STDOUT._flushing_on  # what STDOUT.add_record checks
+                        if len(records) == 1 or due is None or not due.is_running():
+                            STDOUT.arrange_flush()
 
         return call
 

@@ -256,8 +256,6 @@ class JsonChain:
     info: bool  # whether info lines are written at the configured level
 
 
-_json_chain: JsonChain | None = None
-
 # structlog's configuration object: reading its processors is what get_config() does,
 # without building get_config()'s dictionary on every call (json_chain runs per RPC).
 _STRUCTLOG_CONFIG = getattr(_structlog_config, "_CONFIG", None)
@@ -265,10 +263,26 @@ if not hasattr(_STRUCTLOG_CONFIG, "default_processors"):
     _STRUCTLOG_CONFIG = None  # pragma: no cover - a structlog that changed its internals
 
 
+class Installed:
+    """What ``configure_logging`` installed (``chain``, None for the console renderer)
+    and structlog's configuration object (``config``, None if its internals changed):
+    the chain is in effect while ``config.default_processors is chain.processors``. The
+    call wrapper checks that inline (``json_chain`` does it with a Python call)."""
+
+    __slots__ = ("chain", "config")
+
+    def __init__(self) -> None:
+        self.chain: JsonChain | None = None
+        self.config: Any = _STRUCTLOG_CONFIG
+
+
+INSTALLED = Installed()
+
+
 def json_chain() -> JsonChain | None:
     """The chain ``configure_logging`` installed, while it is still structlog's (None
     after anything else reconfigured structlog, or for the console renderer)."""
-    chain = _json_chain
+    chain = INSTALLED.chain
     if chain is None:
         return None
     if _STRUCTLOG_CONFIG is not None:
@@ -319,7 +333,6 @@ class ContextBinding:
 
 def configure_logging(*, fmt: str = "json", level: str = "info") -> None:
     """JSON lines on stdout with timestamp, level and event (``console`` for people)."""
-    global _json_chain  # noqa: PLW0603 - the one installed configuration
     # With tracing on, lines logged inside a span carry its trace_id and span_id.
     extra = tracing.log_processors()
     chain = processors(fmt, extra=extra)
@@ -330,7 +343,7 @@ def configure_logging(*, fmt: str = "json", level: str = "info") -> None:
         logger_factory=_line_logger,
         cache_logger_on_first_use=True,
     )
-    _json_chain = (
+    INSTALLED.chain = (
         JsonChain(chain, tuple(extra), threshold <= logging.INFO) if fmt == "json" else None
     )
     # asyncpg logs every failed reconnection with a traceback while PostgreSQL is down;

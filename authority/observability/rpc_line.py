@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import math
 import time
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -151,6 +152,12 @@ _REQUEST_ID_KEY = "request_id"
 _ONLY_REQUEST_ID = "structlog_" + _REQUEST_ID_KEY
 
 
+def bound_variables() -> dict[str, contextvars.ContextVar[Any]] | None:
+    """structlog's context variables when the request id's is among them (then, while
+    it is the only one, a call's line needs no lookup: ``RpcLine.write``); else None."""
+    return _BOUND if _BOUND is not None and _ONLY_REQUEST_ID in _BOUND else None
+
+
 Items = tuple[tuple[str, str | None], ...]
 
 
@@ -200,19 +207,65 @@ def _tail(extra: tuple[Processor, ...]) -> str | None:
     return None if pairs is None else "".join(", " + pair for pair in pairs)
 
 
+_TIE_MARGIN = 1e-6  # > the rounding of ``ms * 1000`` wherever the fast path is taken
+_FAST_LIMIT = 2.0**30  # thousandths of a millisecond (18 minutes): ulp(2**30) is 2**-22
+_INTS = [str(whole) for whole in range(1000)]
+# ``repr`` of a 3-decimal fraction: ".5", ".05", ".005", ".0"
+_THREE = [f"{part:03d}" for part in range(1000)]
+_FRACTIONS = [".0"] + [("." + text).rstrip("0") for text in _THREE[1:]]
+_DOT_THREE = ["." + text for text in _THREE]
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def latency_text(latency_ms: float) -> str:
+    """``repr(round(latency_ms, 3))``, what the chain renders for the line's latency,
+    without the two conversions through decimal text (``round`` with digits, ``repr``)
+    that cost more than the rest of the line: from the latency in thousandths of a
+    millisecond, rounded to the nearest whole one. That rounding is exact except within
+    rounding error of a half (``_TIE_MARGIN``), where ``round`` decides; and ``repr`` of
+    a number with at most 15 significant digits is those digits
+    (``render_records`` does the same inline). Not a number and the infinities as JSON
+    renders them (never a call's latency)."""
+    scaled = latency_ms * 1000.0
+    if 0.0 < scaled < _FAST_LIMIT:  # (not -0.0)
+        whole = int(scaled)
+        part = scaled - whole
+        if not 0.5 - _TIE_MARGIN < part < 0.5 + _TIE_MARGIN:
+            if part > 0.5:
+                whole += 1
+            thousands, rest = divmod(whole, 1000)
+            head = _INTS[thousands] if thousands < 1000 else str(thousands)
+            return head + _FRACTIONS[rest]
+    rounded = round(latency_ms, 3)
+    if not math.isfinite(rounded):
+        return _NON_FINITE[str(rounded)]  # as json renders them
+    return repr(rounded)
+
+
+class OwnHead(str):
+    """A line's head whose request id the server made: the id's text is its digits."""
+
+    __slots__ = ()
+
+
 class RpcLine:
-    """The line of one method: its constant parts rendered once, as %-format templates.
-    Written in two steps: what the line says is captured as the call ends (one tuple,
-    ``write``); its text is rendered when stdout is flushed, with the other lines of that
-    moment (``render_records``: one %-format per line)."""
+    """The line of one method: its constant parts rendered once. Written in two steps:
+    what the line says is captured as the call ends (one tuple, ``write``); its text is
+    rendered when stdout is flushed, with the other lines of that moment
+    (``render_records``: the pieces of every line joined once)."""
 
     def __init__(self, method: str) -> None:
         self.method = method
-        head = '{"method": ' + _string(method).replace("%", "%%") + ', "peer": %s, '
-        head += '"principal": %s, "latency_ms": %r, "code": "%s", "event": "rpc"'
-        # the request id alone (as a rule), its value rendered with the batch
-        self._bound_id = head + ', "request_id": %s, "level": "info", "timestamp": "%s"}\n'
+        # the request id alone bound (as a rule): the line's pieces joined at the flush
+        self.head = '{"method": ' + _string(method) + ', "peer": '
+        # the same, for a request id the server made (``new_request_id``: hex digits,
+        # nothing to scrub or escape in it)
+        self.own_head = OwnHead(self.head)
         # any other bound variables, and the chain's extra keys, rendered as captured
+        head = '{"method": ' + _string(method).replace("%", "%%") + ', "peer": %s, '
+        head += '"principal": %s, "latency_ms": %s, "code": "%s", "event": "rpc"'
         self._bound_any = head + '%s, "level": "info", "timestamp": "%s"%s}\n'
         self._records = STDOUT.records
         self._add = STDOUT.add_record
@@ -228,7 +281,6 @@ class RpcLine:
     ) -> None:
         """Write the line (``current``: the chain in effect when the call started;
         ``request_id``: the one the call bound, if it bound one)."""
-        latency_ms = round(elapsed * 1000, 3)
         if current is not None:
             name = "OK" if code is _OK else code.name  # .name is a descriptor call
             bound = _BOUND
@@ -240,14 +292,12 @@ class RpcLine:
                 and _ONLY_REQUEST_ID in bound
             ):  # only ever the request id bound, and this call's: no lookup
                 records = self._records
-                records.append(
-                    (self._bound_id, peer, who, latency_ms, name, request_id, _time_ns())
-                )
+                records.append((self.head, peer, who, elapsed * 1000, name, request_id, _time_ns()))
                 due = STDOUT._flushing_on  # what STDOUT.add_record checks, inline
                 if len(records) == 1 or due is None or not due.is_running():
                     STDOUT.arrange_flush()
                 return
-            record = self._record(current, peer, who, latency_ms, name, _time_ns(), request_id)
+            record = self._record(current, peer, who, elapsed * 1000, name, _time_ns(), request_id)
             if record is not None:
                 self._add(record)
                 return
@@ -256,7 +306,7 @@ class RpcLine:
             method=self.method,
             peer=peer,
             principal=who,
-            latency_ms=latency_ms,
+            latency_ms=round(elapsed * 1000, 3),
             code=code.name,
         )
 
@@ -295,31 +345,102 @@ class RpcLine:
         return None if record is None else render_records([record])
 
 
-def render_records(records: list[tuple[Any, ...]]) -> str:
-    """The lines of captured ``records`` (``RpcLine.write``), one %-format each."""
+_PRINCIPAL = ', "principal": '
+_LATENCY = ', "latency_ms": '
+_CODE = ', "code": "'
+_REQUEST_ID = '", "event": "rpc", "request_id": '
+_TIMESTAMP = ', "level": "info", "timestamp": "'
+_OWN_REQUEST_ID = _REQUEST_ID + '"'
+_OWN_ID_END = '"' + _TIMESTAMP
+_END_WHOLE = 'Z"}\n'
+_NULL = "null"
+
+
+def render_records(records: list[tuple[Any, ...]]) -> str:  # noqa: PLR0915 - one loop
+    """The lines of captured ``records`` (``RpcLine.write``): every piece of every line
+    in one list, joined once (a %-format per line scanned its whole template, and
+    formatted the latency and the microseconds through generic conversions, each of
+    which cost more than the joining). The latency as ``latency_text``, inline."""
     peers = _PEERS
     stamps = _TIMESTAMPS
     last_second, prefix = stamps.last
-    lines = []
-    for template, peer, who, latency_ms, code, bound, now_ns, *tail in records:
-        peer_text = peers.get(peer)
+    ints, fractions, three, dot_three = _INTS, _FRACTIONS, _THREE, _DOT_THREE
+    low, high = 0.5 - _TIE_MARGIN, 0.5 + _TIE_MARGIN
+    pieces: list[str] = []
+    add = pieces.extend
+    for record in records:
+        if len(record) != 7:  # bound variables or extra keys, rendered as captured
+            template, peer, who, latency_ms, code, bound, now_ns, tail = record
+            second, nanoseconds = divmod(now_ns, 1_000_000_000)
+            if second != last_second:
+                last_second, prefix = second, stamps.prefix(second)
+            micro = nanoseconds // 1000
+            stamp = "%s.%06dZ" % (prefix, micro) if micro else prefix + "Z"  # noqa: UP031
+            who_text = _NULL if who is None else _string(who)
+            latency = latency_text(latency_ms)
+            line = template % (
+                peers.get(peer) or _peer(peer),
+                who_text,
+                latency,
+                code,
+                bound,
+                stamp,
+                tail,
+            )
+            add((line,))
+            continue
+        head, peer, who, latency_ms, code, request_id, now_ns = record
+        peer_text: str | None = peers.get(peer)
         if peer_text is None:
             peer_text = _peer(peer)
+        # the latency: latency_text's fast path, inline
+        scaled = latency_ms * 1000.0
+        whole = int(scaled) if 0.0 < scaled < _FAST_LIMIT else -1
+        part = scaled - whole
+        if whole < 0 or low < part < high:
+            whole_text, fraction = latency_text(latency_ms), ""
+        else:
+            if part > 0.5:
+                whole += 1
+            thousands, rest = divmod(whole, 1000)
+            whole_text = ints[thousands] if thousands < 1000 else str(thousands)
+            fraction = fractions[rest]
+        if head.__class__ is OwnHead:  # our own request id: hex digits, as they are
+            request_text, after_id = request_id, _OWN_ID_END
+            request_id_key = _OWN_REQUEST_ID
+        else:
+            # the caller's: scrubbed only if it may hold a secret (might_hold_secret)
+            if "_" in request_id or "eyJ" in request_id or "-----BEGIN" in request_id:
+                request_id = scrub(request_id)
+            request_text, after_id = _encode(request_id), _TIMESTAMP
+            request_id_key = _REQUEST_ID
         second, nanoseconds = divmod(now_ns, 1_000_000_000)
         if second != last_second:
             last_second, prefix = second, stamps.prefix(second)
         micro = nanoseconds // 1000
-        # datetime.isoformat leaves out a zero fraction.
-        stamp = "%s.%06dZ" % (prefix, micro) if micro else prefix + "Z"  # noqa: UP031
-        who_text = "null" if who is None else _string(who)
-        if tail:
-            lines.append(template % (peer_text, who_text, latency_ms, code, bound, stamp, tail[0]))
-            continue
-        # the request id: scrubbed only if it may hold a secret (logging.might_hold_secret)
-        secret = "_" in bound or "eyJ" in bound or "-----BEGIN" in bound
-        request_id = _encode(scrub(bound) if secret else bound)
-        lines.append(template % (peer_text, who_text, latency_ms, code, request_id, stamp))
-    return "".join(lines)
+        add(
+            (
+                head,
+                peer_text,
+                _PRINCIPAL,
+                _NULL if who is None else _string(who),
+                _LATENCY,
+                whole_text,
+                fraction,
+                _CODE,
+                code,
+                request_id_key,
+                request_text,
+                after_id,
+                prefix,
+            )
+        )
+        if micro:  # datetime.isoformat leaves out a zero fraction
+            thousands, rest = divmod(micro, 1000)
+            add((dot_three[thousands], three[rest], _END_WHOLE))
+        else:
+            add((_END_WHOLE,))
+    return "".join(pieces)
 
 
 STDOUT.render_records = render_records

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -15,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from authority.api.call_pipeline import CallPipeline
+from authority.api.handler_wrapping import Registrar
 from authority.domain.errors import Unavailable
 from authority.domain.throttle import Throttled
 from authority.observability import metrics, rpc_metrics
@@ -113,6 +117,73 @@ def test_a_scrape_counts_every_call_as_observing_each_one_would(
 
 
 _METHODS = itertools.count()
+
+
+async def test_a_scrape_right_after_calls_counts_every_one_of_them() -> None:
+    """The call wrapper only appends a call to its method's lists; the counting happens
+    when they are folded, which a scrape does first: a scrape right after N calls (no
+    wait for the fold timer) counts exactly N, by code, in the histogram and by result."""
+    results = [token_pb2.VERIFY_RESULT_VALID, token_pb2.VERIFY_RESULT_EXPIRED]
+
+    async def verify(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if request == b"missing":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no")
+        return token_pb2.VerifyResponse(result=results[len(request) % 2])
+
+    handler = grpc.method_handlers_generic_handler(
+        "authority.v1.TokenService",
+        {"Verify": grpc.unary_unary_rpc_method_handler(verify, bytes, _serialize)},
+    )
+    server = grpc.aio.server()
+    Registrar(server, CallPipeline(admin=None).wrap).add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        before = _rpc_samples(VERIFY)
+        reasons_before = _reason_samples()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/" + VERIFY, lambda b: b, lambda b: b)
+            for round_ in range(2):  # a second batch after a scrape counts from there
+                requests = [b"a", b"bb", b"missing", b"ccc"] * (3 + round_)
+                for request in requests:
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await call(request)
+                after = _rpc_samples(VERIFY)
+                reasons = _reason_samples()
+
+                calls = len(requests)
+                moved = _moved(before, after)
+                assert moved("authority_rpc_requests_total", code="OK") == calls * 3 / 4
+                assert moved("authority_rpc_requests_total", code="NOT_FOUND") == calls / 4
+                assert moved("authority_rpc_duration_seconds_count") == calls
+                assert moved("authority_rpc_duration_seconds_bucket", le="+Inf") == calls
+                assert reasons["valid"] - reasons_before.get("valid", 0.0) == calls / 4
+                assert reasons["expired"] - reasons_before.get("expired", 0.0) == calls / 2
+                before, reasons_before = after, reasons
+    finally:
+        await server.stop(None)
+
+
+def _moved(before: Samples, after: Samples) -> Callable[..., float]:
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted({"method": VERIFY, **labels}.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    return moved
+
+
+def _serialize(message: Any) -> bytes:
+    return bytes(message.SerializeToString())
+
+
+def _reason_samples() -> dict[str, float]:
+    body = metrics.exposition()().decode()
+    found = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "authority_verify_results_total":
+                found[sample.labels["reason"]] = sample.value
+    return found
 
 
 # -- unit: the error path -----------------------------------------------------------------

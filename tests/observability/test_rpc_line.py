@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import contextvars
 import io
+import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -173,6 +175,87 @@ def test_a_context_variable_the_direct_path_cannot_render_falls_back_to_the_chai
 @given(text=st.one_of(st.text(), texts, st.builds(lambda a, b: a + b, texts, st.text())))
 def test_the_marker_check_never_skips_a_secret(text: str) -> None:
     assert scrub(text) == _SECRET_SHAPES.sub(_replace, text)
+
+
+# Latencies in seconds, with the hard cases: exact halves of a thousandth of a
+# millisecond (and their neighbours), whole milliseconds, huge ones, negative ones.
+_halves = st.integers(min_value=0, max_value=2**31).map(lambda k: (k + 0.5) / 1e6)
+elapsed_seconds = st.one_of(
+    st.floats(min_value=0, max_value=2e3),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _halves,
+    _halves.map(lambda v: math.nextafter(v, 0)),
+    _halves.map(lambda v: math.nextafter(v, 1)),
+    st.integers(min_value=0, max_value=10**7).map(lambda k: k / 1e3),
+    st.sampled_from([0.0, -0.0, 1e-7, 1073.7418235, 1e12, math.inf, math.nan]),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(elapsed=elapsed_seconds)
+def test_the_latency_text_is_the_rounded_latencys_repr(elapsed: float) -> None:
+    latency_ms = elapsed * 1000
+    assert rpc_line.latency_text(latency_ms) == json.dumps(round(latency_ms, 3))
+
+
+@settings(max_examples=100, deadline=None)
+@given(elapsed=st.lists(elapsed_seconds, min_size=1, max_size=20), now_ns=instants)
+def test_a_batch_of_lines_has_each_calls_latency_as_the_chain_renders_it(
+    elapsed: list[float], now_ns: int
+) -> None:
+    chain = processors("json")
+    line = rpc_line.RpcLine("/grpc.health.v1.Health/Check")
+
+    def written() -> tuple[str, str]:
+        token = REQUEST_ID.bind("0123456789abcdef")
+        clock, rpc_line._time_ns = rpc_line._time_ns, lambda: now_ns
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                for seconds in elapsed:
+                    line.write(
+                        JsonChain(chain, (), info=True),
+                        "ipv4:127.0.0.1:4711",
+                        None,
+                        seconds,
+                        grpc.StatusCode.OK,
+                        "0123456789abcdef",
+                    )
+                STDOUT.flush()
+            expected = "".join(
+                _chain_line(
+                    chain,
+                    now_ns,
+                    {
+                        "method": "/grpc.health.v1.Health/Check",
+                        "peer": "ipv4:127.0.0.1:4711",
+                        "principal": None,
+                        "latency_ms": round(seconds * 1000, 3),
+                        "code": "OK",
+                        "event": "rpc",
+                    },
+                )
+                for seconds in elapsed
+            )
+            return out.getvalue(), expected
+        finally:
+            rpc_line._time_ns = clock
+            REQUEST_ID.reset(token)
+
+    direct, expected = contextvars.copy_context().run(written)
+    assert direct == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**64 - 1), now_ns=instants)
+def test_a_request_id_the_server_made_renders_as_a_callers_would(seed: int, now_ns: int) -> None:
+    """The call wrapper marks the ids it made (hex digits, nothing to scrub or escape):
+    their lines are rendered without the checks, and are the same bytes."""
+    request_id = seed.to_bytes(8, "big").hex()  # what new_request_id() makes
+    line = rpc_line.RpcLine("/grpc.health.v1.Health/Check")
+    fields = ("ipv4:127.0.0.1:4711", None, 0.123, "OK", request_id, now_ns)
+    own = rpc_line.render_records([(line.own_head, *fields)])
+    assert own == rpc_line.render_records([(line.head, *fields)])
+    assert f'"request_id": "{request_id}"' in own
 
 
 # -- stdout ---------------------------------------------------------------------------
