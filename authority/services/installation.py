@@ -12,12 +12,22 @@ What may be created, and when:
   every account. ``--init`` (AUTHORITY_ALLOW_FRESH_INSTALL) permits it, explicitly.
 - Before anything is written, the KEK ring must open every stored envelope (signing
   keys and webhook secrets, see ``authority.keys.kek_check``).
+- On SQLite, processes opening one data directory at once (``serve --workers N`` on a
+  first start) take turns (an advisory lock on ``.install.lock``): otherwise one saw the
+  database its sibling had just created, still empty, or the KEK it had just generated
+  with no database yet, and refused to start as if an installation had been lost.
+  (PostgreSQL needs no turn here, and its data directory may be read-only.)
 
 Messages name files and KEK ids, never secret material.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,12 +114,46 @@ def _configured_admin_secret(settings: Settings) -> str | None:
     )
 
 
+INSTALL_LOCK_NAME = ".install.lock"
+
+
+def _lock_exclusively(data_dir: Path) -> int:
+    """The descriptor of ``data_dir``'s install lock, once this process holds it."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(data_dir / INSTALL_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.asynccontextmanager
+async def _installation_lock(settings: Settings) -> AsyncIterator[None]:
+    """On SQLite, exclusive among processes opening the data directory; released when
+    the installation is open (the database has its schema, the generated secrets exist)."""
+    if settings.database_url:
+        yield
+        return
+    fd = await asyncio.to_thread(_lock_exclusively, settings.data_dir)
+    try:
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 async def open_installation(settings: Settings, store: Store) -> Installation:
     """Open ``store`` and the secrets that go with it; see the module docstring.
 
     Raises InstallationRefused or KekMismatch (with nothing written) when the pieces do
     not belong together.
     """
+    async with _installation_lock(settings):
+        return await _open_installation(settings, store)
+
+
+async def _open_installation(settings: Settings, store: Store) -> Installation:
     refuse_lost_database(settings)
     kek = _configured_kek(settings)
     admin_secret = _configured_admin_secret(settings)
