@@ -421,3 +421,27 @@ def test_no_secret_reaches_the_logs_in_a_full_lifecycle(
     assert all(e["principal"] for e in issued)
     assert any(e["code"] == "UNAUTHENTICATED" for e in by_method["Issue"])
     assert all(len(e["request_id"]) >= 8 for e in lines)
+
+
+@pytest.mark.integration
+def test_a_call_names_only_its_own_caller_on_a_shared_connection(
+    start_server: Callable[..., ServerProcess],  # noqa: F811 - the fixture
+) -> None:
+    """The wrapper binds the request id and principal per call and never unbinds them: each
+    call runs in a context of its own (grpc.aio's task per call). Were the context shared,
+    a Verify after alice's login on the same connection would be logged as hers."""
+    server = start_server()
+    with server.client() as client:
+        client.create_principal("alice", "a perfectly fine passphrase")
+        tokens = [
+            client.issue_with_password("alice", "a perfectly fine passphrase").access_token
+            for _ in range(5)
+        ]
+        for token in tokens:
+            client.verify(token)  # unauthenticated: the line names nobody
+    verifies = server.rpc_lines(5, "/authority.v1.TokenService/Verify")
+    issues = server.rpc_lines(5, "/authority.v1.TokenService/Issue")
+    assert len(verifies) == 5 and len(issues) == 5
+    assert all(line["principal"] for line in issues)
+    assert {line["principal"] for line in verifies} == {None}
+    assert len({line["request_id"] for line in verifies + issues}) == 10
