@@ -120,6 +120,8 @@ class Settings:
     hash_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
     log_format: str = "json"
     log_level: str = "info"
+    # uvloop where installed ("auto"), or insist on "uvloop", or asyncio's loop ("asyncio").
+    event_loop: str = "auto"
     reflection: bool = True
     # The password grant (legacy, RFC 9700 section 2.4), over gRPC and HTTP alike.
     oauth_password_grant: bool = True
@@ -217,6 +219,8 @@ class Settings:
             problems.append("AUTHORITY_LOG_FORMAT must be json or console")
         if self.log_level not in {"debug", "info", "warning", "error"}:
             problems.append("AUTHORITY_LOG_LEVEL must be debug, info, warning or error")
+        if self.event_loop not in {"auto", "uvloop", "asyncio"}:
+            problems.append("AUTHORITY_EVENT_LOOP must be auto, uvloop or asyncio")
         if not self.audience:
             problems.append("AUTHORITY_AUDIENCE must not be empty")
         if problems:
@@ -355,6 +359,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "hash_workers": _positive_int,
     "log_format": _choice("json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
+    "event_loop": _choice("auto", "uvloop", "asyncio"),
     "reflection": _bool,
     "oauth_password_grant": _bool,
     "reuse_port": _bool,

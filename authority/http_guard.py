@@ -21,7 +21,7 @@ import asyncio
 import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -42,8 +42,9 @@ class _Guarded(asyncio.Protocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.in_request = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # A stream transport (a cast: uvloop's do not subclass asyncio.Transport).
+        transport = cast(asyncio.Transport, base)
         if not self._guard.admit(self, transport):
             transport.abort()  # the descriptor is released now, not after a timeout
             return
@@ -103,9 +104,8 @@ class ConnectionGuard:
         self, inner: Callable[[], asyncio.BaseProtocol]
     ) -> Callable[[], asyncio.Protocol]:
         def make() -> asyncio.Protocol:
-            protocol = inner()
-            assert isinstance(protocol, asyncio.Protocol)
-            return _Guarded(self, protocol)
+            # aiohttp's protocol, a stream protocol (asyncio.Protocol by duck typing).
+            return _Guarded(self, cast(asyncio.Protocol, inner()))
 
         return make
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import os
 
 from authority.app import serve
 from authority.config import Settings
 from authority.observability.logging import configure_logging
+from authority.runtime import event_loop
 from authority.supervisor import Supervisor
 
 
@@ -21,5 +21,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1:
         return Supervisor(settings, args.workers).run()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    asyncio.run(serve(settings))
+    event_loop.run(serve(settings), settings.event_loop)
     return 0

@@ -27,6 +27,7 @@ from authority.loops import run_loops
 from authority.observability import tracing as observability_tracing
 from authority.runtime.background import LIVENESS, READINESS, background_loops
 from authority.runtime.build import Base, Components, Servicers, build, build_base, issuer_for
+from authority.runtime.event_loop import loop_name
 from authority.runtime.heap import freeze_startup_heap, release_startup_heap
 from authority.runtime.listeners import (
     SERVICE_NAMES,
@@ -144,6 +145,7 @@ class Authority:
             issuer=c.issuer,
             data_dir=str(s.data_dir),
             mode=base.backends.mode,
+            event_loop=loop_name(asyncio.get_running_loop()),
         )
 
     async def _bind_http(self) -> None:

@@ -1,6 +1,9 @@
 """The floor: a bare ``grpc.aio`` server process with no interceptors, no logging and no
 metrics, serving only ``grpc.health.v1`` Health (the same servicer the authority uses)
-and the echo RPC. Every ratio to "bare" in ``make bench`` is to this process.
+and the echo RPC. Every ratio to "bare" in ``make bench`` is to this process, on
+asyncio's own loop (what a grpc.aio server runs on unless told otherwise). The same
+server on uvloop (``--loop uvloop``, the loop ``authority serve`` picks) is part 0's
+same-loop reference: the per-call tax of our own code, with the loop's gain set aside.
 
 Run by ``python -m tools.bench`` (``BareServer``); standalone:
 ``python -m tools.bench.bare --out F``.
@@ -22,6 +25,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from authority.runtime import event_loop
 from tools.bench.echo import echo_handler
 from tools.bench.processes import pinned
 
@@ -57,12 +61,19 @@ async def _serve(out: Path) -> None:
 
 
 class BareServer:
-    """The bare server as a child process (pinned to ``cpus`` where taskset exists)."""
+    """The bare server as a child process (pinned to ``cpus`` where taskset exists), on
+    ``loop``: "asyncio" or "uvloop"."""
 
-    def __init__(self, cpus: str | None = None) -> None:
+    def __init__(self, cpus: str | None = None, loop: str = "asyncio") -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="authority-bench-bare-")
         self._out = Path(self._dir.name) / "ready.json"
-        command = [sys.executable, "-m", "tools.bench.bare", f"--out={self._out}"]
+        command = [
+            sys.executable,
+            "-m",
+            "tools.bench.bare",
+            f"--out={self._out}",
+            f"--loop={loop}",
+        ]
         self._process = subprocess.Popen(  # noqa: S603 - our own module, no shell
             pinned(command, cpus), stdin=subprocess.PIPE
         )
@@ -92,8 +103,9 @@ class BareServer:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.bare", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="JSON file: pid and port")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.out))
+    event_loop.run(_serve(args.out), args.loop)
     return 0
 
 

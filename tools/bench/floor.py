@@ -1,12 +1,15 @@
 """Part 0 of ``make bench``: the per-call tax, against the floor.
 
-A bare ``grpc.aio`` server (``tools.bench.bare``: no interceptors) and a real
-``authority serve`` (default settings: info logging, metrics, request context) run
-pinned to one core, h2load on the other (4 connections x 16 streams, one fixed body per
-phase). Phases interleave in rounds: bare Health/Check, the authority's Health/Check,
-bare echo (Verify's body), Verify of one repeated token, and Envoy ext_authz Check with
-that token. Ratios are per round, medians reported. h2load cannot see ``grpc-status``:
-the authority's ``authority_rpc_requests`` counters prove every call answered OK.
+A bare ``grpc.aio`` server (``tools.bench.bare``: no interceptors, asyncio's loop) and a
+real ``authority serve`` (default settings: info logging, metrics, request context, and
+uvloop, the loop it picks) run pinned to one core, h2load on the other (4 connections x
+16 streams, one fixed body per phase). Phases interleave in rounds: bare Health/Check,
+the same bare server on uvloop (the same-loop reference: what is left is our own code's
+tax), the authority's Health/Check, bare echo (Verify's body), Verify of one repeated
+token, and Envoy ext_authz Check with that token. Ratios are per round, medians
+reported; the targets are to the bare server, the issue's floor. h2load cannot see
+``grpc-status``: the authority's ``authority_rpc_requests`` counters prove every call
+answered OK.
 """
 
 from __future__ import annotations
@@ -39,7 +42,14 @@ EXT_AUTHZ_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 SATURATED = 0.85
 CONNECTIONS, STREAMS = 4, 16
 # (phase, server, method, body) in the order of each round.
-PHASES = ("bare health", "authority health", "bare echo", "verify repeat", "ext_authz")
+PHASES = (
+    "bare health",
+    "bare uvloop health",
+    "authority health",
+    "bare echo",
+    "verify repeat",
+    "ext_authz",
+)
 TARGETS = {"authority health": 0.95, "verify repeat": 0.90, "ext_authz": 0.85}
 _COUNTER = re.compile(r"^authority_rpc_requests_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
 
@@ -150,6 +160,7 @@ def run(rounds: int, seconds: float, warmup: float) -> FloorResult:
     with tempfile.TemporaryDirectory(prefix="authority-bench-floor-") as workdir:
         work = Path(workdir)
         bare = BareServer(server_cpus)
+        same_loop = BareServer(server_cpus, loop="uvloop")
         served: Served | None = None
         try:
             served = Served(work / "data", {}, cpus=server_cpus).wait_ready()
@@ -168,6 +179,12 @@ def run(rounds: int, seconds: float, warmup: float) -> FloorResult:
                 files[name].write_bytes(grpc_frame(body))
             plan = {
                 "bare health": (bare.port, bare.pid, HEALTH_CHECK_METHOD, files["health"]),
+                "bare uvloop health": (
+                    same_loop.port,
+                    same_loop.pid,
+                    HEALTH_CHECK_METHOD,
+                    files["health"],
+                ),
                 "authority health": (
                     served.grpc_port,
                     served.pids[0],
@@ -217,6 +234,7 @@ def run(rounds: int, seconds: float, warmup: float) -> FloorResult:
             if served is not None:
                 served.stop()
             bare.stop()
+            same_loop.stop()
     return FloorResult(runs, how, errors)
 
 
@@ -248,6 +266,16 @@ def print_floor_report(result: FloorResult) -> None:
         result.cpu_ratio("verify repeat", "bare echo"),
     )
     print(f"  {'verify repeat / bare echo (same request)':<48} {t:>7.2f}x {'':<6} {c:>7.2f}x")
+    print(
+        f"  same loop, for reference (to the bare server on uvloop, as the authority runs;"
+        f" bare uvloop / bare asyncio {result.ratio('bare uvloop health'):.2f}x):"
+    )
+    for phase in TARGETS:
+        t, c = (
+            result.ratio(phase, "bare uvloop health"),
+            result.cpu_ratio(phase, "bare uvloop health"),
+        )
+        print(f"  {'  ' + phase:<48} {t:>7.2f}x {'':<6} {c:>7.2f}x")
     print(f"  calls the authority answered not OK (its metrics): {result.errors}")
     if result.starved:
         print(
