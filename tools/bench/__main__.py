@@ -283,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {how}; the Python load generator (this process) with h2load's CPU")
             info = server.wait_ready()
             print(
-                f"  server pid {info.pid}, port {info.port}; minted {len(info.fresh):,} fresh +"
+                f"  server pid {info.pid}, port {info.port}, on {info.event_loop};"
+                f" minted {len(info.fresh):,} fresh +"
                 f" {len(info.repeat)} repeat tokens in {info.mint_seconds:.1f} s"
                 f" (verify cache holds {info.cache_size:,})"
             )

@@ -43,6 +43,7 @@ class ServerInfo:
     repeat: list[str]
     mint_seconds: float
     cache_size: int
+    event_loop: str = "asyncio"
 
 
 class ServerProcess:
@@ -104,6 +105,7 @@ class ServerProcess:
             repeat=list(document["repeat"]),
             mint_seconds=float(document["mint_seconds"]),
             cache_size=int(document["verify_cache_size"]),
+            event_loop=str(document.get("event_loop", "asyncio")),
         )
 
     def stop(self) -> None:

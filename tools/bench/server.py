@@ -1,7 +1,8 @@
 """The benchmark's server process: a real ``Authority`` plus a bare echo RPC, in one process.
 
 Verify and echo share the process, the grpc.aio server, the event loop and the request
-message, so the difference between them is the cost of verification alone. Token pools
+message, so the difference between them is the cost of verification alone. The loop is
+the one ``authority serve`` runs on (``AUTHORITY_EVENT_LOOP``, uvloop by default). Token pools
 are minted here (signing only: nothing is verified, so the verify cache starts empty)
 and handed to the load generator in a JSON file written atomically once serving.
 
@@ -26,6 +27,7 @@ from authority.app import Authority
 from authority.config import Settings
 from authority.domain.clients import GrantType, authorize
 from authority.observability.logging import configure_logging
+from authority.runtime import event_loop
 from authority.services.clients import default_client
 from tools.bench.echo import ECHO_METHOD, echo_handler
 
@@ -106,6 +108,7 @@ async def serve(out: Path, data_dir: Path, fresh: int, repeat: int, watch_stdin:
                 "grpc_port": authority.ports.grpc,
                 "audience": settings.audience,
                 "verify_cache_size": settings.verify_cache_size,
+                "event_loop": event_loop.loop_name(loop),
                 "mint_seconds": time.perf_counter() - started,
                 "fresh": pools["fresh"],
                 "repeat": pools["repeat"],
@@ -131,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = args.data_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="authority-bench-"))
         )
-        asyncio.run(serve(args.out, data_dir, args.fresh, args.repeat, args.watch_stdin))
+        event_loop.run(
+            serve(args.out, data_dir, args.fresh, args.repeat, args.watch_stdin),
+            Settings.load().event_loop,
+        )
     return 0
 
 
