@@ -18,13 +18,14 @@ not have to thread the caller's address and request id through every call.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
+
+from authority.domain.identifiers import random_hex
 
 # Aggregate types.
 PRINCIPAL = "principal"
@@ -85,7 +86,7 @@ def set_actor(actor: str) -> None:
 
 
 def new_event_id() -> str:
-    return "ev_" + secrets.token_hex(12)
+    return "ev_" + random_hex(12)
 
 
 def _data_json(data: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ from authority.domain.clients import Client, Grant, GrantType
 from authority.domain.clock import Clock
 from authority.domain.errors import Unavailable
 from authority.domain.events import SESSION, TOKEN, Event, new_event
+from authority.domain.identifiers import random_urlsafe
 from authority.domain.principals import Principal
 from authority.domain.revocation import RevocationSet
 from authority.domain.sessions import RefreshRecord, Session, successor_expiry
@@ -159,7 +160,7 @@ class TokenMinter:
         that was checked (None otherwise: nothing was stored, nothing is returned)."""
         now = self._clock.now()
         session = Session(
-            id="s_" + secrets.token_urlsafe(16),
+            id="s_" + random_urlsafe(16),
             subject=principal.id,
             client_id=client.id,
             audience=grant.audience,
@@ -285,7 +286,7 @@ class TokenMinter:
         """An access token under a fresh ``sid`` that nothing stores: the caller stores the
         session (``access_session``). With ``session`` False (a client acting for itself)
         no session stands behind it, so it carries no ``sid`` (RFC 9068)."""
-        session_id = "s_" + secrets.token_urlsafe(16) if session else ""
+        session_id = "s_" + random_urlsafe(16) if session else ""
         access, expires, token_id, iat = self._mint(
             subject=subject,
             audience=grant.audience,
@@ -355,7 +356,7 @@ class TokenMinter:
             "exp": expires,
             "iat": iat,
             "nbf": now,
-            "jti": secrets.token_urlsafe(16),
+            "jti": random_urlsafe(16),
             "client_id": client.claim_id,
         }
         if session_id:
