@@ -93,7 +93,27 @@ class TokenVerifier:
                 and not self._revocations.is_revoked(claims)
             ):
                 return valid
-        signed = self._signed(token, now)
+            signed = self._signed(token, now)
+        else:
+            # A token never seen (or evicted): its signature once, then the entry a hit
+            # would find and the hit's own comparisons (its key was just found in the
+            # ring), so a valid one costs no ``check_claims`` verdict and no second entry
+            # lookup. Anything that does not pass: the plain path below finds the reason.
+            signed = verify_signature(token, self._keys(), max_bytes=self._max_bytes)
+            if not isinstance(signed, Verification) and now < signed.expires_at + self._leeway:
+                entry = self._cache[token] = self._entry(signed)
+                if audiences:  # once: the plain path reads them again
+                    audiences = frozenset(audiences)
+                if (
+                    not now + self._leeway < entry[2]
+                    and (
+                        entry[5]
+                        if not audiences
+                        else entry[4] and not frozenset(audiences).isdisjoint(signed.audience)
+                    )
+                    and not self._revocations.is_revoked(signed)
+                ):
+                    return entry[1]
         if isinstance(signed, Verification):
             return signed
         # A Verify without audiences (the usual case) builds no set.
