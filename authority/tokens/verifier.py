@@ -24,6 +24,7 @@ from authority.domain.tokens import (
     check_claims,
 )
 from authority.jose.cache import BoundedCache
+from authority.jose.claims import valid_verdict
 from authority.tokens.jws import VerificationKey, verify_signature
 
 _REVOKED = Verification(VerifyReason.REVOKED, "the token has been revoked")
@@ -147,7 +148,7 @@ class TokenVerifier:
         issuer_ok = claims.issuer == self._issuer
         return (
             claims,
-            Verification(_VALID, claims=claims),
+            valid_verdict(claims),
             max(claims.not_before, claims.issued_at),
             claims.expires_at + self._leeway,
             issuer_ok,

@@ -513,3 +513,29 @@ def test_the_i_json_check_is_re_encoding_as_utf8(
     if text is not None:  # the LocalVerifier's fast path checks the text it decoded
         loaded = json.loads(text)
         assert lone_surrogate_in_text(text, loaded) is _not_utf8(loaded)
+
+
+def test_slot_filled_values_are_the_dataclass_constructors() -> None:
+    """``parse_claims``'s one pass, ``valid_verdict`` and ``parse_compact`` fill slots and
+    assign ``__class__`` rather than call the frozen ``__init__``: each result must be an
+    ordinary, frozen instance of the class, equal to the constructor's."""
+    fx = Fixture(Algorithm.EDDSA)
+    token = fx.token(scope="read write", team="blue")
+    jws = parse_compact(token, max_bytes=4096)
+    assert isinstance(jws, _rfc7515.CompactJws) and type(jws) is _rfc7515.CompactJws
+    header, payload, signature = token.split(".")
+    assert jws == _rfc7515.CompactJws(
+        token, jws.kid, jws.algorithm, len(header) + 1 + len(payload), payload, signature
+    )
+    claims = parse_claims(json.loads(base64.urlsafe_b64decode(payload + "==")), fx.kid)
+    assert type(claims) is AccessClaims
+    assert claims == AccessClaims(**{f: getattr(claims, f) for f in AccessClaims.__slots__})
+    verdict = check_claims(
+        claims, issuer=ISSUER, audiences=frozenset({"api"}), now=fx.clock.timestamp(), leeway=0
+    )
+    plain = Verification(VerifyReason.VALID, claims=claims)
+    assert type(verdict) is Verification and verdict == plain
+    assert repr(verdict) == repr(plain)
+    for value, field in ((jws, "kid"), (claims, "subject"), (verdict, "detail")):
+        with pytest.raises(AttributeError):  # FrozenInstanceError is one
+            setattr(value, field, "x")
