@@ -15,25 +15,52 @@ PyNaCl does not check it and libsodium reads 32 bytes. libsodium's ``crypto_sign
 is called through PyNaCl's own cffi ``lib`` with no output buffers (libsodium allows NULL
 for both and then only verifies): PyNaCl's wrapper allocates and zeroes a buffer the size
 of the token, then copies the message back out, about 2 us of a cache miss for nothing.
+That module is private to PyNaCl, so without it the wrapper is used (same verdicts:
+tests/client/test_ed25519_parity.py runs both).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from nacl import bindings as _bindings  # noqa: F401  (its import runs sodium_init)
-from nacl._sodium import ffi, lib  # type: ignore[import-not-found]  # cffi, no stubs
+from nacl.bindings import crypto_sign_open  # importing nacl.bindings runs sodium_init
+from nacl.exceptions import BadSignatureError
 
 SIGNATURE_BYTES = 64
 PUBLIC_KEY_BYTES = 32
+
+
+def open_with_wrapper(signed: bytes, public: bytes) -> bool:
+    """Whether ``signed`` (signature + message) verifies, by PyNaCl's public wrapper."""
+    try:
+        crypto_sign_open(signed, public)
+    except BadSignatureError:
+        return False
+    return True
+
+
+signed_open: Callable[[bytes, bytes], bool] = open_with_wrapper
+try:  # PyNaCl's cffi module: private, but in every 1.x release; else the wrapper above
+    from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]  # cffi, no stubs
+    from nacl._sodium import lib as _lib
+except ImportError:  # pragma: no cover - depends on the installed PyNaCl
+    pass
+else:
+
+    def open_without_output(signed: bytes, public: bytes) -> bool:
+        """``open_with_wrapper``'s verdict, with no message buffer to allocate and copy."""
+        status: int = _lib.crypto_sign_open(_ffi.NULL, _ffi.NULL, signed, len(signed), public)
+        return status == 0
+
+    signed_open = open_without_output
 
 
 def verify_raw(public: bytes, message: bytes, signature: bytes) -> bool:
     """Whether ``signature`` is the 32-byte public key ``public``'s over ``message``."""
     if len(signature) != SIGNATURE_BYTES or len(public) != PUBLIC_KEY_BYTES:
         return False
-    signed = signature + message
-    status: int = lib.crypto_sign_open(ffi.NULL, ffi.NULL, signed, len(signed), public)
-    return status == 0
+    return signed_open(signature + message, public)
 
 
 # id of a key -> (the key, its raw bytes): a verifier checks a handful of keys, and asking
@@ -52,6 +79,4 @@ def verify(message: bytes, key: Ed25519PublicKey, signature: bytes) -> bool:
     public = known[1]  # ``verify_raw``, inlined: a frame fewer per cache miss
     if len(signature) != SIGNATURE_BYTES or len(public) != PUBLIC_KEY_BYTES:
         return False
-    signed = signature + message
-    status: int = lib.crypto_sign_open(ffi.NULL, ffi.NULL, signed, len(signed), public)
-    return status == 0
+    return signed_open(signature + message, public)
