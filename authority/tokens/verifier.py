@@ -24,6 +24,7 @@ from authority.domain.tokens import (
     check_claims,
 )
 from authority.jose.cache import BoundedCache
+from authority.jose.claims import valid_verdict
 from authority.tokens.jws import VerificationKey, verify_signature
 
 _REVOKED = Verification(VerifyReason.REVOKED, "the token has been revoked")
@@ -93,7 +94,27 @@ class TokenVerifier:
                 and not self._revocations.is_revoked(claims)
             ):
                 return valid
-        signed = self._signed(token, now)
+            signed = self._signed(token, now)
+        else:
+            # A token never seen (or evicted): its signature once, then the entry a hit
+            # would find and the hit's own comparisons (its key was just found in the
+            # ring), so a valid one costs no ``check_claims`` verdict and no second entry
+            # lookup. Anything that does not pass: the plain path below finds the reason.
+            signed = verify_signature(token, self._keys(), max_bytes=self._max_bytes)
+            if not isinstance(signed, Verification) and now < signed.expires_at + self._leeway:
+                entry = self._cache[token] = self._entry(signed)
+                if audiences:  # once: the plain path reads them again
+                    audiences = frozenset(audiences)
+                if (
+                    not now + self._leeway < entry[2]
+                    and (
+                        entry[5]
+                        if not audiences
+                        else entry[4] and not frozenset(audiences).isdisjoint(signed.audience)
+                    )
+                    and not self._revocations.is_revoked(signed)
+                ):
+                    return entry[1]
         if isinstance(signed, Verification):
             return signed
         # A Verify without audiences (the usual case) builds no set.
@@ -127,7 +148,7 @@ class TokenVerifier:
         issuer_ok = claims.issuer == self._issuer
         return (
             claims,
-            Verification(_VALID, claims=claims),
+            valid_verdict(claims),
             max(claims.not_before, claims.issued_at),
             claims.expires_at + self._leeway,
             issuer_ok,

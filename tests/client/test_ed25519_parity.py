@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 
-from authority.jose import _rfc7518
+from authority.jose import _rfc7518, _rfc8032
 from authority.jose.jws import verify_ed25519
 
 # The order of the Ed25519 group (RFC 8032, section 5.1).
@@ -190,3 +190,19 @@ def test_a_key_of_the_wrong_length_is_refused_before_libsodium_reads_it() -> Non
     assert verify_ed25519(public, message, signature)
     for wrong in (public[:31], public + b"\x00", b""):
         assert not verify_ed25519(wrong, message, signature)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=SEEDS, message=MESSAGES, mutation=MUTATIONS)
+def test_the_bufferless_check_and_pynacls_wrapper_agree(
+    seed: bytes, message: bytes, mutation: tuple[str, int]
+) -> None:
+    """The core calls libsodium through PyNaCl's private cffi module when it is there,
+    else PyNaCl's public wrapper: both give one verdict on honest and forged tokens."""
+    private, raw = _keys(seed)
+    signature = private.sign(message)
+    forged_message, forged = _mutate(*mutation, message, signature)
+    assert _rfc8032.signed_open is not _rfc8032.open_with_wrapper  # this PyNaCl has it
+    for signed in (signature + message, forged + forged_message):
+        assert _rfc8032.signed_open(signed, raw) == _rfc8032.open_with_wrapper(signed, raw)
+    assert _rfc8032.signed_open(signature + message, raw)

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from authority.api.convert import verify_response
 from authority.domain.keys import Algorithm
 from authority.domain.revocation import Revocation, RevocationKind
-from authority.domain.tokens import AccessClaims, Verification, VerifyReason
+from authority.domain.tokens import AccessClaims, Verification, VerifyReason, check_claims
 from authority.jose import _rfc7515, _rfc7518, _rfc9068
 from authority.jose._rfc7493 import LoneSurrogateError
 from authority.jose.claims import REGISTERED_CLAIMS, ClaimsError, parse_claims
@@ -257,6 +257,62 @@ def test_a_cache_hit_gives_the_uncached_verdict_at_every_bound() -> None:
     } <= reasons
 
 
+def _check_claims_outcome(fx: Fixture, token: str, audiences: tuple[str, ...]) -> Outcome:
+    """The verdict with no cache entry's comparisons: the signature (``signed_claims``),
+    then ``check_claims`` and the revocation view, as the plain path runs them."""
+    signed = _uncached(fx).signed_claims(token)
+    if isinstance(signed, Verification):
+        return _outcome(signed)
+    verdict = check_claims(
+        signed,
+        issuer=ISSUER,
+        audiences=frozenset(audiences) or frozenset({"api"}),
+        now=fx.clock.timestamp(),
+        leeway=LEEWAY,
+    )
+    if verdict.valid and fx.revocations.is_revoked(signed):
+        return VerifyReason.REVOKED, "the token has been revoked", None
+    return _outcome(verdict)
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_a_cache_miss_gives_the_check_claims_verdict(algorithm: Algorithm) -> None:
+    """A miss answers a valid token from the entry it stores (the hit's comparisons) and
+    leaves anything else to ``check_claims``: over the corpus, at each instant around nbf,
+    iat and exp, for every audience list and a revoked token, a verifier's first call says
+    what the signature, ``check_claims`` and the revocation view say."""
+    fx = Fixture(algorithm)
+    start = fx.clock.timestamp()
+    now = fx.clock.timestamp()
+    fx.revocations.add(Revocation(RevocationKind.TOKEN, "revoked", now, now + 600))
+    tokens = [
+        *corpus(fx),
+        fx.token(nbf=int(start) + 100),
+        fx.token(iat=start + 200.25, nbf=None),
+        fx.token(exp=int(start) + 300),
+        fx.token(aud=["billing", "api"]),
+        fx.token(jti="revoked"),
+    ]
+    bounds = [start + 100 - LEEWAY, start + 200.25 - LEEWAY, start + 300 + LEEWAY]
+    instants = sorted({start, *(b + d for b in bounds for d in (-1e-6, 0.0, 1e-6))})
+    reasons = set()
+    for instant in instants:
+        fx.clock.set(datetime.fromtimestamp(instant, UTC))
+        for audiences in ((), ("api",), ("billing",), ("shop", "billing")):
+            for token in tokens:
+                expected = _check_claims_outcome(fx, token, audiences)
+                assert _outcome(_uncached(fx).verify(token, audiences)) == expected, token
+                reasons.add(expected[0])
+    assert {
+        VerifyReason.VALID,
+        VerifyReason.REVOKED,
+        VerifyReason.NOT_YET_VALID,
+        VerifyReason.EXPIRED,
+        VerifyReason.WRONG_ISSUER,
+        VerifyReason.WRONG_AUDIENCE,
+    } <= reasons
+
+
 def test_the_header_memo_never_widens_an_allow_list() -> None:
     fx = Fixture(Algorithm.EDDSA)
     token = fx.token()
@@ -462,7 +518,7 @@ def test_the_i_json_check_is_re_encoding_as_utf8(
 def test_slot_filled_values_are_the_dataclass_constructors() -> None:
     """``parse_claims``'s one pass, ``valid_verdict`` and ``parse_compact`` fill slots and
     assign ``__class__`` rather than call the frozen ``__init__``: each result must be an
-    ordinary, frozen instance of the class, equal (and hashing equal) to the constructor's."""
+    ordinary, frozen instance of the class, equal to the constructor's."""
     fx = Fixture(Algorithm.EDDSA)
     token = fx.token(scope="read write", team="blue")
     jws = parse_compact(token, max_bytes=4096)
@@ -478,7 +534,7 @@ def test_slot_filled_values_are_the_dataclass_constructors() -> None:
         claims, issuer=ISSUER, audiences=frozenset({"api"}), now=fx.clock.timestamp(), leeway=0
     )
     plain = Verification(VerifyReason.VALID, claims=claims)
-    assert type(verdict) is Verification and verdict == plain and hash(verdict) == hash(plain)
+    assert type(verdict) is Verification and verdict == plain
     assert repr(verdict) == repr(plain)
     for value, field in ((jws, "kid"), (claims, "subject"), (verdict, "detail")):
         with pytest.raises(AttributeError):  # FrozenInstanceError is one

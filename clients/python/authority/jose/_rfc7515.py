@@ -66,6 +66,13 @@ class CompactJws:
     signature_segment: str
 
 
+class _CompactJwsSlots:
+    """``CompactJws``'s layout: filled by slot stores, then made one (``_rfc9068``'s
+    ``_ClaimsSlots`` says why)."""
+
+    __slots__ = CompactJws.__slots__  # dataclass(slots=True) made these
+
+
 def parse_compact(
     token: str, *, max_bytes: int, algorithms: Container[str] = ALGORITHMS
 ) -> CompactJws | Verification:
@@ -87,15 +94,14 @@ def parse_compact(
         known = checked
     elif known[0] not in algorithms:  # the check _parse_header makes first, for this caller
         return _disallowed(known[0])
-    algorithm, kid = known
-    return CompactJws(
-        token,
-        kid,
-        algorithm,
-        len(header_segment) + 1 + len(payload_segment),
-        payload_segment,
-        signature_segment,
-    )
+    jws: Any = _CompactJwsSlots()  # CompactJws(...) without its frozen __init__
+    jws.algorithm, jws.kid = known
+    jws.token = token
+    jws.signing_input_length = len(header_segment) + 1 + len(payload_segment)
+    jws.payload_segment = payload_segment
+    jws.signature_segment = signature_segment
+    jws.__class__ = CompactJws
+    return cast(CompactJws, jws)
 
 
 def _disallowed(algorithm: object) -> Verification:

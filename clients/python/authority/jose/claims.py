@@ -11,6 +11,7 @@ from authority.jose._rfc9068 import (
     VerifyReason,
     check_claims,
     parse_claims,
+    valid_verdict,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "check_claims",
     "lone_surrogate_in",
     "parse_claims",
+    "valid_verdict",
 ]
