@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import jwt
 import pytest
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -30,7 +29,7 @@ from authority.domain.tokens import AccessClaims, Verification, VerifyReason, ch
 from authority.jose import _rfc7515, _rfc7518, _rfc9068
 from authority.jose._rfc7493 import LoneSurrogateError
 from authority.jose.claims import REGISTERED_CLAIMS, ClaimsError, parse_claims
-from authority.jose.jws import ALGORITHMS, lone_surrogate_in_text, parse_compact, to_low_s
+from authority.jose.jws import ALGORITHMS, lone_surrogate_in_text, parse_compact
 from authority.tokens.verifier import TokenVerifier
 from authority.v1 import token_pb2
 from tests.unit.test_verify import (
@@ -39,6 +38,7 @@ from tests.unit.test_verify import (
     Fixture,
     attack_cases,
     lone_surrogate_cases,
+    sign_raw,
     surrogate_near_misses,
 )
 
@@ -47,16 +47,6 @@ Outcome = tuple[VerifyReason, str, AccessClaims | None]
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _sign_raw(fx: Fixture, header: dict[str, Any], payload: bytes) -> str:
-    """A token over arbitrary payload bytes, validly signed by ``fx``'s key."""
-    h, p = _b64(json.dumps(header).encode()), _b64(payload)
-    algorithm = jwt.get_algorithm_by_name(fx.signing.algorithm.value)
-    signature = algorithm.sign(f"{h}.{p}".encode(), fx.private)
-    if fx.signing.algorithm is Algorithm.ES256:
-        signature = to_low_s(signature)
-    return f"{h}.{p}.{_b64(signature)}"
 
 
 def corpus(fx: Fixture) -> Iterator[str]:
@@ -87,7 +77,7 @@ def corpus(fx: Fixture) -> Iterator[str]:
         b"",
         b"null",
     ):
-        yield _sign_raw(fx, header, payload)
+        yield sign_raw(fx, header, payload)
     for overrides in (
         {"exp": "tomorrow"},
         {"exp": True},
